@@ -1,0 +1,264 @@
+"""Reading driving videos and writing result videos as ComfyUI IMAGE batches.
+
+Frames are float32 tensors `(F, H, W, 3)` in [0, 1] (the ComfyUI IMAGE layout), so what the command
+line reads is exactly what the nodes receive inside ComfyUI. Containers go through PyAV; frame folders
+and single images through Pillow.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FOLDER_FPS = 25.0  # frame folders and single images carry no rate; 25 fps is the common video default
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+WRITABLE_SUFFIXES = (".mp4", ".webm", ".gif")
+# x264 quality: 18 is visually near-lossless, small enough for comparison clips.
+DEFAULT_CRF = 18
+GIF_PALETTE_SIZE = 256  # the GIF format's colour table limit
+# A frame rate as a Fraction with a small denominator keeps NTSC rates exact (29.97 -> 30000/1001).
+MAX_RATE_DENOMINATOR = 1001
+
+
+class VideoReadError(ValueError):
+    """A driving video, frame folder or image could not be read."""
+
+
+class VideoWriteError(ValueError):
+    """Frames could not be written as the requested video."""
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """Decoded frames and their rate.
+
+    frames: float32 `(F, H, W, 3)` in [0, 1]. fps: frames per second of `frames` (already divided by
+    the frame step, so the clip keeps its real-time duration).
+    """
+
+    frames: torch.Tensor
+    fps: float
+
+
+def natural_sort_key(name: str) -> list[object]:
+    """Sort key that orders `frame2.png` before `frame10.png`."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_video(
+    path: str | Path,
+    max_frames: int | None = None,
+    frame_step: int = 1,
+    default_fps: float = DEFAULT_FOLDER_FPS,
+) -> VideoClip:
+    """Read a video file, a folder of frames or a single image as a `VideoClip`.
+
+    path: a video file (mp4/webm/gif/mov/..., anything PyAV decodes), a folder of png/jpg/webp frames
+    (natural order: frame2 before frame10) or one image (a one-frame clip).
+    max_frames: keep at most this many frames (after stepping); None keeps all.
+    frame_step: keep every n-th frame; the returned fps is divided by it (not for a single image).
+    default_fps: rate for folders and images, which carry none.
+    """
+    path = Path(path)
+    if frame_step < 1:
+        raise VideoReadError(f"frame_step must be 1 or more, got {frame_step}.")
+    if max_frames is not None and max_frames < 1:
+        raise VideoReadError(f"max_frames must be 1 or more (or None for all), got {max_frames}.")
+    if not path.exists():
+        raise VideoReadError(f"Driving input {path} does not exist. Give a video file, a folder of frames or an image.")
+
+    if path.is_dir():
+        frames_uint8, fps = _read_frame_folder(path, max_frames, frame_step), default_fps / frame_step
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        frames_uint8, fps = [_read_image(path)], default_fps
+    else:
+        frames_uint8, source_fps = _read_container(path, max_frames, frame_step, default_fps)
+        fps = source_fps / frame_step
+
+    if not frames_uint8:
+        raise VideoReadError(f"{path} holds no frames. Check that the file is a video and is not empty.")
+    stacked = torch.from_numpy(np.stack(frames_uint8))
+    return VideoClip(frames=stacked.to(torch.float32) / 255.0, fps=fps)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as error:
+        raise VideoReadError(f"Cannot read image {path}: {error}. Is it a valid png/jpg/webp file?") from error
+
+
+def _read_frame_folder(folder: Path, max_frames: int | None, frame_step: int) -> list[np.ndarray]:
+    names = sorted(
+        (p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=natural_sort_key,
+    )
+    if not names:
+        raise VideoReadError(
+            f"Frame folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}). "
+            "Put the driving frames there or give a video file."
+        )
+    picked = names[::frame_step][:max_frames]
+    frames = [_read_image(folder / name) for name in picked]
+    first_shape = frames[0].shape
+    for name, frame in zip(picked, frames):
+        if frame.shape != first_shape:
+            raise VideoReadError(
+                f"Frame {folder / name} is {frame.shape[1]}x{frame.shape[0]} but {folder / picked[0]} is "
+                f"{first_shape[1]}x{first_shape[0]}; all frames of a folder must have the same size."
+            )
+    return frames
+
+
+def _read_container(
+    path: Path, max_frames: int | None, frame_step: int, default_fps: float
+) -> tuple[list[np.ndarray], float]:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as error:
+        raise VideoReadError(f"Cannot open video {path}: {error}. Is it a video file PyAV/FFmpeg can decode?") from error
+    with container:
+        if not container.streams.video:
+            raise VideoReadError(f"{path} has no video stream (audio only?). Give a file with video.")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else default_fps
+        frames: list[np.ndarray] = []
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % frame_step:
+                    continue
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+        except av.FFmpegError as error:
+            raise VideoReadError(f"Decoding {path} failed after {len(frames)} frames: {error}.") from error
+    return frames, fps
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: float, crf: int = DEFAULT_CRF) -> Path:
+    """Write `frames` `(F, H, W, 3)` in [0, 1] as a video at `fps`; the suffix picks the format.
+
+    .mp4: H.264, yuv420p (plays everywhere); .webm: VP9, yuv420p; .gif: 256-colour palette per frame
+    (GIF delays are in 1/100 s, so odd rates are rounded). yuv420p needs even width and height, so odd
+    sizes are padded by repeating the last row/column; the padded size is what reads back.
+    crf: quality for mp4/webm (lower is better). Returns the written path.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITABLE_SUFFIXES:
+        raise VideoWriteError(f"Cannot write {path}: the suffix must be one of {', '.join(WRITABLE_SUFFIXES)}.")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise VideoWriteError(f"Expected frames shaped (F, H, W, 3) with F >= 1 for {path}, got {tuple(frames.shape)}.")
+    if fps <= 0:
+        raise VideoWriteError(f"fps must be positive to write {path}, got {fps}.")
+
+    frames_uint8 = (frames.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
+    if suffix == ".gif":
+        _write_gif(path, frames_uint8, rate)
+    else:
+        codec = "libx264" if suffix == ".mp4" else "libvpx-vp9"
+        options = {"crf": str(crf)} if suffix == ".mp4" else {"crf": str(crf), "b:v": "0"}
+        _encode(path, pad_to_even(frames_uint8), rate, codec=codec, pix_fmt="yuv420p", options=options)
+    return path
+
+
+def pad_to_even(frames_uint8: np.ndarray) -> np.ndarray:
+    """Pad `(F, H, W, 3)` frames by repeating the last row/column so H and W are even (yuv420p)."""
+    pad_h = frames_uint8.shape[1] % 2
+    pad_w = frames_uint8.shape[2] % 2
+    if not (pad_h or pad_w):
+        return frames_uint8
+    logger.info("Padding %dx%d frames to even size for yuv420p.", frames_uint8.shape[2], frames_uint8.shape[1])
+    return np.pad(frames_uint8, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def _encode(
+    path: Path, frames_uint8: np.ndarray, rate: Fraction, codec: str, pix_fmt: str, options: dict[str, str]
+) -> None:
+    try:
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream(codec, rate=rate, options=options)
+            stream.width = frames_uint8.shape[2]
+            stream.height = frames_uint8.shape[1]
+            stream.pix_fmt = pix_fmt
+            stream.time_base = 1 / rate
+            for index, frame_rgb in enumerate(frames_uint8):
+                frame = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
+                frame.pts = index
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    except av.FFmpegError as error:
+        raise VideoWriteError(f"Encoding {path} with {codec} failed: {error}.") from error
+
+
+def _write_gif(path: Path, frames_uint8: np.ndarray, rate: Fraction) -> None:
+    # FFmpeg's scaler cannot turn rgb24 into pal8, so Pillow quantizes each frame to its own palette.
+    # (Pillow's own GIF writer is not used: it merges identical consecutive frames, changing the count.)
+    try:
+        with av.open(str(path), mode="w") as container:
+            stream = container.add_stream("gif", rate=rate)
+            stream.width = frames_uint8.shape[2]
+            stream.height = frames_uint8.shape[1]
+            stream.pix_fmt = "pal8"
+            for index, frame_rgb in enumerate(frames_uint8):
+                frame = av.VideoFrame.from_ndarray(_to_palette_image(frame_rgb), format="pal8")
+                frame.pts = index
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+    except av.FFmpegError as error:
+        raise VideoWriteError(f"Encoding GIF {path} failed: {error}.") from error
+
+
+def _to_palette_image(frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    quantized = Image.fromarray(frame_rgb).quantize(GIF_PALETTE_SIZE)
+    palette_rgb = np.asarray(quantized.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    opaque = np.full((palette_rgb.shape[0], 1), 255, dtype=np.uint8)
+    palette_argb = np.concatenate([opaque, palette_rgb], axis=1)  # PyAV takes pal8 palettes as ARGB rows
+    palette_argb = np.pad(palette_argb, ((0, GIF_PALETTE_SIZE - palette_argb.shape[0]), (0, 0)))
+    return np.asarray(quantized), palette_argb
+
+
+def side_by_side(panels: Sequence[torch.Tensor], height: int | None = None) -> torch.Tensor:
+    """Concatenate IMAGE batches left to right, e.g. driving | local patches | result.
+
+    panels: each `(F, H_i, W_i, 3)`; a one-frame panel (a source image) is repeated over F.
+    height: common height; each panel is resized to it keeping its aspect ratio. None uses the last
+    panel's height (by the driving | patches | result convention, the result keeps its resolution).
+    Returns `(F, height, sum of resized widths, 3)`.
+    """
+    if not panels:
+        raise ValueError("side_by_side needs at least one panel.")
+    frame_counts = {panel.shape[0] for panel in panels if panel.shape[0] != 1}
+    if len(frame_counts) > 1:
+        raise ValueError(
+            f"Panels have different frame counts {[panel.shape[0] for panel in panels]}; "
+            "trim them to the same length first (one-frame panels are repeated)."
+        )
+    frame_count = frame_counts.pop() if frame_counts else 1
+    target_height = height if height is not None else panels[-1].shape[1]
+    resized = [_resize_to_height(panel, target_height).expand(frame_count, -1, -1, -1) for panel in panels]
+    return torch.cat(resized, dim=2)
+
+
+def _resize_to_height(frames_fhwc: torch.Tensor, height: int) -> torch.Tensor:
+    if frames_fhwc.shape[1] == height:
+        return frames_fhwc
+    width = max(1, round(frames_fhwc.shape[2] * height / frames_fhwc.shape[1]))
+    frames_fchw = frames_fhwc.permute(0, 3, 1, 2).to(torch.float32)
+    resized = F.interpolate(frames_fchw, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return resized.clamp(0, 1).permute(0, 2, 3, 1)
