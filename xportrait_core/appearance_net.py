@@ -1,0 +1,41 @@
+"""The appearance reference net: a UNet copy whose only product is the attention bank.
+
+It has input, middle and output blocks but no ``out`` layer; its ``input_hint_block`` exists in the
+checkpoint but the original never uses it (hint=None), so it is built only so the keys load.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .config import HINT_CHANNELS, UNetConfig
+from .reference_attention import BankWriter, ReferenceBank
+from .unet_blocks import TimeEmbedding
+from .unet_layout import build_hint_block, build_input_blocks, build_middle_block, build_output_blocks
+
+
+class AppearanceNet(nn.Module):
+    def __init__(self, cfg: UNetConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.time_embed = TimeEmbedding(cfg.model_channels)
+        self.input_hint_block = build_hint_block(cfg, HINT_CHANNELS)
+        self.input_blocks, skip_channels, _ = build_input_blocks(cfg)
+        self.middle_block = build_middle_block(cfg)
+        self.output_blocks, _ = build_output_blocks(cfg, skip_channels)
+
+    def forward(self, reference_latents: torch.Tensor, timesteps: torch.Tensor,
+                context: torch.Tensor) -> ReferenceBank:
+        """reference_latents (B, 4, h, w), timesteps (B,), context (B or 1, 77, C) -> bank: one entry
+        (B, tokens, C) per spatial transformer, in forward order. The net's own output is discarded."""
+        writer = BankWriter()
+        emb = self.time_embed(timesteps)
+        skips = []
+        h = reference_latents
+        for block in self.input_blocks:
+            h = block(h, emb, context, writer)
+            skips.append(h)
+        h = self.middle_block(h, emb, context, writer)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, context, writer)
+        return writer.entries

@@ -1,0 +1,89 @@
+"""The one place where scaled dot-product attention is computed.
+
+Every attention in the pack (spatial self/cross attention, reference-bank attention, temporal attention
+of the motion modules, the VAE's mid-block attention) calls :func:`attention`, with the backend chosen
+once per model (``XPortraitModel.set_attention_backend``), never per call site.
+
+Backends:
+- ``"sdpa"`` (default): ``torch.nn.functional.scaled_dot_product_attention``; PyTorch picks flash /
+  memory-efficient / math kernels itself.
+- ``"xformers"``: ``xformers.ops.memory_efficient_attention``, what the original ran; used only when
+  xformers is installed and the tensors are on CUDA (its wheels pin torch versions, so it is optional).
+- ``"math"``: explicit ``softmax(q k^T / sqrt(d)) v`` in float32: the reference for tests.
+
+fp16 safety: the original is reported to produce black videos in fp16. Logits q.k can exceed the fp16
+range (65504) before the softmax; the CUDA SDPA/xformers kernels accumulate and normalise in float32,
+but the CPU (math) path would compute them in fp16, so half-precision inputs off CUDA are upcast to
+float32 for the attention itself and the result cast back.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import torch
+import torch.nn.functional as F
+
+ATTENTION_BACKENDS = ("sdpa", "xformers", "math")
+
+
+def xformers_available() -> bool:
+    """True when the optional xformers package can be imported (it is never required)."""
+    return importlib.util.find_spec("xformers") is not None
+
+
+def resolve_backend(requested: str) -> str:
+    """Validate a backend name; ``"auto"`` means xformers when installed with CUDA, else SDPA."""
+    if requested == "auto":
+        return "xformers" if (xformers_available() and torch.cuda.is_available()) else "sdpa"
+    if requested not in ATTENTION_BACKENDS:
+        raise ValueError(
+            f"attention backend {requested!r} is not one of {('auto',) + ATTENTION_BACKENDS}; "
+            "use 'auto' unless you are comparing backends")
+    if requested == "xformers" and not xformers_available():
+        raise ValueError(
+            "attention backend 'xformers' was asked for but xformers is not installed; "
+            "install an xformers wheel that matches your torch, or use 'sdpa'")
+    return requested
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+              backend: str = "sdpa", causal: bool = False) -> torch.Tensor:
+    """Multi-head attention softmax(q k^T / sqrt(d)) v.
+
+    q (B, Nq, H*D), k and v (B, Nk, H*D) -> (B, Nq, H*D). k/v may have batch 1 with q batch B
+    (a shared context); they are broadcast. ``causal`` masks keys after the query position (CLIP text).
+    """
+    batch, queries, width = q.shape
+    head_dim = width // heads
+    if k.shape[0] != batch:
+        k = k.expand(batch, -1, -1)
+        v = v.expand(batch, -1, -1)
+    out_dtype = q.dtype
+    upcast = q.dtype in (torch.float16, torch.bfloat16) and q.device.type != "cuda"
+    if upcast or backend == "math":
+        q, k, v = q.float(), k.float(), v.float()
+
+    if backend == "xformers" and q.device.type == "cuda":
+        import xformers.ops  # optional; resolve_backend checked it is installed
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(t.shape[0], t.shape[1], heads, head_dim).contiguous()
+
+        bias = xformers.ops.LowerTriangularMask() if causal else None
+        out = xformers.ops.memory_efficient_attention(split(q), split(k), split(v), attn_bias=bias)
+        return out.reshape(batch, queries, width).to(out_dtype)
+
+    def to_heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(t.shape[0], t.shape[1], heads, head_dim).transpose(1, 2)
+
+    qh, kh, vh = to_heads(q), to_heads(k), to_heads(v)
+    if backend == "math":
+        logits = qh @ kh.transpose(-1, -2) / math.sqrt(head_dim)
+        if causal:
+            future = torch.ones(queries, kh.shape[2], dtype=torch.bool, device=q.device).triu(1)
+            logits = logits.masked_fill(future, float("-inf"))
+        out = torch.softmax(logits, dim=-1) @ vh
+    else:
+        out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=causal)
+    return out.transpose(1, 2).reshape(batch, queries, width).to(out_dtype)

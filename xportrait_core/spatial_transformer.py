@@ -1,0 +1,119 @@
+"""SD1.5 spatial transformer (LDM key names) with the reference-bank hook in its self-attention.
+
+Shapes: the block input is an image batch (B, C, H, W); inside the transformer, tokens (B, H*W, C).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import attention
+from .reference_attention import BankReader, BankWriter
+
+SPATIAL_NORM_EPS = 1e-6  # LDM Normalize(): GroupNorm(32, eps=1e-6) before proj_in
+GROUPS = 32
+
+
+class Attention(nn.Module):
+    """LDM CrossAttention: to_q/to_k/to_v without bias, to_out.0 with bias (to_out.1 is dropout)."""
+
+    def __init__(self, query_dim: int, context_dim: int, heads: int, head_dim: int) -> None:
+        super().__init__()
+        inner = heads * head_dim
+        self.heads = heads
+        self.backend = "sdpa"
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(0.0))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                extra_context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, C); context (B or 1, M, Cc), default x; extra_context (B or 1, R, Cc) is appended
+        to the keys/values after the context (reference tokens). Contexts of batch 1 are projected once
+        and broadcast, instead of once per frame."""
+        context = x if context is None else context
+        k, v = self.to_k(context), self.to_v(context)
+        if extra_context is not None:
+            k_ref, v_ref = self.to_k(extra_context), self.to_v(extra_context)
+            batch = max(k.shape[0], k_ref.shape[0])
+            k = torch.cat([k.expand(batch, -1, -1), k_ref.expand(batch, -1, -1)], dim=1)
+            v = torch.cat([v.expand(batch, -1, -1), v_ref.expand(batch, -1, -1)], dim=1)
+        return self.to_out(attention(self.to_q(x), k, v, self.heads, self.backend))
+
+
+class GEGLU(nn.Module):
+    """proj (C -> 2 * inner), out = a * gelu(gate) (exact gelu, as LDM and diffusers)."""
+
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, inner * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, gate = self.proj(x).chunk(2, dim=-1)
+        return a * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """net.0 = GEGLU (C -> 4C), net.1 dropout, net.2 Linear (4C -> C): the LDM/diffusers key layout."""
+
+    FF_MULT = 4
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        inner = dim * self.FF_MULT
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(0.0), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """attn1 (self / reference attention) -> attn2 (text cross-attention) -> GEGLU feed-forward,
+    each pre-LayerNorm with a residual."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int) -> None:
+        super().__init__()
+        self.attn1 = Attention(dim, dim, heads, head_dim)
+        self.ff = FeedForward(dim)
+        self.attn2 = Attention(dim, context_dim, heads, head_dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                bank: BankWriter | BankReader | None = None) -> torch.Tensor:
+        normed = self.norm1(x)
+        reference_tokens = None
+        if isinstance(bank, BankWriter):
+            bank.write(normed)
+        elif isinstance(bank, BankReader):
+            reference_tokens = bank.read()
+        x = self.attn1(normed, extra_context=reference_tokens) + x
+        x = self.attn2(self.norm2(x), context=context) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class SpatialTransformer(nn.Module):
+    """GroupNorm -> 1x1 conv proj_in -> transformer blocks on (B, H*W, C) tokens -> 1x1 conv proj_out
+    -> + input. SD1.5 uses conv projections (use_linear_in_transformer=False)."""
+
+    def __init__(self, channels: int, heads: int, context_dim: int, depth: int = 1) -> None:
+        super().__init__()
+        head_dim = channels // heads
+        self.norm = nn.GroupNorm(GROUPS, channels, eps=SPATIAL_NORM_EPS)
+        self.proj_in = nn.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(channels, heads, head_dim, context_dim) for _ in range(depth))
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor,
+                bank: BankWriter | BankReader | None = None) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        h = self.proj_in(self.norm(x))
+        tokens = h.reshape(batch, channels, height * width).transpose(1, 2)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context, bank)
+        h = tokens.transpose(1, 2).reshape(batch, channels, height, width)
+        return self.proj_out(h) + x
