@@ -78,7 +78,8 @@ class LandmarkProvider(Protocol):
     """Finds one face per frame and returns its 68 iBUG points.
 
     `detect` receives frames as (F, H, W, 3) uint8 RGB (X-Portrait detects on 256 x 256 copies) and returns one
-    `FaceLandmarks` row per frame. With several faces in a frame a provider returns the largest one.
+    `FaceLandmarks` row per frame. With several faces in a frame a provider returns the
+    most confident one.
     """
 
     name: str

@@ -129,13 +129,15 @@ class DlibLandmarkProvider:
         return detector
 
     def _detect_one(self, frame_hwc_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        rectangles = self._detector()(frame_hwc_uint8, self.upsample)
+        rectangles, scores, _ = self._detector().run(frame_hwc_uint8, self.upsample)
         if len(rectangles) == 0:
             return None
-        largest = max(rectangles, key=lambda r: r.width() * r.height())
-        shape = self._predictor(frame_hwc_uint8, largest)
+        # The most confident detection, not the largest: on skimage's astronaut the HOG detector also fires, more
+        # weakly, on the shoulder patch, with a box as large as the face.
+        best = rectangles[int(np.argmax(scores))]
+        shape = self._predictor(frame_hwc_uint8, best)
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
-        box = np.array([largest.left(), largest.top(), largest.right(), largest.bottom()], dtype=np.float32)
+        box = np.array([best.left(), best.top(), best.right(), best.bottom()], dtype=np.float32)
         return points, box
 
     def detect(self, frames_fhwc_uint8: np.ndarray) -> FaceLandmarks:
