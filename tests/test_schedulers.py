@@ -47,6 +47,13 @@ def test_ddim_with_30_steps_runs_the_original_31_steps_from_t991():
     assert len(timesteps) == 31 and timesteps[0] == 991 and timesteps[-1] == 1
 
 
+@pytest.mark.parametrize("steps, first, count", [(3, 667, 3), (9, 889, 9), (27, 963, 27), (105, 991, 111), (1000, 999, 999)])
+def test_ddim_drops_the_timestep_1000_the_original_would_index_past_the_schedule(steps, first, count):
+    # When 1000 // S divides 999, range(0, 1000, 1000 // S) + 1 ends at 1000 and the original crashes.
+    timesteps = original_ddim_timesteps(steps)
+    assert timesteps[0] == first and len(timesteps) == count and timesteps[-1] == 1
+
+
 def test_ddim_replay_of_recorded_eps_reproduces_the_original_trajectory(cfg5):
     denoised = []
     final = denoise_loop(

@@ -8,7 +8,9 @@ The diffusers schedulers keep their own step counters, so an adapter is used for
 alpha differ): timesteps range(0, 1000, 1000 // S) + 1 visited in descending order, a_t = float32
 alphas_cumprod[t], a_prev = that of the next lower timestep and alphas_cumprod[0] after t = 1, eta 0. When S does
 not divide 1000 that range is longer than S (S = 30 gives 31 steps, 991 ... 1): the original runs those, and so
-do we. With strength 1 the start latents are noised to t = 999, although the first step evaluates at
+do we. When 1000 // S divides 999 (S = 3, 9, 27, 37, 101..111, ...) the first timestep would be 1000, past the
+schedule: the original fails with an index error there; we drop that step (S = 3 runs 667, 334, 1). With
+strength 1 the start latents are noised to t = 999, although the first step evaluates at
 t = 1000 - 1000 // S + 1 (the original's quirk).
 """
 from __future__ import annotations
@@ -81,7 +83,7 @@ def original_ddim_timesteps(steps: int) -> list[int]:
     if not 1 <= steps <= DDPM_TRAIN_STEPS:
         raise ValueError(f"steps must be in [1, {DDPM_TRAIN_STEPS}], got {steps}")
     stride = DDPM_TRAIN_STEPS // steps
-    return [t + 1 for t in reversed(range(0, DDPM_TRAIN_STEPS, stride))]
+    return [t + 1 for t in reversed(range(0, DDPM_TRAIN_STEPS, stride)) if t + 1 < DDPM_TRAIN_STEPS]
 
 
 class OriginalDDIM:

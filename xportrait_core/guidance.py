@@ -1,0 +1,267 @@
+"""Windowed, classifier-free-guided denoiser: the full video in, one eps per frame out.
+
+This is the k-diffusion idea: windowing and guidance wrap the network as a denoiser callable
+`(latents_in (F, 4, h, w), timestep, step_index) -> eps (F, 4, h, w)`, so any scheduler can drive it.
+
+Per step it runs, as the original does but without its repetitions:
+- the appearance net ONCE (not once per window), with the step's t and the conditional context, on all
+  reference sets at once (batch = references, or references x frames in per-frame mode); every window reads that
+  bank (shared: the bank broadcasts; per-frame: the window takes its frames' rows);
+- per window: the conditional pass (bank + pose and local ControlNets) and the unconditional pass (plain UNet
+  with motion modules, never needs the bank), eps = eps_u + cfg * (eps_c - eps_u); cfg 1 skips the
+  unconditional pass and cfg 0 the conditional one (and the bank);
+- the guided eps of overlapping windows are averaged per frame (see `windows.WindowAverager`).
+
+`bank_mode="per_window"` is the original's cost model (the appearance net on the window's per-frame reference
+latents in every window), kept for benchmarks and for checking that both modes agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Protocol, Sequence
+
+import torch
+
+from .windows import WindowAverager, WindowPlanner
+
+BankMode = Literal["once_per_step", "per_window"]
+BANK_MODES: tuple[str, ...] = ("once_per_step", "per_window")
+LATENT_CHANNELS = 4  # SD1.5 VAE latent channels
+HINT_CHANNELS = 3  # pose and local hints are RGB images
+VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent, per side
+
+
+class SamplingInterrupted(Exception):
+    """Raised between windows when the interrupt check asks to stop."""
+
+
+class GuidedModel(Protocol):
+    """What the denoiser needs from `xportrait_core.model.XPortraitModel`."""
+
+    WINDOW_FRAMES: int
+    evaluation_counts: dict[str, int]
+
+    def parameters(self): ...
+
+    def write_reference_bank(
+        self, reference_latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
+    ) -> list[torch.Tensor]: ...
+
+    def concat_reference_banks(self, banks: list[list[torch.Tensor]]) -> list[torch.Tensor]: ...
+
+    def eps_conditional(
+        self,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        bank: list[torch.Tensor],
+        pose_hint: torch.Tensor,
+        local_hint: torch.Tensor,
+    ) -> torch.Tensor: ...
+
+    def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Everything besides the noisy latents that guides the denoising of a video of F frames.
+
+    reference_latents: main reference first, then extra references; each (1, 4, h, w) (`shared`: one latent,
+        its bank broadcast to every frame) or (F, 4, h, w) (`per_frame`: one latent per frame, as the original's
+        per-frame VAE posterior samples); all references in the same mode. Never noised.
+    pose_hints, local_hints: (F, 3, 8h, 8w) in [-1, 1].
+    context, uncond_context: (1, 77, C) text contexts of the conditional and unconditional pass (the prompt is
+        the same for every frame, so it is encoded once).
+    The per-frame tensors may live on the CPU; the denoiser moves one window at a time to the model.
+    """
+
+    reference_latents: Sequence[torch.Tensor]
+    pose_hints: torch.Tensor
+    local_hints: torch.Tensor
+    context: torch.Tensor
+    uncond_context: torch.Tensor
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.pose_hints.shape[0])
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        return int(self.reference_latents[0].shape[-2]), int(self.reference_latents[0].shape[-1])
+
+    @property
+    def reference_mode(self) -> str:
+        """`shared` or `per_frame`, read from the references' batch size."""
+        return "shared" if self.reference_latents[0].shape[0] == 1 else "per_frame"
+
+
+def check_conditioning(cond: Conditioning) -> None:
+    """Raise ValueError, addressed to the user, when the conditioning tensors do not fit together."""
+    if len(cond.reference_latents) == 0:
+        raise ValueError("at least one reference latent is needed (the source portrait)")
+    for name, hints in (("pose hints", cond.pose_hints), ("local hints", cond.local_hints)):
+        if hints.dim() != 4 or hints.shape[1] != HINT_CHANNELS:
+            raise ValueError(f"{name} must be (F, 3, H, W) images, got shape {tuple(hints.shape)}")
+    if cond.local_hints.shape[0] != cond.pose_hints.shape[0]:
+        raise ValueError(
+            f"pose hints have {cond.pose_hints.shape[0]} frames but local hints {cond.local_hints.shape[0]}; "
+            "both come from the same driving video and need one image per frame"
+        )
+    frames = cond.num_frames
+    first = cond.reference_latents[0]
+    for index, ref in enumerate(cond.reference_latents):
+        if ref.dim() != 4 or ref.shape[1] != LATENT_CHANNELS:
+            raise ValueError(f"reference latent {index} must be (B, 4, h, w), got shape {tuple(ref.shape)}")
+        if ref.shape[0] not in (1, frames):
+            raise ValueError(
+                f"reference latent {index} has batch {ref.shape[0]}; expected 1 (one latent shared by all frames) "
+                f"or {frames} (one per frame)"
+            )
+        if ref.shape != first.shape:
+            raise ValueError(
+                f"reference latent {index} has shape {tuple(ref.shape)} but the main reference {tuple(first.shape)}; "
+                "all references need the same size and the same mode (shared or per-frame)"
+            )
+    h, w = cond.latent_size
+    for name, hints in (("pose hints", cond.pose_hints), ("local hints", cond.local_hints)):
+        height, width = hints.shape[-2:]
+        if height % VAE_DOWNSCALE or width % VAE_DOWNSCALE:
+            raise ValueError(
+                f"{name} are {height}x{width} pixels; both sides must be divisible by {VAE_DOWNSCALE} "
+                "(the VAE downscale); resize or crop the driving video"
+            )
+        if (height, width) != (VAE_DOWNSCALE * h, VAE_DOWNSCALE * w):
+            raise ValueError(
+                f"{name} are {height}x{width} pixels but the reference latents are {h}x{w}; hints must be exactly "
+                f"{VAE_DOWNSCALE}x the latent size ({VAE_DOWNSCALE * h}x{VAE_DOWNSCALE * w}): resize them to the "
+                "reference image's size"
+            )
+    for name, context in (("context", cond.context), ("uncond_context", cond.uncond_context)):
+        if context.dim() != 3 or context.shape[0] != 1:
+            raise ValueError(
+                f"{name} must be (1, 77, C), one text encoding shared by all frames; got {tuple(context.shape)}"
+            )
+
+
+class WindowedGuidedDenoiser:
+    """Denoiser callable over the full video: `(latents_in, timestep, step_index) -> eps`, all (F, 4, h, w).
+
+    latents_in and the returned eps live where the caller keeps the video (possibly the CPU); each window is
+    moved to the model's device and dtype, evaluated, and its guided eps moved back, so the model-side memory
+    is one window's, whatever F. (In per-frame reference mode the step's bank holds F rows.)
+    """
+
+    def __init__(
+        self,
+        model: GuidedModel,
+        conditioning: Conditioning,
+        cfg: float,
+        planner: WindowPlanner,
+        bank_mode: str = "once_per_step",
+        on_window: Callable[[int, int, int], None] | None = None,
+        should_interrupt: Callable[[], bool] | None = None,
+    ) -> None:
+        """on_window(step_index, window_index, windows_in_step) after each window; should_interrupt() before each
+        window (True stops the run with SamplingInterrupted)."""
+        check_conditioning(conditioning)
+        if bank_mode not in BANK_MODES:
+            raise ValueError(f"bank_mode must be one of {BANK_MODES}, got {bank_mode!r}")
+        if cfg < 0:
+            raise ValueError(f"cfg (guidance scale) must be >= 0, got {cfg}")
+        if planner.window % model.WINDOW_FRAMES:
+            raise ValueError(
+                f"window length {planner.window} must be a multiple of {model.WINDOW_FRAMES}: the motion modules "
+                f"see batches of exactly {model.WINDOW_FRAMES} frames"
+            )
+        if planner.num_frames != conditioning.num_frames:
+            raise ValueError(
+                f"the window plan is for {planner.num_frames} frames but the hints have {conditioning.num_frames}"
+            )
+        parameter = next(model.parameters())
+        self._device, self._dtype = parameter.device, parameter.dtype
+        self.model = model
+        self.cond = conditioning
+        self.cfg = float(cfg)
+        self.planner = planner
+        self.bank_mode = bank_mode
+        self._on_window = on_window
+        self._should_interrupt = should_interrupt
+        self._needs_cond = self.cfg != 0.0
+        self._needs_uncond = self.cfg != 1.0
+        # Small, reused by every window of every step: move once.
+        self._context = self._to_model(conditioning.context)
+        self._uncond_context = self._to_model(conditioning.uncond_context)
+        self._references = [self._to_model(ref) for ref in conditioning.reference_latents]
+        self._shared = conditioning.reference_mode == "shared"
+
+    def _to_model(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self._device, self._dtype)
+
+    def __call__(self, latents_in: torch.Tensor, timestep: int, step_index: int) -> torch.Tensor:
+        if latents_in.shape[0] != self.cond.num_frames:
+            raise ValueError(f"latents have {latents_in.shape[0]} frames, the hints {self.cond.num_frames}")
+        windows = self.planner.windows_for_step(step_index)
+        step_bank = None
+        if self._needs_cond and self.bank_mode == "once_per_step":
+            step_bank = self._write_bank(self._references, timestep)
+        averager = WindowAverager(latents_in.shape, latents_in.device)
+        for window_index, frames in enumerate(windows):
+            if self._should_interrupt is not None and self._should_interrupt():
+                raise SamplingInterrupted(f"interrupted at step {step_index + 1}, before window {window_index + 1}")
+            eps = self._window_eps(latents_in, frames, timestep, step_bank)
+            averager.add(frames, eps)
+            if self._on_window is not None:
+                self._on_window(step_index, window_index, len(windows))
+        return averager.average().to(latents_in.dtype)
+
+    def _window_eps(
+        self, latents_in: torch.Tensor, frames: torch.Tensor, timestep: int, step_bank: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Guided eps (window, 4, h, w) of one window, on the model's device."""
+        x_t = self._to_model(latents_in[frames.to(latents_in.device)])
+        timesteps = torch.full((len(frames),), timestep, dtype=torch.long, device=self._device)
+        eps_cond = eps_uncond = None
+        if self._needs_cond:
+            bank = self._window_bank(frames, timestep, step_bank)
+            eps_cond = self.model.eps_conditional(
+                x_t,
+                timesteps,
+                self._context,
+                bank,
+                self._to_model(self.cond.pose_hints[frames.to(self.cond.pose_hints.device)]),
+                self._to_model(self.cond.local_hints[frames.to(self.cond.local_hints.device)]),
+            )
+        if self._needs_uncond:
+            eps_uncond = self.model.eps_unconditional(x_t, timesteps, self._uncond_context)
+        if eps_uncond is None:
+            return eps_cond
+        if eps_cond is None:
+            return eps_uncond
+        return eps_uncond + self.cfg * (eps_cond - eps_uncond)
+
+    def _window_bank(
+        self, frames: torch.Tensor, timestep: int, step_bank: list[torch.Tensor] | None
+    ) -> list[torch.Tensor]:
+        """Bank entries for the window: (1, tokens, C) broadcast, or (window, tokens, C)."""
+        if step_bank is None:  # per_window: the original recomputes it from the window's reference latents
+            window_refs = [
+                ref.expand(len(frames), -1, -1, -1) if self._shared else ref[frames.to(ref.device)]
+                for ref in self._references
+            ]
+            return self._write_bank(window_refs, timestep)
+        if self._shared:
+            return step_bank
+        rows = frames.to(self._device)
+        return [entry[rows] for entry in step_bank]
+
+    def _write_bank(self, references: list[torch.Tensor], timestep: int) -> list[torch.Tensor]:
+        """One appearance-net call over all references (stacked on the batch), then the banks concatenated along
+        tokens, main reference first. references: each (B, 4, h, w). Returns entries (B, R * tokens_i, C_i)."""
+        batch = references[0].shape[0]
+        stacked = torch.cat(references, dim=0)
+        timesteps = torch.full((stacked.shape[0],), timestep, dtype=torch.long, device=self._device)
+        flat = self.model.write_reference_bank(stacked, timesteps, self._context)
+        if len(references) == 1:
+            return flat
+        banks = [[entry[r * batch:(r + 1) * batch] for entry in flat] for r in range(len(references))]
+        return self.model.concat_reference_banks(banks)
