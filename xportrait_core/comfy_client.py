@@ -1,0 +1,214 @@
+"""A small standard-library HTTP client for the part of ComfyUI's API a batch queue needs.
+
+Routes and reply shapes follow ComfyUI's server.py (0.3.x): POST /upload/image, POST /prompt,
+GET /queue, GET /history/{prompt_id}, GET /view.
+"""
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import mimetypes
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_TIMEOUT_S = 30.0
+# Uploading a driving video can take longer than a JSON call.
+UPLOAD_TIMEOUT_S = 300.0
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+
+
+class ComfyError(RuntimeError):
+    """Base class for failures talking to a ComfyUI server."""
+
+
+class ServerUnreachableError(ComfyError):
+    """The server did not answer at all (refused, timed out, DNS, reset)."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"ComfyUI server {url} is unreachable ({reason}). Check that ComfyUI is running there, that the "
+            "address and port are right (ComfyUI's --listen/--port), and that no firewall blocks it."
+        )
+
+
+class WorkflowRejectedError(ComfyError):
+    """POST /prompt answered 400: the graph failed validation; `node_errors` says where."""
+
+    def __init__(self, url: str, error: Any, node_errors: dict[str, Any]):
+        self.url = url
+        self.error = error
+        self.node_errors = node_errors
+        super().__init__(f"ComfyUI server {url} rejected the workflow: {describe_rejection(error, node_errors)}")
+
+
+class ServerReplyError(ComfyError):
+    """The server answered, but with an unexpected HTTP status or body."""
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One file a prompt produced, as listed in its /history outputs."""
+
+    filename: str
+    subfolder: str
+    type: str
+
+
+def describe_rejection(error: Any, node_errors: dict[str, Any]) -> str:
+    """Turn a /prompt 400 body into lines a person can act on: the prompt error, then each node's errors."""
+    if isinstance(error, dict):
+        headline = error.get("message", "invalid prompt")
+        details = error.get("details")
+        if details and not node_errors:
+            headline = f"{headline}: {details}"
+    else:
+        headline = str(error)
+    lines = [headline]
+    for node_id, info in node_errors.items():
+        for reason in info.get("errors", []):
+            lines.append(
+                f"  node {node_id} ({info.get('class_type', '?')}): {reason.get('message', '')}: {reason.get('details', '')}"
+            )
+    return "\n".join(lines)
+
+
+class ComfyClient:
+    """Talks to one ComfyUI server at `base_url` (e.g. http://127.0.0.1:8188)."""
+
+    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def queued_prompt_ids(self) -> set[str]:
+        """Ids of the prompts running or waiting on the server, from anyone (GET /queue).
+
+        Each queue item is `[number, prompt_id, prompt, extra_data, outputs_to_execute]`; its length is
+        the server's queue length.
+        """
+        reply = self._json("GET", "/queue")
+        try:
+            items = reply["queue_running"] + reply["queue_pending"]
+            return {str(item[1]) for item in items}
+        except (KeyError, TypeError, IndexError) as error:
+            raise ServerReplyError(f"{self.base_url}/queue answered {reply!r}; is this a ComfyUI server?") from error
+
+    def upload_file(self, path: Path, upload_name: str) -> str:
+        """Upload `path` into the server's input folder as `upload_name`; return the name nodes take.
+
+        Videos go through /upload/image too (ComfyUI accepts any file type there). overwrite=true keeps
+        the name stable, so a LoadImage/LoadVideo value can be set to it.
+        """
+        boundary = uuid.uuid4().hex
+        content_type = mimetypes.guess_type(upload_name)[0] or "application/octet-stream"
+        body = b"".join([
+            _form_field(boundary, "overwrite", "true"),
+            _form_field(boundary, "type", "input"),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{upload_name}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n".encode(),
+            path.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        ])
+        reply = self._json("POST", "/upload/image", body, f"multipart/form-data; boundary={boundary}", UPLOAD_TIMEOUT_S)
+        subfolder = reply.get("subfolder") or ""
+        return f"{subfolder}/{reply['name']}" if subfolder else reply["name"]
+
+    def submit_prompt(self, prompt: dict[str, Any], client_id: str) -> str:
+        """Queue an API-format workflow; return its prompt_id. Raises WorkflowRejectedError on HTTP 400."""
+        body = json.dumps({"prompt": prompt, "client_id": client_id}).encode()
+        reply = self._json("POST", "/prompt", body, "application/json")
+        return reply["prompt_id"]
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The /history entry of a finished prompt, or None while it is queued or running."""
+        reply = self._json("GET", f"/history/{urllib.parse.quote(prompt_id)}")
+        return reply.get(prompt_id)
+
+    def download(self, output: OutputFile, destination: Path) -> None:
+        """Save one output file (GET /view) to `destination`."""
+        query = urllib.parse.urlencode({"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(destination.name + ".part")
+        with self._open("GET", f"/view?{query}") as response, partial.open("wb") as file:
+            shutil.copyfileobj(response, file, DOWNLOAD_CHUNK_BYTES)
+        partial.replace(destination)
+
+    def _json(
+        self, method: str, route: str, body: bytes | None = None, content_type: str | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        with self._open(method, route, body, content_type, timeout_s) as response:
+            raw = response.read()
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise ServerReplyError(
+                f"{self.base_url}{route} answered with non-JSON {raw[:200]!r}; is this a ComfyUI server?"
+            ) from error
+
+    @contextlib.contextmanager
+    def _open(
+        self, method: str, route: str, body: bytes | None = None, content_type: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[http.client.HTTPResponse]:
+        """Open a request; a connection that fails, or breaks while the body is read, is ServerUnreachableError."""
+        request = urllib.request.Request(self.base_url + route, data=body, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as response:
+                yield response
+        except urllib.error.HTTPError as error:
+            raise self._http_error(route, error) from error
+        except (OSError, http.client.HTTPException) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ServerUnreachableError(self.base_url, str(reason)) from error
+
+    def _http_error(self, route: str, error: urllib.error.HTTPError) -> ComfyError:
+        raw = error.read()
+        if route == "/prompt" and error.code == 400:
+            try:
+                reply = json.loads(raw)
+                return WorkflowRejectedError(self.base_url, reply.get("error"), reply.get("node_errors") or {})
+            except (json.JSONDecodeError, AttributeError):
+                pass
+        return ServerReplyError(
+            f"{self.base_url}{route} answered HTTP {error.code} {error.reason}: {raw[:300].decode(errors='replace')}"
+        )
+
+
+def _form_field(boundary: str, name: str, value: str) -> bytes:
+    return f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+
+
+def output_files(history_entry: dict[str, Any], file_type: str = "output") -> list[OutputFile]:
+    """Files of `file_type` listed in a /history entry's outputs (any ui key: images, gifs, videos, ...)."""
+    found: list[OutputFile] = []
+    for node_output in (history_entry.get("outputs") or {}).values():
+        for values in node_output.values():
+            for value in values if isinstance(values, list) else []:
+                if isinstance(value, dict) and "filename" in value and value.get("type", "output") == file_type:
+                    found.append(OutputFile(value["filename"], value.get("subfolder", ""), value.get("type", "output")))
+    return found
+
+
+def execution_failure(history_entry: dict[str, Any]) -> str | None:
+    """None when a finished prompt succeeded, else what went wrong (from its execution_error message)."""
+    status = history_entry.get("status") or {}
+    if status.get("status_str") == "success":
+        return None
+    for event, data in status.get("messages", []):
+        if event == "execution_error":
+            return (f"node {data.get('node_id')} ({data.get('node_type')}) raised "
+                    f"{data.get('exception_type')}: {data.get('exception_message')}")
+        if event == "execution_interrupted":
+            return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
+    return f"prompt ended with status {status.get('status_str')!r}"
