@@ -100,11 +100,11 @@ def _check_options(resolution: int, best_frame: BestFrame, missing_face: str, pa
         raise ValueError(f"patch_landmarks must be one of {PATCH_LANDMARK_MODES}; got {patch_landmarks!r}.")
 
 
-def _landmark_copies(frames_fchw: torch.Tensor, device: torch.device, chunk_frames: int) -> np.ndarray:
+def _landmark_copies(frames_fchw: torch.Tensor, device: torch.device, chunk: int) -> np.ndarray:
     """(F, 3, H, W) in [0, 1] -> (F, 256, 256, 3) uint8, the copies landmarks are detected on."""
     copies = [
-        to_uint8_fhwc(resize_square_fchw(frames_fchw[start : start + chunk_frames].to(device, torch.float32), LANDMARK_GRID))
-        for start in range(0, frames_fchw.shape[0], chunk_frames)
+        to_uint8_fhwc(resize_square_fchw(frames_fchw[start : start + chunk].to(device, torch.float32), LANDMARK_GRID))
+        for start in range(0, frames_fchw.shape[0], chunk)
     ]
     return np.concatenate(copies, axis=0)
 

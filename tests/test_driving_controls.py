@@ -1,0 +1,229 @@
+"""prepare_driving_controls: the whole driving-video preparation, with scripted landmark providers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from xportrait_core.alignment import align_frames_fchw, alignment_affine, transform_points
+from xportrait_core.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
+from xportrait_core.image_fit import fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from xportrait_core.landmarks import FaceLandmarks
+
+GOLDEN = Path(__file__).parent / "golden" / "inputs.safetensors"
+GOLDEN_FRAMES = 20
+SOURCE_GREY = 200
+
+
+class NearestFrameProvider:
+    """Serves recorded landmarks: each frame gets those of the most similar reference frame (mean abs difference)."""
+
+    name = "nearest-frame-script"
+
+    def __init__(self, references_fhwc_uint8: np.ndarray, points_68: np.ndarray) -> None:
+        self.references = references_fhwc_uint8.astype(np.float32)
+        self.points_68 = points_68.astype(np.float32)
+
+    def detect(self, frames_fhwc_uint8: np.ndarray) -> FaceLandmarks:
+        result = FaceLandmarks.empty(len(frames_fhwc_uint8))
+        for index, frame in enumerate(frames_fhwc_uint8.astype(np.float32)):
+            nearest = np.abs(self.references - frame).mean(axis=(1, 2, 3)).argmin()
+            result.points_68[index] = self.points_68[nearest]
+            result.face_found[index] = True
+        return result
+
+
+class GreyKeyedProvider:
+    """Frames are flat greys; the grey level at the centre pixel selects the landmarks, or None for no face."""
+
+    name = "grey-keyed-script"
+
+    def __init__(self, landmarks_by_grey: dict[int, np.ndarray | None]) -> None:
+        self.landmarks_by_grey = landmarks_by_grey
+
+    def detect(self, frames_fhwc_uint8: np.ndarray) -> FaceLandmarks:
+        result = FaceLandmarks.empty(len(frames_fhwc_uint8))
+        greys = np.array(sorted(self.landmarks_by_grey))
+        for index, frame in enumerate(frames_fhwc_uint8):
+            centre = int(frame[frame.shape[0] // 2, frame.shape[1] // 2, 0])
+            points = self.landmarks_by_grey[int(greys[np.abs(greys - centre).argmin()])]
+            if points is not None:
+                result.points_68[index] = points
+                result.face_found[index] = True
+        return result
+
+
+def face_points_256(shift_x: float = 0.0, shift_y: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    points = rng.uniform([95, 60], [160, 150], size=(68, 2))
+    centre = np.array([128.0, 105.0])
+    return ((points - centre) * scale + centre + [shift_x, shift_y]).astype(np.float32)
+
+
+def grey_frames(greys: list[int], size: int = 256) -> torch.Tensor:
+    """(F, size, size, 3) ComfyUI IMAGE of flat grey frames."""
+    levels = torch.tensor(greys, dtype=torch.float32) / 255
+    return levels[:, None, None, None].expand(len(greys), size, size, 3).contiguous()
+
+
+def grey_source(size: int = 256) -> torch.Tensor:
+    return grey_frames([SOURCE_GREY], size)[0]
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return load_file(GOLDEN)
+
+
+def test_golden_run_without_alignment_gives_the_recorded_centres_and_hints(golden):
+    frames_uint8 = golden["driving_video_uint8"][:GOLDEN_FRAMES]
+    driving = torch.from_numpy(np.float32(frames_uint8 / 255))
+    references = to_uint8_fhwc(resize_square_fchw(driving.permute(0, 3, 1, 2), 256))
+    provider = NearestFrameProvider(references, golden["landmarks_256"][:GOLDEN_FRAMES])
+    controls = prepare_driving_controls(driving, None, provider, resolution=128, best_frame=None, device="cpu")
+
+    np.testing.assert_array_equal(controls.patch_centres.numpy(), golden["patch_centres"])
+    pose_expected = torch.from_numpy(np.float32(frames_uint8 / 255) * 2 - 1).permute(0, 3, 1, 2)
+    assert torch.equal(controls.pose_hints, pose_expected)
+    local_expected = torch.full_like(pose_expected, -1.0)
+    for frame, centres in enumerate(golden["patch_centres"].tolist()):
+        for x, y in centres:
+            square = (frame, slice(None), slice(y - 16, y + 16), slice(x - 16, x + 16))
+            local_expected[square] = pose_expected[square]
+    assert torch.equal(controls.local_hints, local_expected)
+    assert controls.best_frame is None and not controls.aligned and controls.frames_without_face == 0
+
+
+def test_hints_are_f_3_r_r_floats_in_minus_one_to_one():
+    drivers = {60: face_points_256(5, 3), 90: face_points_256(-4, 2)}
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), **drivers})
+    controls = prepare_driving_controls(grey_frames([60, 90]), grey_source(), provider, resolution=128, device="cpu")
+    for hints in (controls.pose_hints, controls.local_hints):
+        assert hints.shape == (2, 3, 128, 128) and hints.dtype == torch.float32
+        assert float(hints.min()) >= -1.0 and float(hints.max()) <= 1.0
+    assert controls.source_image.shape == (1, 3, 128, 128)
+    assert controls.patch_centres.shape == (2, 3, 2) and controls.patch_centres.dtype == torch.int64
+
+
+def test_auto_best_frame_is_the_frame_with_the_closest_landmarks_and_sets_the_affine():
+    source = face_points_256()
+    drivers = {60: face_points_256(12, 0), 90: face_points_256(2, -1, 1.05), 120: face_points_256(-9, 4)}
+    provider = GreyKeyedProvider({SOURCE_GREY: source, **drivers})
+    controls = prepare_driving_controls(
+        grey_frames([60, 90, 120]), grey_source(), provider, resolution=512, device="cpu"
+    )
+    assert controls.best_frame == 1
+    np.testing.assert_allclose(controls.affine.numpy(), alignment_affine(source, drivers[90], 512).numpy())
+    np.testing.assert_allclose(controls.affine_256.numpy(), alignment_affine(source, drivers[90], 256).numpy())
+
+
+def test_pose_hints_are_the_frames_warped_by_the_reported_affine():
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(20, 10, 1.25)})
+    driving = grey_frames([60])
+    controls = prepare_driving_controls(driving, grey_source(), provider, resolution=256, best_frame=0, device="cpu")
+    expected = align_frames_fchw(driving.permute(0, 3, 1, 2), controls.affine) * 2 - 1
+    torch.testing.assert_close(controls.pose_hints, expected, rtol=0, atol=1e-6)
+    assert float(controls.pose_hints[0, 0, -1, -1]) == -1.0  # driving face 1.25x larger: shrunk 0.8x, black border
+
+
+def test_frames_without_a_face_get_black_local_hints_and_are_counted():
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(), 90: None})
+    controls = prepare_driving_controls(
+        grey_frames([60, 90, 60, 90]), grey_source(), provider, resolution=128, best_frame=0, device="cpu"
+    )
+    assert controls.face_found.tolist() == [True, False, True, False]
+    assert controls.frames_without_face == 2
+    assert torch.all(controls.local_hints[[1, 3]] == -1.0)
+    assert controls.patch_centres[1].tolist() == [[-1, -1]] * 3
+    assert bool((controls.local_hints[0] != -1.0).any())
+
+
+def test_missing_face_nearest_borrows_the_neighbours_landmarks():
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(), 90: None})
+    controls = prepare_driving_controls(
+        grey_frames([60, 90, 90]), grey_source(), provider, resolution=128, best_frame=0, missing_face="nearest",
+        device="cpu",
+    )
+    assert controls.frames_without_face == 2
+    assert controls.patch_centres[1].tolist() == controls.patch_centres[0].tolist()
+    assert controls.patch_centres[2].tolist() == controls.patch_centres[0].tolist()
+    assert bool((controls.local_hints[2] != -1.0).any())
+
+
+def test_source_without_a_face_is_an_error_naming_the_source():
+    provider = GreyKeyedProvider({SOURCE_GREY: None, 60: face_points_256()})
+    with pytest.raises(SourceFaceNotFoundError, match="source image"):
+        prepare_driving_controls(grey_frames([60]), grey_source(), provider, resolution=128, device="cpu")
+
+
+def test_given_best_frame_without_a_face_leaves_the_video_unaligned_as_the_original():
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(), 90: None})
+    driving = grey_frames([60, 90])
+    controls = prepare_driving_controls(driving, grey_source(), provider, resolution=256, best_frame=1, device="cpu")
+    assert not controls.aligned and controls.best_frame is None
+    assert torch.equal(controls.pose_hints, driving.permute(0, 3, 1, 2) * 2 - 1)
+
+
+def test_transform_mode_moves_the_driving_landmarks_by_the_256_px_affine():
+    driving_points = face_points_256(10, -6, 1.1)
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: driving_points})
+    controls = prepare_driving_controls(
+        grey_frames([60]), grey_source(), provider, resolution=512, best_frame=0, patch_landmarks="transform",
+        device="cpu",
+    )
+    expected = transform_points(driving_points, controls.affine_256)
+    np.testing.assert_allclose(controls.patch_landmarks_256[0], expected, atol=1e-5)
+
+
+def test_center_crop_keeps_the_middle_square_of_a_landscape_frame():
+    columns = torch.arange(100, dtype=torch.float32)[None, None, :, None].expand(1, 60, 100, 3)
+    cropped = fit_square_fchw(images_to_fchw(columns, "driving video"), "center_crop")
+    assert cropped.shape == (1, 3, 60, 60)
+    assert cropped[0, 0, 0, [0, -1]].tolist() == [20.0, 79.0]
+
+
+def test_pad_centres_a_portrait_frame_on_black():
+    frame = torch.ones(1, 100, 60, 3)
+    padded = fit_square_fchw(images_to_fchw(frame, "driving video"), "pad")
+    assert padded.shape == (1, 3, 100, 100)
+    assert padded[0, :, :, :20].sum() == 0 and padded[0, :, :, 80:].sum() == 0
+    assert bool(torch.all(padded[0, :, :, 20:80] == 1))
+
+
+def test_resize_fit_stretches_like_the_original():
+    frame = torch.rand(1, 60, 100, 3)
+    fitted = fit_square_fchw(images_to_fchw(frame, "driving video"), "resize")
+    assert fitted.shape == (1, 3, 60, 100)
+    assert resize_square_fchw(fitted, 64).shape == (1, 3, 64, 64)
+
+
+def test_default_fit_is_center_crop():
+    provider = GreyKeyedProvider({60: face_points_256()})
+    driving = torch.zeros(1, 64, 128, 3)
+    driving[:, :, 32:96] = 60 / 255  # only the central square is grey, the sides are black
+    controls = prepare_driving_controls(driving, None, provider, resolution=64, best_frame=None, device="cpu")
+    assert torch.allclose(controls.pose_hints, torch.full_like(controls.pose_hints, 60 / 255 * 2 - 1))
+
+
+@pytest.mark.parametrize("resolution", [0, 100, 513])
+def test_resolution_must_be_a_multiple_of_8(resolution):
+    with pytest.raises(ValueError, match="multiple of 8"):
+        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution, best_frame=None)
+
+
+def test_best_frame_beyond_the_video_is_an_error_giving_the_range():
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
+    with pytest.raises(ValueError, match=r"has 2 frames \(0..1\)"):
+        prepare_driving_controls(grey_frames([60, 60]), grey_source(), provider, resolution=128, best_frame=5)
+
+
+def test_alignment_without_a_source_is_an_error():
+    with pytest.raises(ValueError, match="needs the source image"):
+        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=128, best_frame="auto")
+
+
+def test_driving_video_of_the_wrong_layout_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"driving video .*\(F, H, W, 3\)"):
+        prepare_driving_controls(torch.rand(2, 3, 64, 64), None, GreyKeyedProvider({}), resolution=64, best_frame=None)
