@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import mimetypes
 import shutil
 import urllib.error
@@ -17,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
 # Uploading a driving video can take longer than a JSON call.
@@ -161,6 +164,7 @@ class ComfyClient:
     ) -> Iterator[http.client.HTTPResponse]:
         """Open a request; a connection that fails, or breaks while the body is read, is ServerUnreachableError."""
         request = urllib.request.Request(self.base_url + route, data=body, method=method)
+        logger.debug("%s %s%s", method, self.base_url, route)
         if content_type:
             request.add_header("Content-Type", content_type)
         try:

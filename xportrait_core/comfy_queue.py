@@ -112,7 +112,8 @@ def plan_jobs(pairs: list[tuple[Path, Path]]) -> list[Job]:
             counter += 1
             job_id = f"{base}_{counter}"
         taken.add(job_id)
-        jobs.append(Job(job_id=job_id, source=str(source), driving=str(driving), index=index))
+        # Absolute paths keep the state file valid when a re-run starts from another folder.
+        jobs.append(Job(job_id=job_id, source=str(source.resolve()), driving=str(driving.resolve()), index=index))
     return jobs
 
 
@@ -304,7 +305,7 @@ class QueueRunner:
         server = self.servers[url]
         try:
             queued = server.client.queued_prompt_ids()
-        except ServerUnreachableError as error:
+        except ComfyError as error:  # unreachable, or something that is not a ComfyUI server answers
             self._server_lost(url, error)
             return None
         server.queue_length = len(queued)
@@ -420,7 +421,7 @@ class QueueRunner:
         logger.error("%s failed (attempt %d of %d, %s): %s", job.job_id, attempts, self.settings.max_attempts,
                      outcome, message)
 
-    def _server_lost(self, url: str, error: ServerUnreachableError) -> None:
+    def _server_lost(self, url: str, error: ComfyError) -> None:
         server = self.servers[url]
         server.up, server.down_since = False, time.monotonic()
         orphans = [job for job in self.state.with_status(RUNNING) if job.server == url]
@@ -436,7 +437,7 @@ class QueueRunner:
                 continue
             try:
                 server.queue_length = len(server.client.queued_prompt_ids())
-            except ServerUnreachableError:
+            except ComfyError:
                 server.down_since = now
                 continue
             server.up = True

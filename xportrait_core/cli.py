@@ -1,0 +1,202 @@
+"""The command line: `python -m xportrait_core <command> ...`.
+
+Each sub-command lives in an `add_<command>_parser(subparsers)` function that declares its arguments
+and sets `func` (called with the parsed arguments, returns the exit status); `build_parser` lists them.
+Imports here stay light (no torch) so `--help` answers at once; commands import heavy modules when run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .comfy_queue import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_POLL_INTERVAL_S,
+    DEFAULT_SERVER,
+    SEED_POLICIES,
+    NoServerAvailableError,
+    QueueInputError,
+    QueueSettings,
+    collect_pairs,
+    load_workflow,
+    locate_workflow_inputs,
+    plan_jobs,
+    read_pairs_file,
+    run_queue,
+)
+from .comfy_client import DEFAULT_TIMEOUT_S
+from .queue_state import DONE, FAILED, QueueStateError
+
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_BAD_INPUT = 2  # also what argparse uses for usage errors
+EXIT_NO_SERVER = 3
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+DEFAULT_QUEUE_OUTPUT = Path("xportrait_output")
+STATE_FILE_NAME = "queue_state.json"
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m xportrait_core",
+        description="X-Portrait portrait animation tools: batch runs on ComfyUI servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log every HTTP request (debug level)")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Sub-commands, one registration function each.
+    add_queue_parser(subparsers)
+    return parser
+
+
+def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
+    """`queue`: run a ComfyUI workflow for every source x driving pair on one or more servers."""
+    parser = subparsers.add_parser(
+        "queue",
+        help="batch-run a ComfyUI workflow over source images x driving videos on ComfyUI servers",
+        description=(
+            "Upload each source image and driving video to a ComfyUI server, set them (and the seed) in an\n"
+            "API-format workflow, queue it on the server with the shortest queue, and download the outputs\n"
+            "into OUTPUT/<source>__<driving>/. Progress is saved to a state file after every change: running\n"
+            "the same command again skips finished jobs and retries failed or unfinished ones. A server that\n"
+            "goes away hands its jobs to the other servers."
+        ),
+        epilog=(
+            "examples:\n"
+            "  python -m xportrait_core queue workflow_api.json --sources faces/ --drivings clips/\n"
+            "  python -m xportrait_core queue workflow_api.json --pairs pairs.csv \\\n"
+            "      --server http://gpu1:8188 --server http://gpu2:8188 --seed 42 --seed-policy increment\n"
+            "\n"
+            f"exit status: {EXIT_OK} all jobs done, {EXIT_JOBS_FAILED} some jobs failed, {EXIT_BAD_INPUT} bad "
+            f"arguments or inputs,\n  {EXIT_NO_SERVER} no server reachable, {EXIT_INTERRUPTED} interrupted "
+            "(resume by running the same command)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("workflow", type=Path,
+                        help="workflow JSON in API format (ComfyUI: Workflow > Export (API))")
+    inputs = parser.add_argument_group("inputs (--sources with --drivings, or --pairs)")
+    inputs.add_argument("--sources", type=Path, metavar="PATH",
+                        help="a source portrait image, or a folder of them (png/jpg/jpeg/webp)")
+    inputs.add_argument("--drivings", type=Path, metavar="PATH",
+                        help="a driving video, or a folder of them (mp4/webm/mov/mkv/avi/gif); "
+                             "every source is animated with every driving")
+    inputs.add_argument("--pairs", type=Path, metavar="FILE",
+                        help="explicit pairs instead: CSV rows 'source,driving' (header optional) or a JSON list "
+                             "of {\"source\": ..., \"driving\": ...}; relative paths are taken from the file's folder")
+
+    servers = parser.add_argument_group("servers")
+    servers.add_argument("--server", dest="servers", action="append", metavar="URL",
+                         help=f"ComfyUI server address; repeat for several (default: {DEFAULT_SERVER})")
+    servers.add_argument("--max-queue", type=_positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
+                         help="queue a job on a server only while its queue (anyone's prompts, running or "
+                              f"waiting) is shorter than N (default: {DEFAULT_MAX_QUEUE})")
+    servers.add_argument("--poll-interval", type=_positive_float, default=DEFAULT_POLL_INTERVAL_S, metavar="S",
+                         help=f"seconds between progress checks (default: {DEFAULT_POLL_INTERVAL_S})")
+    servers.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                         help=f"seconds to wait for one HTTP reply (default: {DEFAULT_TIMEOUT_S:g})")
+
+    workflow = parser.add_argument_group("workflow patching")
+    workflow.add_argument("--source-node", metavar="ID",
+                          help="id of the LoadImage node that takes the source (default: the only LoadImage, or "
+                               "the one whose title contains 'source')")
+    workflow.add_argument("--driving-node", metavar="ID",
+                          help="id of the LoadVideo node that takes the driving video (default: the only "
+                               "LoadVideo, or the one whose title contains 'driving')")
+    workflow.add_argument("--seed", type=int, metavar="N",
+                          help="seed for every node with a 'seed' input, e.g. XPortraitSampler (default: keep "
+                               "the workflow's seeds)")
+    workflow.add_argument("--seed-policy", choices=SEED_POLICIES, default="fixed",
+                          help="fixed: every job gets the same seed; increment: job number i (from 0, in batch "
+                               "order) gets seed + i (default: fixed)")
+
+    run = parser.add_argument_group("results and resuming")
+    run.add_argument("--output", type=Path, default=DEFAULT_QUEUE_OUTPUT, metavar="DIR",
+                     help=f"folder for the downloaded outputs, one sub-folder per job (default: {DEFAULT_QUEUE_OUTPUT})")
+    run.add_argument("--state", type=Path, metavar="FILE",
+                     help=f"resumable state file (default: OUTPUT/{STATE_FILE_NAME})")
+    run.add_argument("--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+                     help="tries per job before it is marked failed; a server going away does not count "
+                          f"(default: {DEFAULT_MAX_ATTEMPTS})")
+    parser.set_defaults(func=run_queue_command)
+
+
+def run_queue_command(args: argparse.Namespace) -> int:
+    """Run the `queue` sub-command; returns the exit status."""
+    state_path = args.state or args.output / STATE_FILE_NAME
+    try:
+        if args.pairs and (args.sources or args.drivings):
+            raise QueueInputError("Give either --pairs or --sources with --drivings, not both.")
+        if args.pairs:
+            pairs = read_pairs_file(args.pairs)
+        elif args.sources and args.drivings:
+            pairs = collect_pairs(args.sources, args.drivings)
+        else:
+            raise QueueInputError("Say what to animate: --sources with --drivings, or --pairs.")
+        workflow = load_workflow(args.workflow)
+        settings = QueueSettings(
+            workflow=workflow,
+            inputs=locate_workflow_inputs(workflow, args.source_node, args.driving_node),
+            servers=args.servers or [DEFAULT_SERVER],
+            output_dir=args.output,
+            seed=args.seed,
+            seed_policy=args.seed_policy,
+            max_attempts=args.max_attempts,
+            max_queue=args.max_queue,
+            poll_interval_s=args.poll_interval,
+            request_timeout_s=args.timeout,
+        )
+        state = run_queue(settings, plan_jobs(pairs), state_path)
+    except (QueueInputError, QueueStateError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NoServerAvailableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_NO_SERVER
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; progress is saved in {state_path}. Run the same command again to resume.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    failed = state.with_status(FAILED)
+    print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.output}, state in {state_path}.")
+    for job in failed:
+        print(f"failed: {job.job_id} after {job.attempts} attempts: {job.error}", file=sys.stderr)
+    return EXIT_JOBS_FAILED if failed else EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv[1:]), set up logging, run the sub-command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    return args.func(args)
