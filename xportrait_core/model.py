@@ -102,7 +102,7 @@ class XPortraitModel(nn.Module):
         """Cast the denoising networks to fp32 / fp16 / bf16. The VAE stays in float32 under fp16 (SD1.5's
         VAE decoder overflows fp16 and gives black or NaN frames) and follows bf16 otherwise; the text
         encoder runs once per run and always stays float32. Schedule buffers stay float32."""
-        dtype = PRECISIONS[precision] if isinstance(precision, str) else precision
+        dtype = PRECISIONS.get(precision) if isinstance(precision, str) else precision
         if dtype not in PRECISIONS.values():
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         for net in (self.unet, self.appearance_control_model, self.pose_control_model,

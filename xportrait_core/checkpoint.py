@@ -1,0 +1,284 @@
+"""Reading X-Portrait checkpoints safely, checking what a file is, loading each network strictly, and
+converting ``.th`` to ``.safetensors``.
+
+Accepted: the original ``model_state-415001.th`` (a pickled dict holding ``state_dict``, or a bare state
+dict) and ``.safetensors``. Pickles are read only with ``torch.load(weights_only=True)``: a pickle that
+tries to build arbitrary objects or run code is refused, never executed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .config import (APPEARANCE_PREFIX, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX,
+                     XPortraitConfig)
+from .model import XPortraitModel, ldm_schedule_buffers
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".th", ".pt", ".pth", ".ckpt", ".bin")
+SAFETENSORS_SUFFIX = ".safetensors"
+REQUIRED_PREFIXES = (UNET_PREFIX, APPEARANCE_PREFIX, POSE_PREFIX, LOCAL_PREFIX, VAE_PREFIX)
+OPTIONAL_PREFIXES = (TEXT_PREFIX,)
+# newer transformers no longer save CLIP's position_ids; either way the table is arange(77)
+OPTIONAL_KEYS = (f"{TEXT_PREFIX}transformer.text_model.embeddings.position_ids",)
+SCHEDULE_KEYS = tuple(ldm_schedule_buffers())
+SCHEDULE_TOLERANCE = 1e-6
+TEXT_HEADS_METADATA = "xportrait.text_num_heads"  # head count of a text encoder narrower than CLIP's
+KEYS_SHOWN = 8  # how many key names an error lists before "... and N more"
+REAL_CHECKPOINT = "model_state-415001.th"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with what it is and what to do."""
+
+
+@dataclass
+class LoadReport:
+    """What loading found, per component prefix."""
+
+    path: str
+    components: dict[str, int] = field(default_factory=dict)       # prefix -> tensors loaded
+    ignored_keys: list[str] = field(default_factory=list)           # outside every known prefix
+    text_encoder: bool = True
+    config: XPortraitConfig | None = None
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:KEYS_SHOWN])
+    return shown + (f" ... and {len(keys) - KEYS_SHOWN} more" if len(keys) > KEYS_SHOWN else "")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read the tensors of a checkpoint file (no model is built). ``.th``-style files: a dict holding
+    ``state_dict`` or a bare state dict, via ``torch.load(weights_only=True)`` (memory-mapped when the
+    file allows it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; put {REAL_CHECKPOINT} (or a "
+                              "converted .safetensors) there, e.g. ComfyUI/models/xportrait/")
+    size = path.stat().st_size
+    if path.suffix.lower() == SAFETENSORS_SUFFIX:
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read as "
+                                  f"safetensors ({err}); it looks truncated or corrupt: download or "
+                                  "convert it again") from err
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        raise CheckpointError(f"checkpoint {path.name!r}: unknown file type {path.suffix!r}; expected "
+                              f"{SAFETENSORS_SUFFIX} or one of {PICKLE_SUFFIXES}")
+    loaded = _torch_load_weights_only(path, size)
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else loaded
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"checkpoint {path.name!r} holds no state dict of tensors "
+                              f"(found {type(state).__name__}); it is not a model checkpoint")
+    return state
+
+
+def _torch_load_weights_only(path: Path, size: int) -> object:
+    try:
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except pickle.UnpicklingError as err:
+        culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+        raise CheckpointError(
+            f"refused to load {path.name!r}: its pickle asks to build Python objects other than tensors "
+            f"(it could run code), so it was NOT executed. {culprit} Use the official "
+            f"{REAL_CHECKPOINT} or a .safetensors file.") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read ({err}); it looks "
+                              "truncated or corrupt: download it again") from err
+
+
+def identify_foreign_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """If the tensors are clearly some other kind of model, say which; None when it may be X-Portrait."""
+    keys = list(state_dict)
+    if not keys:
+        return "an empty checkpoint (no tensors)"
+    if any(".motion_modules." in k for k in keys) and not any(k.startswith(UNET_PREFIX) for k in keys):
+        return ("an AnimateDiff motion module (keys like 'down_blocks.0.motion_modules...'); X-Portrait's "
+                "checkpoint already contains its own motion modules")
+    if any(k.startswith(("lora_unet_", "lora_te_")) or ".lora_down." in k or ".lora_A." in k for k in keys):
+        return "a LoRA file; apply it with the sampler's LoRA option instead"
+    if any(k.startswith("control_model.") for k in keys):
+        return "a standalone ControlNet"
+    has_unet = any(k.startswith(UNET_PREFIX) for k in keys)
+    if has_unet and not any(k.startswith((APPEARANCE_PREFIX, POSE_PREFIX)) for k in keys):
+        return ("a plain Stable Diffusion 1.5 checkpoint (it has the UNet, VAE and text encoder but no "
+                "appearance net, ControlNets or motion modules)")
+    if any(k.startswith(("down_blocks.", "unet.down_blocks.")) for k in keys) and not has_unet:
+        return "a diffusers-format UNet"
+    return None
+
+
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], name: str,
+                     reference: Mapping[str, torch.Tensor]) -> LoadReport:
+    """Compare a checkpoint with the keys/shapes our model expects, component by component, and raise
+    one CheckpointError listing every problem. ``reference`` is our model's state dict (shapes)."""
+    report = LoadReport(path=name)
+    problems = []
+    text_present = any(k.startswith(TEXT_PREFIX) for k in state_dict)
+    report.text_encoder = text_present
+    for prefix in REQUIRED_PREFIXES + OPTIONAL_PREFIXES:
+        expected = {k for k in reference if k.startswith(prefix)}
+        found = {k for k in state_dict if k.startswith(prefix)}
+        if prefix in OPTIONAL_PREFIXES and not found:
+            continue
+        missing = sorted(expected - found - set(OPTIONAL_KEYS))
+        unexpected = sorted(found - expected)
+        mismatched = sorted(k for k in expected & found
+                            if tuple(state_dict[k].shape) != tuple(reference[k].shape))
+        if missing:
+            problems.append(f"{prefix}* is missing {len(missing)} of {len(expected)} tensors: {_listing(missing)}")
+        if unexpected:
+            problems.append(f"{prefix}* has {len(unexpected)} unexpected tensors: {_listing(unexpected)}")
+        if mismatched:
+            shown = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(reference[k].shape)})"
+                     for k in mismatched]
+            problems.append(f"{prefix}* has {len(mismatched)} tensors of the wrong shape: {_listing(shown)}")
+        report.components[prefix] = len(found)
+    if problems:
+        raise CheckpointError(f"{name!r} is not a complete X-Portrait checkpoint (truncated, another "
+                              "version, or another model):\n- " + "\n- ".join(problems))
+    known = REQUIRED_PREFIXES + OPTIONAL_PREFIXES
+    report.ignored_keys = sorted(k for k in state_dict
+                                 if not k.startswith(known) and k not in SCHEDULE_KEYS)
+    _check_schedule(state_dict, name)
+    return report
+
+
+def _check_schedule(state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+    """The sampler uses our SD1.5 schedule; a checkpoint trained on another one would silently go wrong."""
+    ours = ldm_schedule_buffers()
+    for key in ("betas", "alphas_cumprod"):
+        if key in state_dict and not torch.allclose(state_dict[key].float(), ours[key],
+                                                    atol=SCHEDULE_TOLERANCE, rtol=0):
+            raise CheckpointError(f"{name!r} was trained with another noise schedule ({key} differs from "
+                                  "SD1.5's linear 0.00085..0.012 schedule); it cannot be sampled here")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
+               attention_backend: str = "auto", text_num_heads: int | None = None
+               ) -> tuple[XPortraitModel, LoadReport]:
+    """Read, check and load an X-Portrait checkpoint. The model is built on the meta device and the
+    checkpoint's tensors are assigned in place, so the weights are in memory once."""
+    state_dict = read_state_dict(path)
+    if text_num_heads is None:
+        text_num_heads = _text_heads_from_metadata(Path(path))
+    return model_from_state_dict(state_dict, Path(path).name, device, precision, attention_backend,
+                                 text_num_heads)
+
+
+def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "state dict",
+                          device: str | torch.device = "cpu", precision: str = "fp32",
+                          attention_backend: str = "auto", text_num_heads: int | None = None
+                          ) -> tuple[XPortraitModel, LoadReport]:
+    foreign = identify_foreign_checkpoint(state_dict)
+    if foreign:
+        raise CheckpointError(f"{name!r} is {foreign}, not an X-Portrait checkpoint; X-Portrait needs "
+                              f"{REAL_CHECKPOINT} (or its .safetensors conversion)")
+    try:
+        config = XPortraitConfig.from_state_dict(state_dict, text_num_heads=text_num_heads)
+    except KeyError as err:
+        raise CheckpointError(f"{name!r} is not an X-Portrait checkpoint: it lacks {err.args[0]!r}. "
+                              f"X-Portrait needs {REAL_CHECKPOINT} (or its .safetensors conversion)") from err
+    except ValueError as err:
+        raise CheckpointError(f"{name!r}: {err}") from err
+    with torch.device("meta"):
+        model = XPortraitModel(config)
+    report = check_state_dict(state_dict, name, model.state_dict())
+    report.config = config
+    if not report.text_encoder:
+        model.cond_stage_model = None
+    for key in ignored_or_optional(state_dict, model):
+        state_dict.pop(key)
+    schedule = ldm_schedule_buffers()
+    full = {**{k: v for k, v in schedule.items() if k not in state_dict}, **state_dict}
+    position_ids = OPTIONAL_KEYS[0]
+    if model.cond_stage_model is not None and position_ids not in full:
+        full[position_ids] = torch.arange(config.text.max_positions)[None]
+    model.load_state_dict(full, strict=True, assign=True)
+    model.to(device)
+    model.set_precision(precision)
+    model.set_attention_backend(attention_backend)
+    model.eval().requires_grad_(False)
+    for prefix, count in report.components.items():
+        log.info("loaded %s* (%d tensors)", prefix, count)
+    if report.ignored_keys:
+        log.warning("%s: ignored %d tensors outside the X-Portrait networks: %s", name,
+                    len(report.ignored_keys), _listing(report.ignored_keys))
+    return model, report
+
+
+def _text_heads_from_metadata(path: Path) -> int | None:
+    if path.suffix.lower() != SAFETENSORS_SUFFIX:
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        value = (handle.metadata() or {}).get(TEXT_HEADS_METADATA)
+    return int(value) if value else None
+
+
+def ignored_or_optional(state_dict: Mapping[str, torch.Tensor], model: XPortraitModel) -> list[str]:
+    """Keys of the file that the model does not take (outside every network, or a text encoder the
+    model dropped)."""
+    ours = set(model.state_dict())
+    return [k for k in state_dict if k not in ours]
+
+
+def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> None:
+    """Write a model's state dict as ``.safetensors`` (used to make tiny test checkpoints)."""
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "xportrait": "checkpoint"}
+    if model.config.text is not None:
+        metadata[TEXT_HEADS_METADATA] = str(model.config.text.num_heads)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def _keeps_float32(key: str) -> bool:
+    """Buffers whose exact values matter: the schedule, the motion modules' position tables."""
+    return key in SCHEDULE_KEYS or key.endswith(".pe")
+
+
+def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike,
+                           fp16: bool = False) -> dict[str, int]:
+    """Convert a checkpoint to ``.safetensors`` (optionally parameters in fp16; schedule and position
+    tables stay float32), then read it back and verify every tensor equals the source (or its fp16
+    cast) exactly. Returns counts of tensors written and cast."""
+    state = read_state_dict(source)
+    foreign = identify_foreign_checkpoint(state)
+    if foreign:
+        raise CheckpointError(f"{Path(source).name!r} is {foreign}, not an X-Portrait checkpoint")
+    converted, cast = {}, 0
+    for key, tensor in state.items():
+        tensor = tensor.detach().contiguous()
+        if fp16 and tensor.is_floating_point() and tensor.dtype != torch.float16 and not _keeps_float32(key):
+            tensor = tensor.to(torch.float16)
+            cast += 1
+        converted[key] = tensor.clone()
+    destination = Path(destination)
+    partial = destination.with_name(destination.name + ".partial")
+    save_file(converted, str(partial), metadata={"format": "pt", "xportrait": "checkpoint",
+                                                 "source": Path(source).name})
+    written = load_file(str(partial))
+    if written.keys() != converted.keys() or any(
+            written[k].dtype != v.dtype or not torch.equal(written[k], v) for k, v in converted.items()):
+        partial.unlink()
+        raise CheckpointError(f"verification of {destination.name!r} failed: the file read back differs; "
+                              "nothing was written (check free disk space)")
+    os.replace(partial, destination)
+    return {"tensors": len(converted), "cast_to_fp16": cast}
