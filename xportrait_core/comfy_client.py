@@ -212,7 +212,7 @@ def execution_failure(history_entry: dict[str, Any]) -> str | None:
     for event, data in status.get("messages", []):
         if event == "execution_error":
             return (f"node {data.get('node_id')} ({data.get('node_type')}) raised "
-                    f"{data.get('exception_type')}: {data.get('exception_message')}")
+                    f"{data.get('exception_type')}: {str(data.get('exception_message')).strip()}")
         if event == "execution_interrupted":
             return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
     return f"prompt ended with status {status.get('status_str')!r}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .comfy_client import (
+    DEFAULT_TIMEOUT_S,
     ComfyClient,
     ComfyError,
     ServerUnreachableError,
@@ -255,7 +256,7 @@ class QueueSettings:
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     max_queue: int = DEFAULT_MAX_QUEUE
     poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
-    request_timeout_s: float = 30.0
+    request_timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 @dataclass
