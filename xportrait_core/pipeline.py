@@ -1,0 +1,130 @@
+"""The whole X-Portrait flow as a few calls, shared by the command line and the ComfyUI nodes:
+references -> latents, driving video -> controls, sampling, latents -> frames.
+
+Images at this level are ComfyUI IMAGE tensors: float (F, H, W, 3) in [0, 1].
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file
+
+from .driving_controls import DrivingControls, prepare_driving_controls
+from .guidance import Conditioning
+from .image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw
+from .landmarks import LandmarkProvider
+from .lora import LoraPatch, apply_lora
+from .model import XPortraitModel
+from .sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
+
+log = logging.getLogger(__name__)
+
+REFERENCE_POSTERIOR = ("mean", "per_frame_samples")
+LATENT_DOWNSAMPLE = 8  # VAE: 8 pixels per latent cell
+DECODE_CHUNK = 16      # frames per VAE decode call (bounds memory, as the original's chunks of 16)
+
+
+def to_model_images(images_fhwc: torch.Tensor, resolution: int, fit: FitMode = DEFAULT_FIT,
+                    what: str = "image") -> torch.Tensor:
+    """IMAGE (B, H, W, 3) or (H, W, 3) in [0, 1] -> (B, 3, R, R) in [-1, 1], squared by ``fit``."""
+    if resolution % LATENT_DOWNSAMPLE:
+        raise ValueError(f"resolution must be a multiple of {LATENT_DOWNSAMPLE}, got {resolution}")
+    frames = fit_square_fchw(images_to_fchw(images_fhwc, what), fit)
+    return resize_square_fchw(frames, resolution) * 2 - 1
+
+
+def encode_references(model: XPortraitModel, images_bchw: torch.Tensor, frames: int = 1,
+                      posterior: str = "mean", generator: torch.Generator | None = None
+                      ) -> list[torch.Tensor]:
+    """One latent set per reference image (B, 3, R, R) in [-1, 1].
+
+    posterior "mean": each reference -> (1, 4, R/8, R/8), its bank shared by all frames (the appearance net
+    runs once per step). "per_frame_samples": (frames, 4, R/8, R/8) independent posterior samples, as the
+    original draws them (the appearance net then runs on every frame once per step)."""
+    if posterior not in REFERENCE_POSTERIOR:
+        raise ValueError(f"reference posterior must be one of {REFERENCE_POSTERIOR}, got {posterior!r}")
+    latents = []
+    with torch.no_grad():
+        for image in images_bchw.split(1):
+            if posterior == "mean":
+                latents.append(model.encode_images(image).float().cpu())
+                continue
+            batch = image.expand(frames, -1, -1, -1)
+            h, w = image.shape[-2] // LATENT_DOWNSAMPLE, image.shape[-1] // LATENT_DOWNSAMPLE
+            noise = torch.randn((frames, 4, h, w), generator=generator)
+            latents.append(model.encode_images(batch, noise).float().cpu())
+    return latents
+
+
+def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
+    """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original)."""
+    frames = []
+    with torch.no_grad():
+        for chunk in latents.split(DECODE_CHUNK):
+            images = model.decode_latents(chunk).float().clamp(-1, 1)
+            frames.append(((images + 1) / 2).permute(0, 2, 3, 1).cpu())
+    return torch.cat(frames)
+
+
+@contextlib.contextmanager
+def lora_applied(model: XPortraitModel, lora_path: str | os.PathLike | None,
+                 strength: float = 1.0) -> Iterator[LoraPatch | None]:
+    """Merge an SD1.5 LoRA into the main UNet for the duration of the block, then restore the weights."""
+    if not lora_path or strength == 0:
+        yield None
+        return
+    patch = apply_lora(model.unet, load_file(str(lora_path)), strength)
+    log.info("LoRA %s: %d layers merged at strength %g", os.path.basename(str(lora_path)),
+             len(patch.applied), strength)
+    try:
+        yield patch
+    finally:
+        patch.undo()
+
+
+@dataclass
+class Animation:
+    frames: torch.Tensor            # IMAGE (F, R, R, 3) in [0, 1]
+    latents: torch.Tensor           # (F, 4, R/8, R/8)
+    controls: DrivingControls
+    result: SamplerResult
+
+
+def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torch.Tensor,
+            provider: LandmarkProvider, *, resolution: int = 512, best_frame: int | str | None = "auto",
+            missing_face: str = "black", fit: FitMode = DEFAULT_FIT,
+            options: SamplerOptions = SamplerOptions(), extra_references: Sequence[torch.Tensor] = (),
+            reference_posterior: str = "mean", init_frames_fhwc: torch.Tensor | None = None,
+            lora_path: str | os.PathLike | None = None, lora_strength: float = 1.0,
+            hooks: SamplerHooks | None = None) -> Animation:
+    """Animate one portrait with a driving video, end to end, with the empty-prompt context."""
+    controls = prepare_driving_controls(driving_fhwc, source_fhwc, provider, resolution=resolution,
+                                        best_frame=best_frame, missing_face=missing_face, fit=fit)
+    pose, local = controls.pose_hints.cpu(), controls.local_hints.cpu()
+    frames = pose.shape[0]
+    generator = torch.Generator().manual_seed(options.seed)
+    references = [controls.source_image.cpu()] + [to_model_images(image, resolution, fit, "extra reference")
+                                                   for image in extra_references]
+    reference_latents = [latent for images in references
+                         for latent in encode_references(model, images, frames, reference_posterior, generator)]
+    init_latents = None
+    if init_frames_fhwc is not None:
+        init_images = to_model_images(init_frames_fhwc, resolution, fit, "init video")
+        if init_images.shape[0] != frames:
+            raise ValueError(f"the init video has {init_images.shape[0]} frames but the driving video has "
+                             f"{frames}; give one init frame per driving frame")
+        with torch.no_grad():
+            init_latents = torch.cat([model.encode_images(chunk).float().cpu()
+                                      for chunk in init_images.split(DECODE_CHUNK)])
+    context = model.encode_empty_prompt()
+    conditioning = Conditioning(reference_latents=reference_latents, pose_hints=pose, local_hints=local,
+                                context=context, uncond_context=context)
+    with lora_applied(model, lora_path, lora_strength):
+        result = sample(model, conditioning, options, init_latents=init_latents, hooks=hooks)
+    return Animation(frames=decode_to_images(model, result.latents), latents=result.latents,
+                     controls=controls, result=result)
