@@ -294,6 +294,13 @@ def test_bad_options_are_clear_errors(options, message):
         run(**options)
 
 
+def test_replayed_offsets_must_cover_every_step_before_anything_runs():
+    model = FakeXPortrait()
+    with pytest.raises(ValueError, match="2 window offsets were given to replay but the run has 4 steps"):
+        run(model=model, offsets=[1, 2])
+    assert model.calls == []
+
+
 def test_random_placement_on_a_video_no_longer_than_the_overlap_is_an_error():
     with pytest.raises(ValueError, match="needs more frames than the overlap"):
         run(frames=3)

@@ -152,6 +152,11 @@ def sample(
     _check_start(options, shape, init_latents, start_noise)
 
     scheduler = make_scheduler(options.scheduler, options.steps, options.strength, storage)
+    if options.offsets is not None and len(options.offsets) < len(scheduler.timesteps):
+        raise ValueError(
+            f"{len(options.offsets)} window offsets were given to replay but the run has "
+            f"{len(scheduler.timesteps)} steps; give one offset per step"
+        )
     planner = WindowPlanner(frames, options.window, options.overlap, options.placement, options.seed, options.offsets)
     denoiser = WindowedGuidedDenoiser(
         model, conditioning, options.cfg, planner, options.bank_mode, hooks.on_window, hooks.should_interrupt
