@@ -95,6 +95,9 @@ def _torch_load_weights_only(path: Path, size: int) -> object:
                 raise
             return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # no object construction asked: not a pickle at all
+            raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read ({err}); it looks "
+                                  "truncated or corrupt: download it again") from err
         culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
         raise CheckpointError(
             f"refused to load {path.name!r}: its pickle asks to build Python objects other than tensors "

@@ -28,6 +28,7 @@ from .comfy_queue import (
     read_pairs_file,
     run_queue,
 )
+from .cli_animate import add_animate_parser, add_convert_parser, add_demo_parser
 from .comfy_client import DEFAULT_TIMEOUT_S
 from .queue_state import DONE, FAILED, QueueStateError
 
@@ -45,12 +46,16 @@ logger = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m xportrait_core",
-        description="X-Portrait portrait animation tools: batch runs on ComfyUI servers.",
+        description="X-Portrait portrait animation: animate locally, try the pipeline with nothing downloaded, "
+                    "convert checkpoints, batch-run on ComfyUI servers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="also log every HTTP request (debug level)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Sub-commands, one registration function each.
+    add_animate_parser(subparsers)
+    add_demo_parser(subparsers)
+    add_convert_parser(subparsers)
     add_queue_parser(subparsers)
     return parser
 
