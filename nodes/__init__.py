@@ -1,0 +1,27 @@
+"""The ComfyUI nodes of X-Portrait (classic V1 node classes). Heavy modules are imported inside node functions."""
+from . import host
+from .control_nodes import LocalPatches, MotionControl, Reference
+from .loader_nodes import LandmarkProvider, LoadModel, LoRA
+from .sampler_node import Sampler
+
+host.register_model_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "XPortraitLoadModel": LoadModel,
+    "XPortraitLoRA": LoRA,
+    "XPortraitLandmarkProvider": LandmarkProvider,
+    "XPortraitReference": Reference,
+    "XPortraitMotionControl": MotionControl,
+    "XPortraitLocalPatches": LocalPatches,
+    "XPortraitSampler": Sampler,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "XPortraitLoadModel": "Load X-Portrait Model",
+    "XPortraitLoRA": "X-Portrait LoRA",
+    "XPortraitLandmarkProvider": "X-Portrait Landmark Provider",
+    "XPortraitReference": "X-Portrait Reference",
+    "XPortraitMotionControl": "X-Portrait Motion Control",
+    "XPortraitLocalPatches": "X-Portrait Local Patches",
+    "XPortraitSampler": "X-Portrait Sampler",
+}

@@ -1,0 +1,235 @@
+"""The one seam between the node pack and ComfyUI.
+
+Every ComfyUI import of the pack lives here. Each function has a standalone answer for when the nodes run without
+ComfyUI (tests, scripts): models come from `$XPORTRAIT_MODELS_DIR` (default `<pack>/models`) laid out like ComfyUI's
+models folder, the device is CUDA when available, progress goes to the log, nothing can interrupt.
+
+Inside ComfyUI the host modules are already imported when the pack loads, so "running in ComfyUI" is read from
+`sys.modules` instead of trying imports (importing `comfy.model_management` outside the server picks a device).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    import torch
+
+    from xportrait_core.model import XPortraitModel
+
+log = logging.getLogger(__name__)
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+STANDALONE_MODELS_ENV = "XPORTRAIT_MODELS_DIR"
+
+CHECKPOINT_FOLDER = "xportrait"
+LANDMARK_FOLDER = "xportrait_landmarks"
+LORA_FOLDER = "loras"
+# Where each folder lives under a models directory (ComfyUI's `models/` or the standalone one).
+FOLDER_SUBPATHS = {CHECKPOINT_FOLDER: "xportrait", LANDMARK_FOLDER: "xportrait/landmarks", LORA_FOLDER: "loras"}
+# ComfyUI's supported_pt_extensions as of 0.3.64, used only without ComfyUI; inside it the host's own set is read.
+STANDALONE_PT_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+ORIGINAL_CHECKPOINT_EXTENSION = ".th"  # the released model_state-415001.th
+LANDMARK_EXTENSIONS = frozenset({".dat"})  # dlib shape predictors
+
+
+def in_comfyui() -> bool:
+    return "folder_paths" in sys.modules and "comfy.model_management" in sys.modules
+
+
+# ------------------------------------------------------------------------------------------------ model files
+def _extensions(folder: str, pt_extensions: frozenset[str] | set[str]) -> set[str]:
+    if folder == LANDMARK_FOLDER:
+        return set(LANDMARK_EXTENSIONS)
+    if folder == CHECKPOINT_FOLDER:
+        return set(pt_extensions) | {ORIGINAL_CHECKPOINT_EXTENSION}
+    return set(pt_extensions)
+
+
+def register_model_folders() -> None:
+    """Declare `models/xportrait` and `models/xportrait/landmarks` to ComfyUI, keeping folders that
+    extra_model_paths.yaml already added; only the extension sets are ours."""
+    if not in_comfyui():
+        return
+    import folder_paths
+
+    for folder in (CHECKPOINT_FOLDER, LANDMARK_FOLDER):
+        folder_paths.add_model_folder_path(folder, os.path.join(folder_paths.models_dir, FOLDER_SUBPATHS[folder]))
+        paths, _ = folder_paths.folder_names_and_paths[folder]
+        folder_paths.folder_names_and_paths[folder] = (paths, _extensions(folder, folder_paths.supported_pt_extensions))
+
+
+def standalone_models_dir() -> Path:
+    return Path(os.environ.get(STANDALONE_MODELS_ENV) or PACK_ROOT / "models")
+
+
+def list_model_files(folder: str) -> list[str]:
+    """Relative names (subfolders with '/') of the files of a model folder, for a drop-down."""
+    if in_comfyui():
+        import folder_paths
+
+        return list(folder_paths.get_filename_list(folder))
+    root = standalone_models_dir() / FOLDER_SUBPATHS[folder]
+    if not root.is_dir():
+        return []
+    extensions = _extensions(folder, STANDALONE_PT_EXTENSIONS)
+    return sorted(path.relative_to(root).as_posix() for path in root.rglob("*")
+                  if path.is_file() and path.suffix.lower() in extensions)
+
+
+def model_file_path(folder: str, name: str) -> str:
+    """Full path of a drop-down pick; FileNotFoundError naming the folder when it is not there."""
+    if in_comfyui():
+        import folder_paths
+
+        return folder_paths.get_full_path_or_raise(folder, name)
+    path = standalone_models_dir() / FOLDER_SUBPATHS[folder] / name
+    if not path.is_file():
+        raise FileNotFoundError(f"'{name}' is not in {path.parent}; place the file there and pick it again.")
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------- devices and memory
+def sampling_device() -> "torch.device":
+    import torch
+
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def storage_device() -> "torch.device":
+    """Where a loaded model waits between runs (ComfyUI's offload device; the sampling device standalone)."""
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return mm.unet_offload_device()
+    return sampling_device()
+
+
+def auto_precision() -> str:
+    """ComfyUI's dtype choice for a UNet on its device (fp32 on CPU); standalone fp16 on CUDA, fp32 elsewhere."""
+    import torch
+
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        return names[mm.unet_dtype(sampling_device(), supported_dtypes=list(names))]
+    return "fp16" if sampling_device().type == "cuda" else "fp32"
+
+
+def _patchable(model: "XPortraitModel") -> Any:
+    """A plain container module for ModelPatcher, which writes `.device` and bookkeeping attributes onto the
+    module it manages (XPortraitModel.device is a read-only property)."""
+    import torch
+
+    class XPortraitNetworks(torch.nn.Module):
+        def __init__(self, networks: "XPortraitModel") -> None:
+            super().__init__()
+            self.networks = networks
+
+    return XPortraitNetworks(model)
+
+
+@dataclass
+class ManagedModel:
+    """What flows on an XPORTRAIT_MODEL link: the networks, the file they came from, and ComfyUI's
+    ModelPatcher around them (None without ComfyUI)."""
+
+    model: "XPortraitModel"
+    name: str
+    patcher: Any = field(default=None, repr=False)
+
+
+def manage(model: "XPortraitModel", name: str) -> ManagedModel:
+    if not in_comfyui():
+        return ManagedModel(model, name)
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    patcher = comfy.model_patcher.ModelPatcher(_patchable(model), load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    return ManagedModel(model, name, patcher)
+
+
+@contextlib.contextmanager
+def loaded(managed: ManagedModel) -> Iterator["XPortraitModel"]:
+    """The networks on the sampling device for the block. Inside ComfyUI, `load_models_gpu` makes room (other
+    models are offloaded) and moves the whole model (a full load: our layers are plain torch layers, which a
+    partial load would leave on the offload device); afterwards the accelerator cache is emptied."""
+    if managed.patcher is None:
+        yield managed.model
+        return
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([managed.patcher], force_full_load=True)
+    try:
+        yield managed.model
+    finally:
+        mm.soft_empty_cache()
+
+
+def make_vae(model: "XPortraitModel") -> Any:
+    """A VAE object over the checkpoint's own VAE weights: ComfyUI's `comfy.sd.VAE` inside ComfyUI (so core
+    VAE Encode/Decode nodes take it), `StandaloneVAE` (same contract) outside."""
+    from xportrait_core.comfy_types import StandaloneVAE, comfy_vae_config, vae_state_dict
+
+    if not in_comfyui():
+        return StandaloneVAE(model)
+    import comfy.sd
+
+    return comfy.sd.VAE(sd=vae_state_dict(model), config=comfy_vae_config(model.config.vae))
+
+
+# ------------------------------------------------------------------------------- progress, interrupt, preview
+def check_interrupt() -> bool:
+    """The sampler's should_interrupt hook. Inside ComfyUI the Cancel button's flag raises ComfyUI's own
+    InterruptProcessingException here, which must travel up unchanged; standalone nothing interrupts."""
+    if in_comfyui():
+        import comfy.model_management as mm
+
+        mm.throw_exception_if_processing_interrupted()
+    return False
+
+
+class SamplingProgress:
+    """Progress of one sampling run counted in windows (steps x windows per step), with a latent preview of the
+    first frame after each step when ComfyUI's preview method allows one."""
+
+    def __init__(self, steps: int, windows_per_step: int) -> None:
+        self.windows_per_step = windows_per_step
+        self.total = steps * windows_per_step
+        self.value = 0
+        self._bar = None
+        self._previewer = None
+        if in_comfyui():
+            import comfy.latent_formats
+            import comfy.utils
+            import latent_preview
+
+            self._bar = comfy.utils.ProgressBar(self.total)
+            # x0 from the core sampler is in the scaled (model) space, as the latent2rgb factors of SD15 expect.
+            self._previewer = latent_preview.get_previewer(sampling_device(), comfy.latent_formats.SD15())
+
+    def window_done(self, step: int, window_index: int, windows_in_step: int) -> None:
+        self.value = step * self.windows_per_step + window_index + 1
+        if self._bar is not None:
+            self._bar.update_absolute(self.value, self.total)
+
+    def step_done(self, step: int, total_steps: int, denoised: "torch.Tensor") -> None:
+        self.value = (step + 1) * self.windows_per_step
+        log.debug("X-Portrait sampling: step %d/%d", step + 1, total_steps)
+        if self._bar is None:
+            return
+        preview = None
+        if self._previewer is not None:
+            preview = self._previewer.decode_latent_to_preview_image("JPEG", denoised[:1])
+        self._bar.update_absolute(self.value, self.total, preview)

@@ -1,0 +1,8 @@
+"""Names of the link types and the menu category the pack's nodes share."""
+
+CATEGORY = "X-Portrait"
+
+MODEL = "XPORTRAIT_MODEL"  # nodes.host.ManagedModel
+REFERENCE = "XPORTRAIT_REFERENCE"  # xportrait_core.comfy_types.XPortraitReference
+LORA = "XPORTRAIT_LORA"  # tuple of xportrait_core.comfy_types.LoraChoice, applied in order
+LANDMARKS = "XPORTRAIT_LANDMARKS"  # an xportrait_core.landmarks.LandmarkProvider
