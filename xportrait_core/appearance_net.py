@@ -6,22 +6,16 @@ checkpoint but the original never uses it (hint=None), so it is built only so th
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
-
 from .config import HINT_CHANNELS, UNetConfig
 from .reference_attention import BankWriter, ReferenceBank
-from .unet_blocks import TimeEmbedding
-from .unet_layout import build_hint_block, build_input_blocks, build_middle_block, build_output_blocks
+from .unet_layout import EncoderStem, build_output_blocks
 
 
-class AppearanceNet(nn.Module):
+class AppearanceNet(EncoderStem):
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.time_embed = TimeEmbedding(cfg.model_channels)
-        self.input_hint_block = build_hint_block(cfg, HINT_CHANNELS)
-        self.input_blocks, skip_channels, _ = build_input_blocks(cfg)
-        self.middle_block = build_middle_block(cfg)
+        skip_channels = self.build_stem(cfg, HINT_CHANNELS)
         self.output_blocks, _ = build_output_blocks(cfg, skip_channels)
 
     def forward(self, reference_latents: torch.Tensor, timesteps: torch.Tensor,

@@ -7,19 +7,15 @@ import torch
 import torch.nn as nn
 
 from .config import HINT_CHANNELS, UNetConfig
-from .unet_blocks import TimeEmbedding
-from .unet_layout import UNetBlock, build_hint_block, build_input_blocks, build_middle_block
+from .unet_layout import EncoderStem, UNetBlock
 
 
-class ControlNet(nn.Module):
+class ControlNet(EncoderStem):
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.time_embed = TimeEmbedding(cfg.model_channels)
-        self.input_hint_block = build_hint_block(cfg, HINT_CHANNELS)
-        self.input_blocks, skip_channels, _ = build_input_blocks(cfg)
+        skip_channels = self.build_stem(cfg, HINT_CHANNELS)
         self.zero_convs = nn.ModuleList(UNetBlock([nn.Conv2d(ch, ch, 1)]) for ch in skip_channels)
-        self.middle_block = build_middle_block(cfg)
         middle_ch = cfg.model_channels * cfg.channel_mult[-1]
         self.middle_block_out = UNetBlock([nn.Conv2d(middle_ch, middle_ch, 1)])
 

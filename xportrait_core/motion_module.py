@@ -13,8 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .attention import attention
-from .spatial_transformer import FeedForward
+from .spatial_transformer import Attention, FeedForward
 
 MOTION_NORM_EPS = 1e-6
 GROUPS = 32
@@ -39,17 +38,12 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("pe", sinusoidal_position_table(max_len, channels))
 
 
-class TemporalAttention(nn.Module):
-    """Self-attention over the frame axis (to_q/k/v without bias, to_out.0 with bias)."""
+class TemporalAttention(Attention):
+    """Self-attention over the frame axis (to_q/k/v without bias, to_out.0 with bias), with the frame
+    position table added to its input."""
 
     def __init__(self, channels: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.backend = "sdpa"
-        self.to_q = nn.Linear(channels, channels, bias=False)
-        self.to_k = nn.Linear(channels, channels, bias=False)
-        self.to_v = nn.Linear(channels, channels, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(channels, channels), nn.Dropout(0.0))
+        super().__init__(channels, channels, heads, channels // heads)
         self.pos_encoder = PositionalEncoding(channels)
 
     def forward(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
@@ -59,7 +53,7 @@ class TemporalAttention(nn.Module):
         seq = tokens.reshape(videos, frames, positions, channels).permute(0, 2, 1, 3)
         seq = seq.reshape(videos * positions, frames, channels)
         seq = seq + self.pos_encoder.pe[:, :frames].to(seq.dtype)
-        out = self.to_out(attention(self.to_q(seq), self.to_k(seq), self.to_v(seq), self.heads, self.backend))
+        out = super().forward(seq)
         out = out.reshape(videos, positions, frames, channels).permute(0, 2, 1, 3)
         return out.reshape(batch_frames, positions, channels)
 

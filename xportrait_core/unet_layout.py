@@ -12,7 +12,7 @@ import torch.nn as nn
 from .config import UNetConfig
 from .reference_attention import BankReader, BankWriter
 from .spatial_transformer import SpatialTransformer
-from .unet_blocks import Downsample, ResBlock, Upsample
+from .unet_blocks import Downsample, ResBlock, TimeEmbedding, Upsample
 
 Bank = BankWriter | BankReader | None
 
@@ -80,6 +80,18 @@ def build_output_blocks(cfg: UNetConfig, skip_channels: list[int]) -> tuple[nn.M
             blocks.append(UNetBlock(layers))
             out_channels.append(ch)
     return blocks, out_channels
+
+
+class EncoderStem(nn.Module):
+    """What the appearance net and the ControlNets share: time embedding, the (ControlNet-style) hint
+    block, the input blocks and the middle block. Returns the input blocks' output widths."""
+
+    def build_stem(self, cfg: UNetConfig, hint_channels: int) -> list[int]:
+        self.time_embed = TimeEmbedding(cfg.model_channels)
+        self.input_hint_block = build_hint_block(cfg, hint_channels)
+        self.input_blocks, skip_channels, _ = build_input_blocks(cfg)
+        self.middle_block = build_middle_block(cfg)
+        return skip_channels
 
 
 def build_hint_block(cfg: UNetConfig, hint_channels: int) -> nn.Sequential:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .attention import attention
 from .config import VAEConfig
+from .unet_blocks import Upsample  # nearest x2 + 3x3 conv (key ``conv``), the same in the VAE
 
 VAE_NORM_EPS = 1e-6
 GROUPS = 32
@@ -72,15 +73,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class MidBlock(nn.Module):
