@@ -2,7 +2,6 @@
 replayed from the manifest) reproduced end to end with the real model."""
 from __future__ import annotations
 
-
 from conftest import golden_hints
 from xportrait_core.guidance import Conditioning
 from xportrait_core.sampler import SamplerOptions, sample
