@@ -28,9 +28,12 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "comfyui-xportrait"
 API_WORKFLOW = PACK_ROOT / "workflows" / "xportrait_basic_api.json"
+UI_WORKFLOWS = sorted(p for p in (PACK_ROOT / "workflows").glob("*.json") if not p.stem.endswith("_api"))
 RECORDED_OBJECT_INFO = Path(__file__).parent / "data" / "object_info_xportrait.json"
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"
 CHECKPOINT = "tiny.safetensors"
+LORA = "tiny_lora.safetensors"
+TO_Q_KOHYA = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"  # a layer of the tiny UNet
 RESOLUTION = 128
 FRAMES = 16
 FPS = 8
@@ -144,6 +147,9 @@ def _write_inputs(folder: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    import torch
+    from safetensors.torch import save_file
+
     from xportrait_core.checkpoint import save_model_checkpoint
     from xportrait_core.tiny_model import build_random_model
 
@@ -152,6 +158,9 @@ def server(tmp_path_factory):
         (base / folder).mkdir(parents=True, exist_ok=True)
     (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
     save_model_checkpoint(build_random_model(seed=0), base / "models" / "xportrait" / CHECKPOINT)
+    (base / "models" / "loras").mkdir()
+    save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32), f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2)},
+              str(base / "models" / "loras" / LORA))
     running = Server(base)
     running.start()
     try:
@@ -224,3 +233,53 @@ def test_post_interrupt_stops_a_running_sampler(server, uploaded):
     assert result["status"]["status_str"] == "error" and "execution_interrupted" in events
     assert stopped_after < INTERRUPT_WITHIN_S
     print(f"interrupt honoured after {stopped_after:.2f} s")
+
+
+def api_from_ui(workflow: dict, object_info: dict) -> dict:
+    """What the editor's "Export (API)" makes of a UI-format graph: widget values by input order, links as
+    [source id, output slot]."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        definition = object_info[node["type"]]
+        linked = {entry["name"]: links[entry["link"]] for entry in node["inputs"] if entry.get("link") is not None}
+        values = iter(node["widgets_values"])
+        inputs = {}
+        for kind in ("required", "optional"):
+            for name in definition["input_order"].get(kind, []):
+                spec = definition["input"][kind][name]
+                if name in linked:
+                    inputs[name] = [str(linked[name][1]), linked[name][2]]
+                elif isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                    inputs[name] = next(values)
+                    settings = spec[1] if len(spec) > 1 else {}
+                    if settings.get("control_after_generate"):
+                        next(values)
+                    if settings.get("image_upload") or settings.get("video_upload"):
+                        next(values)
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_every_example_workflow_runs(server, uploaded, path):
+    prompt = api_from_ui(json.loads(path.read_text()), server.get("/object_info"))
+    source, driving = uploaded
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LoadImage":
+            inputs["image"] = source  # the source, and the same photo as extra reference
+        if node["class_type"] == "LoadVideo":
+            inputs["file"] = driving  # the driving video, and the same video as init video
+        if "resolution" in inputs:
+            inputs["resolution"] = RESOLUTION
+        if node["class_type"] == "XPortraitLoadModel":
+            inputs["checkpoint"] = CHECKPOINT
+        if node["class_type"] == "XPortraitLoRA":
+            inputs["lora_name"] = LORA
+        if node["class_type"] == "XPortraitSampler":
+            inputs.update(steps=2, seed=10 + UI_WORKFLOWS.index(path))
+    result = server.wait(server.queue(prompt))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-4000:]
+    save_node = next(node_id for node_id, node in prompt.items() if node["class_type"] == "SaveVideo")
+    assert result["outputs"][save_node]["images"][0]["filename"].endswith(".mp4")
