@@ -49,7 +49,7 @@ class LoadModel:
             path = host.model_file_path(host.CHECKPOINT_FOLDER, checkpoint)
         chosen = host.auto_precision() if precision == "auto" else precision
         with about_input(node, "checkpoint"):
-            model, report = load_model(path, device=host.storage_device(), precision=chosen,
+            model, _ = load_model(path, device=host.storage_device(), precision=chosen,
                                        attention_backend=attention)
         log.info("X-Portrait model %s loaded: %s, attention %s", checkpoint, chosen, model.attention_backend)
         return host.manage(model, checkpoint), host.make_vae(model)

@@ -108,6 +108,7 @@ def vae_state_dict(model: XPortraitModel) -> dict[str, torch.Tensor]:
 
 def comfy_vae_config(vae: VAEConfig) -> dict[str, Any]:
     """`config` for comfy.sd.VAE describing this checkpoint's AutoencoderKL (any width, not only SD1.5's)."""
+    # "resolution" is a training-time field of LDM's ddconfig that shapes nothing; 256 is what SD1.5's config holds.
     ddconfig = {"double_z": True, "z_channels": vae.z_channels, "resolution": 256, "in_channels": vae.image_channels,
                 "out_ch": vae.image_channels, "ch": vae.channels, "ch_mult": list(vae.channel_mult),
                 "num_res_blocks": vae.num_res_blocks, "attn_resolutions": [], "dropout": 0.0}
