@@ -283,3 +283,34 @@ def test_every_example_workflow_runs(server, uploaded, path):
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-4000:]
     save_node = next(node_id for node_id, node in prompt.items() if node["class_type"] == "SaveVideo")
     assert result["outputs"][save_node]["images"][0]["filename"].endswith(".mp4")
+
+
+def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path):
+    """python -m xportrait_core queue: 1 source x 2 drivings on the real server, outputs downloaded, state file
+    complete; a second run skips the finished jobs."""
+    from xportrait_core.cli import main
+    from xportrait_core.video_io import read_video, write_video
+
+    sources, drivings = tmp_path / "sources", tmp_path / "drivings"
+    sources.mkdir(), drivings.mkdir()
+    source, driving = _write_inputs(sources)
+    clip = read_video(driving)
+    write_video(drivings / "forward.mp4", clip.frames, fps=FPS)
+    write_video(drivings / "backward.mp4", clip.frames.flip(0), fps=FPS)
+    driving.unlink()
+    workflow = tmp_path / "workflow_api.json"
+    workflow.write_text(json.dumps(animation_prompt(("placeholder.png", "placeholder.mp4"), steps=1, seed=0)))
+    output = tmp_path / "renders"
+    arguments = ["queue", str(workflow), "--sources", str(sources), "--drivings", str(drivings),
+                 "--server", server.url, "--output", str(output), "--seed", "5", "--seed-policy", "increment",
+                 "--poll-interval", "0.5"]
+    assert main(arguments) == 0
+    jobs = json.loads((output / "queue_state.json").read_text())["jobs"]
+    assert [job["status"] for job in jobs] == ["done", "done"]
+    videos = sorted(output.glob("*/*.mp4"))
+    assert [video.parent.name for video in videos] == ["xportrait_source__backward", "xportrait_source__forward"]
+    for video in videos:
+        assert read_video(video).frames.shape == (FRAMES, RESOLUTION, RESOLUTION, 3)
+    prompts_before = len(server.get("/history"))
+    assert main(arguments) == 0
+    assert len(server.get("/history")) == prompts_before  # nothing queued again
