@@ -17,7 +17,7 @@ from .attention import resolve_backend
 from .config import XPortraitConfig
 from .controlnet import ControlNet
 from .reference_attention import BankReader, ReferenceBank, concat_reference_banks
-from .schedule import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
+from .schedule import DDPM_TRAIN_STEPS, linear_betas_float64
 from .text_encoder import TextEncoder
 from .unet import WINDOW_FRAMES, MotionUNet
 from .vae import AutoencoderKL
@@ -30,7 +30,7 @@ def ldm_schedule_buffers() -> dict[str, torch.Tensor]:
     """The 12 DDPM buffers and ``logvar`` the original registers at the top level of its state dict
     (computed in float64, stored float32). Sampling does not read them; they make our state dict
     complete and let the loader check a checkpoint's schedule."""
-    betas = np.linspace(LINEAR_START ** 0.5, LINEAR_END ** 0.5, DDPM_TRAIN_STEPS, dtype=np.float64) ** 2
+    betas = linear_betas_float64()
     alphas = 1.0 - betas
     cumprod = np.cumprod(alphas)
     cumprod_prev = np.append(1.0, cumprod[:-1])

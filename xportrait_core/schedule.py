@@ -28,10 +28,15 @@ class DDPMSchedule:
     sqrt_one_minus_alphas_cumprod: torch.Tensor
 
 
+def linear_betas_float64() -> np.ndarray:
+    """LDM's "linear" betas of SD1.5: linspace(sqrt(0.00085), sqrt(0.012), 1000) ** 2, float64."""
+    return np.linspace(LINEAR_START**0.5, LINEAR_END**0.5, DDPM_TRAIN_STEPS, dtype=np.float64) ** 2
+
+
 @functools.lru_cache(maxsize=1)
 def ddpm_schedule() -> DDPMSchedule:
-    """The SD1.5 schedule: betas = linspace(sqrt(0.00085), sqrt(0.012), 1000) ** 2, all maths in float64."""
-    betas = np.linspace(LINEAR_START**0.5, LINEAR_END**0.5, DDPM_TRAIN_STEPS, dtype=np.float64) ** 2
+    """The SD1.5 schedule from `linear_betas_float64`, all maths in float64, stored float32."""
+    betas = linear_betas_float64()
     alphas_cumprod = np.cumprod(1.0 - betas, axis=0)
 
     def stored(values: np.ndarray) -> torch.Tensor:
