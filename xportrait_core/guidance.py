@@ -22,6 +22,7 @@ from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 
+from .reference_attention import select_bank_frames
 from .windows import WindowAverager, WindowPlanner
 
 BankMode = Literal["once_per_step", "per_window"]
@@ -249,10 +250,7 @@ class WindowedGuidedDenoiser:
                 for ref in self._references
             ]
             return self._write_bank(window_refs, timestep)
-        if self._shared:
-            return step_bank
-        rows = frames.to(self._device)
-        return [entry[rows] for entry in step_bank]
+        return select_bank_frames(step_bank, frames)
 
     def _write_bank(self, references: list[torch.Tensor], timestep: int) -> list[torch.Tensor]:
         """One appearance-net call over all references (stacked on the batch), then the banks concatenated along
