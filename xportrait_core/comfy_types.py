@@ -21,7 +21,8 @@ from .config import VAEConfig
 from .guidance import Conditioning
 from .image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from .landmarks import LandmarkProvider
-from .local_patches import fill_missing_from_nearest, local_hints_fchw, patch_centres
+from .driving_controls import MISSING_FACE_MODES
+from .local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
 from .model import XPortraitModel
 from .sampler import SamplerOptions
 
@@ -160,16 +161,13 @@ def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvi
                              missing_face: str = "black") -> LocalPatches:
     """Local hints of frames that are already aligned (the pose hints as IMAGE): landmarks are detected on 256 px
     uint8 copies, as `prepare_driving_controls(patch_landmarks="detect_aligned")` does."""
-    if missing_face not in ("black", "nearest"):
-        raise ValueError(f"missing_face must be 'black' or 'nearest'; got {missing_face!r}.")
+    if missing_face not in MISSING_FACE_MODES:
+        raise ValueError(f"missing_face must be one of {MISSING_FACE_MODES}; got {missing_face!r}.")
     pose_hints = image_hints(aligned_fhwc, "aligned frames")
     resolution = pose_hints.shape[-1]
     copies = to_uint8_fhwc(resize_square_fchw((pose_hints + 1) / 2, LANDMARK_GRID))
     found = provider.detect(copies)
-    points, usable = found.points_68, found.face_found
-    if missing_face == "nearest" and usable.any():
-        points = fill_missing_from_nearest(points, usable)
-        usable = np.ones_like(usable)
+    points, usable = landmarks_for_patches(found.points_68, found.face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
     return LocalPatches(local_hints_fchw(pose_hints, centres), np.asarray(found.face_found, dtype=bool), centres)
 

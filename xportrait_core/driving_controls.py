@@ -30,7 +30,7 @@ import torch
 from .alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine, find_best_frame, transform_points
 from .image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from .landmarks import FaceLandmarks, LandmarkProvider
-from .local_patches import fill_missing_from_nearest, local_hints_fchw, patch_centres
+from .local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +233,7 @@ def prepare_driving_controls(
         if affine_256 is not None:
             points = transform_points(points, affine_256)
 
-    usable = face_found
-    if missing_face == "nearest" and face_found.any():
-        points = fill_missing_from_nearest(points, face_found)
-        usable = np.ones_like(face_found)
+    points, usable = landmarks_for_patches(points, face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
     local_hints = torch.empty_like(pose_hints)
     for start in range(0, frame_count, chunk_frames):

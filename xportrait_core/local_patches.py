@@ -81,3 +81,13 @@ def fill_missing_from_nearest(points_68: np.ndarray, face_found: np.ndarray) -> 
     distance = np.abs(frames[:, None] - found_indices[None, :])
     nearest = found_indices[np.argmin(distance, axis=1)]
     return np.asarray(points_68)[nearest]
+
+
+def landmarks_for_patches(points_68: np.ndarray, face_found: np.ndarray,
+                          missing_face: str = "black") -> tuple[np.ndarray, np.ndarray]:
+    """(points, usable) to place the patches with. "black": frames without a face stay unusable (their local
+    hint is all black); "nearest": they borrow the nearest found frame's landmarks and count as usable (when
+    no frame has a face, nothing can be borrowed)."""
+    if missing_face == "nearest" and face_found.any():
+        return fill_missing_from_nearest(points_68, face_found), np.ones_like(face_found)
+    return points_68, face_found
