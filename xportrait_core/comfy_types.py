@@ -227,14 +227,9 @@ class SamplingSetup:
 
     def init_latents(self, init_fhwc: torch.Tensor) -> torch.Tensor:
         """Scaled posterior means (F, 4, h, w) of the init video, fitted to the reference's resolution."""
-        from .pipeline import DECODE_CHUNK, to_model_images
+        from .pipeline import encode_init_video
 
-        images = to_model_images(init_fhwc, self.reference.resolution, what="init images")
-        if images.shape[0] != self.frames:
-            raise ValueError(f"the init video has {images.shape[0]} frames but the driving video {self.frames}; "
-                             "give one init frame per driving frame.")
-        with torch.no_grad():
-            return torch.cat([self.model.encode_images(chunk).float().cpu() for chunk in images.split(DECODE_CHUNK)])
+        return encode_init_video(self.model, init_fhwc, self.reference.resolution, self.frames)
 
     def conditioning(self, context: torch.Tensor, uncond_context: torch.Tensor) -> Conditioning:
         references = [latent.float().cpu() * self.scale_factor for latent in self.reference.latents]

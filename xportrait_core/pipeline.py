@@ -61,6 +61,18 @@ def encode_references(model: XPortraitModel, images_bchw: torch.Tensor, frames: 
     return latents
 
 
+def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, resolution: int, frames: int,
+                      fit: FitMode = DEFAULT_FIT) -> torch.Tensor:
+    """IMAGE of another video (one frame per driving frame) -> scaled posterior means (F, 4, R/8, R/8) on the
+    CPU, the clean latents an "init_video" start noises."""
+    images = to_model_images(init_fhwc, resolution, fit, "init video")
+    if images.shape[0] != frames:
+        raise ValueError(f"the init video has {images.shape[0]} frames but the driving video has {frames}; "
+                         "give one init frame per driving frame")
+    with torch.no_grad():
+        return torch.cat([model.encode_images(chunk).float().cpu() for chunk in images.split(DECODE_CHUNK)])
+
+
 def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original)."""
     frames = []
@@ -114,13 +126,7 @@ def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torc
                          for latent in encode_references(model, images, frames, reference_posterior, generator)]
     init_latents = None
     if init_frames_fhwc is not None:
-        init_images = to_model_images(init_frames_fhwc, resolution, fit, "init video")
-        if init_images.shape[0] != frames:
-            raise ValueError(f"the init video has {init_images.shape[0]} frames but the driving video has "
-                             f"{frames}; give one init frame per driving frame")
-        with torch.no_grad():
-            init_latents = torch.cat([model.encode_images(chunk).float().cpu()
-                                      for chunk in init_images.split(DECODE_CHUNK)])
+        init_latents = encode_init_video(model, init_frames_fhwc, resolution, frames, fit)
     context = model.encode_empty_prompt()
     conditioning = Conditioning(reference_latents=reference_latents, pose_hints=pose, local_hints=local,
                                 context=context, uncond_context=context)
