@@ -111,7 +111,8 @@ class MotionControl:
 
     def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
               resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
-        from xportrait_core.comfy_types import hint_images, side_by_side
+        from xportrait_core.comfy_types import hint_images
+        from xportrait_core.video_io import side_by_side
         from xportrait_core.driving_controls import prepare_driving_controls
 
         node = "X-Portrait Motion Control"
@@ -126,7 +127,7 @@ class MotionControl:
                                                 device=host.sampling_device())
         motion = hint_images(controls.pose_hints)
         used = NOT_ALIGNED if controls.best_frame is None else controls.best_frame
-        return motion, used, side_by_side(hint_images(controls.source_image), motion)
+        return motion, used, side_by_side([hint_images(controls.source_image), motion])
 
 
 class LocalPatches:
@@ -149,9 +150,10 @@ class LocalPatches:
         }
 
     def extract(self, motion: Any, missing_face: str, landmarks: Any = None) -> tuple[Any, Any]:
-        from xportrait_core.comfy_types import hint_images, local_patches_of_aligned, side_by_side
+        from xportrait_core.comfy_types import hint_images, local_patches_of_aligned
+        from xportrait_core.video_io import side_by_side
 
         with about_input("X-Portrait Local Patches", "motion"):
             patches = local_patches_of_aligned(motion, _provider(landmarks), missing_face)
         local = hint_images(patches.local_hints)
-        return local, side_by_side(motion, local)
+        return local, side_by_side([motion, local])

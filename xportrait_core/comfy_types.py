@@ -79,13 +79,6 @@ def hint_images(hints_fchw: torch.Tensor) -> torch.Tensor:
     return ((hints_fchw.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous().cpu()
 
 
-def side_by_side(*images_fhwc: torch.Tensor) -> torch.Tensor:
-    """IMAGE panels of equal height placed left to right; a single-frame panel is repeated for every frame."""
-    frames = max(image.shape[0] for image in images_fhwc)
-    panels = [image.expand(frames, -1, -1, -1) if image.shape[0] == 1 else image for image in images_fhwc]
-    return torch.cat([panel.float().cpu() for panel in panels], dim=2)
-
-
 def context_from_conditioning(conditioning: Sequence[Any], context_dim: int, what: str) -> torch.Tensor:
     """CONDITIONING [[context (1, tokens, C), dict], ...] -> its first context (1, tokens, C); C must be the
     UNet's cross-attention width (768 for SD1.5 CLIP)."""
