@@ -224,10 +224,8 @@ def _demo_provider(choice: str, clip):
 
 def run_demo(args: argparse.Namespace) -> int:
     from .demo_clip import head_motion_clip
-    from .driving_controls import prepare_driving_controls
-    from .guidance import Conditioning
-    from .pipeline import Animation, decode_to_images, encode_references
-    from .sampler import SamplerHooks, sample
+    from .pipeline import animate
+    from .sampler import SamplerHooks
     from .tiny_model import build_random_model
 
     started = time.monotonic()
@@ -236,19 +234,13 @@ def run_demo(args: argparse.Namespace) -> int:
     provider, provider_name, patch_landmarks = _demo_provider(args.landmarks, clip)
     print(f"demo: {args.frames} frames at {args.resolution} px, landmarks from {provider_name}, "
           f"tiny random model on {device} ({dtype})")
-    controls = prepare_driving_controls(clip.driving, clip.source, provider, resolution=args.resolution,
-                                        patch_landmarks=patch_landmarks)
     model = build_random_model(seed=args.seed).to(device)
     model.set_precision(dtype)
-    references = encode_references(model, controls.source_image)
-    context = model.encode_empty_prompt()
-    conditioning = Conditioning(reference_latents=references, pose_hints=controls.pose_hints.cpu(),
-                                local_hints=controls.local_hints.cpu(), context=context, uncond_context=context)
     progress = ProgressLine(args.steps)
-    result = sample(model, conditioning, _options(args), hooks=SamplerHooks(on_window=progress.on_window))
+    animation = animate(model, clip.source, clip.driving, provider, resolution=args.resolution,
+                        patch_landmarks=patch_landmarks, options=_options(args),
+                        hooks=SamplerHooks(on_window=progress.on_window))
     progress.close()
-    animation = Animation(frames=decode_to_images(model, result.latents), latents=result.latents,
-                          controls=controls, result=result)
     _report(animation)
     _write_outputs(args, animation, args.fps)
     print(f"done in {time.monotonic() - started:.0f} s. This model is random, so the video shows noise: the "

@@ -109,14 +109,15 @@ class Animation:
 
 def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torch.Tensor,
             provider: LandmarkProvider, *, resolution: int = 512, best_frame: int | str | None = "auto",
-            missing_face: str = "black", fit: FitMode = DEFAULT_FIT,
+            missing_face: str = "black", fit: FitMode = DEFAULT_FIT, patch_landmarks: str = "detect_aligned",
             options: SamplerOptions = SamplerOptions(), extra_references: Sequence[torch.Tensor] = (),
             reference_posterior: str = "mean", init_frames_fhwc: torch.Tensor | None = None,
             lora_path: str | os.PathLike | None = None, lora_strength: float = 1.0,
             hooks: SamplerHooks | None = None) -> Animation:
     """Animate one portrait with a driving video, end to end, with the empty-prompt context."""
     controls = prepare_driving_controls(driving_fhwc, source_fhwc, provider, resolution=resolution,
-                                        best_frame=best_frame, missing_face=missing_face, fit=fit)
+                                        best_frame=best_frame, missing_face=missing_face, fit=fit,
+                                        patch_landmarks=patch_landmarks)
     pose, local = controls.pose_hints.cpu(), controls.local_hints.cpu()
     frames = pose.shape[0]
     generator = torch.Generator().manual_seed(options.seed)
