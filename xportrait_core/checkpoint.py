@@ -208,10 +208,9 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
     report.config = config
     if not report.text_encoder:
         model.cond_stage_model = None
-    for key in ignored_or_optional(state_dict, model):
-        state_dict.pop(key)
-    schedule = ldm_schedule_buffers()
-    full = {**{k: v for k, v in schedule.items() if k not in state_dict}, **state_dict}
+    ignored = set(report.ignored_keys)
+    taken = {k: v for k, v in state_dict.items() if k not in ignored}
+    full = {**{k: v for k, v in ldm_schedule_buffers().items() if k not in taken}, **taken}
     position_ids = OPTIONAL_KEYS[0]
     if model.cond_stage_model is not None and position_ids not in full:
         full[position_ids] = torch.arange(config.text.max_positions)[None]
@@ -234,13 +233,6 @@ def _text_heads_from_metadata(path: Path) -> int | None:
     with safe_open(str(path), framework="pt") as handle:
         value = (handle.metadata() or {}).get(TEXT_HEADS_METADATA)
     return int(value) if value else None
-
-
-def ignored_or_optional(state_dict: Mapping[str, torch.Tensor], model: XPortraitModel) -> list[str]:
-    """Keys of the file that the model does not take (outside every network, or a text encoder the
-    model dropped)."""
-    ours = set(model.state_dict())
-    return [k for k in state_dict if k not in ours]
 
 
 def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> None:
