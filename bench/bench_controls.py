@@ -20,10 +20,10 @@ from skimage import data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xportrait_core.alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine  # noqa: E402
-from xportrait_core.driving_controls import prepare_driving_controls  # noqa: E402
-from xportrait_core.image_fit import resize_square_fchw, to_uint8_fhwc  # noqa: E402
-from xportrait_core.local_patches import local_hints_fchw, patch_centres  # noqa: E402
+from xportrait_core.controls.alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine  # noqa: E402
+from xportrait_core.controls.driving_controls import prepare_driving_controls  # noqa: E402
+from xportrait_core.media.image_fit import resize_square_fchw, to_uint8_fhwc  # noqa: E402
+from xportrait_core.controls.local_patches import local_hints_fchw, patch_centres  # noqa: E402
 
 MAX_ROTATION_DEGREES = 10.0  # HOG finds the face reliably up to about 35 degrees (LANDMARKS.md)
 MAX_SHIFT_PX = 20.0
@@ -44,10 +44,10 @@ def astronaut_driving_video(frames: int, seed: int = 0) -> tuple[torch.Tensor, t
 
 def make_provider(name: str):
     if name == "dlib":
-        from xportrait_core.landmarks import DlibLandmarkProvider
+        from xportrait_core.controls.landmarks import DlibLandmarkProvider
 
         return DlibLandmarkProvider()
-    from xportrait_core.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
+    from xportrait_core.controls.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
 
     return MediaPipeLandmarkProvider()
 

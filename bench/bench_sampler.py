@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xportrait_core.guidance import Conditioning  # noqa: E402
-from xportrait_core.sampler import SamplerOptions, sample  # noqa: E402
-from xportrait_core.tiny_model import MID_CONFIG, TINY_CONFIG, build_random_model  # noqa: E402
+from xportrait_core.sampling.guidance import Conditioning  # noqa: E402
+from xportrait_core.sampling.sampler import SamplerOptions, sample  # noqa: E402
+from xportrait_core.model.tiny_model import MID_CONFIG, TINY_CONFIG, build_random_model  # noqa: E402
 
 logger = logging.getLogger("bench_sampler")
 

@@ -18,7 +18,7 @@ NOT_ALIGNED = -1  # the best_frame output when the driving frames were not align
 
 
 def _fit_choices() -> list[str]:
-    from xportrait_core.image_fit import FIT_MODES
+    from xportrait_core.media.image_fit import FIT_MODES
 
     return list(FIT_MODES)
 
@@ -65,7 +65,7 @@ class Reference:
                ) -> tuple[Any, Any]:
         import torch
 
-        from xportrait_core.comfy_types import XPortraitReference
+        from .comfy_types import XPortraitReference
         from xportrait_core.pipeline import to_model_images
 
         node = "X-Portrait Reference"
@@ -111,9 +111,9 @@ class MotionControl:
 
     def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
               resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
-        from xportrait_core.comfy_types import hint_images
-        from xportrait_core.video_io import side_by_side
-        from xportrait_core.driving_controls import prepare_driving_controls
+        from .comfy_types import hint_images
+        from xportrait_core.media.video_io import side_by_side
+        from xportrait_core.controls.driving_controls import prepare_driving_controls
 
         node = "X-Portrait Motion Control"
         _single_image(source, node, "source")
@@ -150,8 +150,8 @@ class LocalPatches:
         }
 
     def extract(self, motion: Any, missing_face: str, landmarks: Any = None) -> tuple[Any, Any]:
-        from xportrait_core.comfy_types import hint_images, local_patches_of_aligned
-        from xportrait_core.video_io import side_by_side
+        from .comfy_types import hint_images, local_patches_of_aligned
+        from xportrait_core.media.video_io import side_by_side
 
         with about_input("X-Portrait Local Patches", "motion"):
             patches = local_patches_of_aligned(motion, _provider(landmarks), missing_face)

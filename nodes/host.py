@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:
     import torch
 
-    from xportrait_core.model import XPortraitModel
+    from xportrait_core.model.xportrait_model import XPortraitModel
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def loaded(managed: ManagedModel) -> Iterator["XPortraitModel"]:
 def make_vae(model: "XPortraitModel") -> Any:
     """A VAE object over the checkpoint's own VAE weights: ComfyUI's `comfy.sd.VAE` inside ComfyUI (so core
     VAE Encode/Decode nodes take it), `StandaloneVAE` (same contract) outside."""
-    from xportrait_core.comfy_types import StandaloneVAE, comfy_vae_config, vae_state_dict
+    from .comfy_types import StandaloneVAE, comfy_vae_config, vae_state_dict
 
     if not in_comfyui():
         return StandaloneVAE(model)

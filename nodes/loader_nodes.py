@@ -42,7 +42,7 @@ class LoadModel:
         }}
 
     def load(self, checkpoint: str, precision: str, attention: str) -> tuple[Any, Any]:
-        from xportrait_core.checkpoint import load_model
+        from xportrait_core.model.checkpoint import load_model
 
         node = "Load X-Portrait Model"
         with about_input(node, "checkpoint"):
@@ -75,7 +75,7 @@ class LoRA:
         }
 
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
-        from xportrait_core.comfy_types import LoraChoice
+        from .comfy_types import LoraChoice
 
         with about_input("X-Portrait LoRA", "lora_name"):
             path = host.model_file_path(host.LORA_FOLDER, lora_name)
@@ -86,10 +86,10 @@ class LoRA:
 def landmark_provider(provider: str, model_path: str | None = None) -> Any:
     """One provider per choice for the whole session: dlib loads a 100 MB model and keeps worker threads."""
     if provider == "mediapipe":
-        from xportrait_core.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
+        from xportrait_core.controls.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
 
         return MediaPipeLandmarkProvider()
-    from xportrait_core.landmarks import DlibLandmarkProvider
+    from xportrait_core.controls.landmarks import DlibLandmarkProvider
 
     return DlibLandmarkProvider(model_path)
 

@@ -20,9 +20,9 @@ MAX_WINDOW = 64
 
 
 def _sampler_choices() -> dict[str, list[str]]:
-    from xportrait_core.sampler import START_MODES
-    from xportrait_core.schedulers import SCHEDULERS
-    from xportrait_core.windows import PLACEMENTS
+    from xportrait_core.sampling.sampler import START_MODES
+    from xportrait_core.sampling.schedulers import SCHEDULERS
+    from xportrait_core.sampling.windows import PLACEMENTS
 
     return {"scheduler": list(SCHEDULERS), "placement": list(PLACEMENTS), "start": list(START_MODES)}
 
@@ -39,7 +39,7 @@ class Sampler:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        from xportrait_core.sampler import DEFAULT_CFG, DEFAULT_OVERLAP, DEFAULT_STEPS, DEFAULT_WINDOW
+        from xportrait_core.sampling.sampler import DEFAULT_CFG, DEFAULT_OVERLAP, DEFAULT_STEPS, DEFAULT_WINDOW
 
         choices = _sampler_choices()
         return {
@@ -81,7 +81,7 @@ class Sampler:
                cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,
                denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
-        from xportrait_core.comfy_types import SamplingSetup
+        from .comfy_types import SamplingSetup
 
         networks = model.model
         setup = SamplingSetup(networks, reference)
@@ -107,8 +107,8 @@ class Sampler:
     @staticmethod
     def _options_and_progress(setup: Any, seed: int, steps: int, cfg: float, scheduler: str, window: int,
                               overlap: int, placement: str, start: str, denoise: float) -> tuple[Any, Any]:
-        from xportrait_core.comfy_types import scheduler_steps, windows_per_step
-        from xportrait_core.sampler import SamplerOptions
+        from .comfy_types import scheduler_steps, windows_per_step
+        from xportrait_core.sampling.sampler import SamplerOptions
 
         options = SamplerOptions(steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, window=window,
                                  overlap=overlap, placement=placement, start=start, strength=denoise)
@@ -120,9 +120,9 @@ class Sampler:
 
     @staticmethod
     def _run(model: Any, conditioning: Any, options: Any, init_latents: Any, progress: Any, loras: tuple) -> dict:
-        from xportrait_core.comfy_types import to_comfy_latent
+        from .comfy_types import to_comfy_latent
         from xportrait_core.pipeline import lora_applied
-        from xportrait_core.sampler import SamplerHooks, sample
+        from xportrait_core.sampling.sampler import SamplerHooks, sample
 
         hooks = SamplerHooks(on_step=progress.step_done, on_window=progress.window_done,
                              should_interrupt=host.check_interrupt)

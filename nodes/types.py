@@ -3,6 +3,6 @@
 CATEGORY = "X-Portrait"
 
 MODEL = "XPORTRAIT_MODEL"  # nodes.host.ManagedModel
-REFERENCE = "XPORTRAIT_REFERENCE"  # xportrait_core.comfy_types.XPortraitReference
-LORA = "XPORTRAIT_LORA"  # tuple of xportrait_core.comfy_types.LoraChoice, applied in order
-LANDMARKS = "XPORTRAIT_LANDMARKS"  # an xportrait_core.landmarks.LandmarkProvider
+REFERENCE = "XPORTRAIT_REFERENCE"  # nodes.comfy_types.XPortraitReference
+LORA = "XPORTRAIT_LORA"  # tuple of nodes.comfy_types.LoraChoice, applied in order
+LANDMARKS = "XPORTRAIT_LANDMARKS"  # an xportrait_core.controls.landmarks.LandmarkProvider

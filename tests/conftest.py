@@ -27,7 +27,7 @@ def golden():
 @pytest.fixture(scope="session")
 def golden_model():
     """The tiny golden checkpoint loaded through the real loader, fp32, SDPA attention."""
-    from xportrait_core.checkpoint import load_model
+    from xportrait_core.model.checkpoint import load_model
 
     model, _ = load_model(GOLDEN_DIR / "tiny_weights.safetensors", precision="fp32",
                           attention_backend="sdpa", text_num_heads=GOLDEN_TEXT_HEADS)

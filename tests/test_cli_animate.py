@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from xportrait_core.cli import main
-from xportrait_core.video_io import read_video, write_video
+from xportrait_core.cli.main import main
+from xportrait_core.media.video_io import read_video, write_video
 
 
 def test_demo_writes_the_promised_video(tmp_path, capsys):
@@ -30,8 +30,8 @@ def test_demo_with_exact_landmarks_needs_no_landmark_model(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from xportrait_core.checkpoint import save_model_checkpoint
-    from xportrait_core.tiny_model import build_random_model
+    from xportrait_core.model.checkpoint import save_model_checkpoint
+    from xportrait_core.model.tiny_model import build_random_model
 
     path = tmp_path_factory.mktemp("models") / "tiny_xportrait.safetensors"
     save_model_checkpoint(build_random_model(seed=1), path)
@@ -40,7 +40,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from xportrait_core.demo_clip import head_motion_clip
+    from xportrait_core.cli.demo_clip import head_motion_clip
 
     folder = tmp_path_factory.mktemp("inputs")
     clip = head_motion_clip(frames=16, size=256)

@@ -1,4 +1,4 @@
-"""The `queue` sub-command of `python -m xportrait_core` (xportrait_core.cli)."""
+"""The `queue` sub-command of `python -m xportrait_core` (xportrait_core.cli.main)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_comfy_queue import FakeComfy, api_workflow, closed_port_url
-from xportrait_core.cli import EXIT_BAD_INPUT, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, main
+from xportrait_core.cli.main import EXIT_BAD_INPUT, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_POLL = "0.01"
@@ -48,7 +48,7 @@ def test_queue_help_runs_as_a_module():
 
 
 def test_parsing_the_command_line_does_not_import_torch():
-    probe = "import sys; from xportrait_core import cli; cli.build_parser(); print('torch' in sys.modules)"
+    probe = "import sys; from xportrait_core.cli import main; main.build_parser(); print('torch' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=60)
 

@@ -40,7 +40,7 @@ FPS = 8
 STARTUP_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 600
 INTERRUPT_WITHIN_S = 30  # the long run below needs many minutes; the interrupt must land within a window or two
-SAMPLER_START_LOG = f"sampling {FRAMES} frames"  # xportrait_core.sampler logs this when a run starts
+SAMPLER_START_LOG = f"sampling {FRAMES} frames"  # xportrait_core.sampling.sampler logs this when a run starts
 OUR_NODES = {"XPortraitLoadModel", "XPortraitLoRA", "XPortraitLandmarkProvider", "XPortraitReference",
              "XPortraitMotionControl", "XPortraitLocalPatches", "XPortraitSampler"}
 
@@ -135,7 +135,7 @@ def _write_inputs(folder: Path) -> tuple[Path, Path]:
     from safetensors.torch import load_file
     from PIL import Image
 
-    from xportrait_core.video_io import write_video
+    from xportrait_core.media.video_io import write_video
 
     golden = load_file(str(GOLDEN_INPUTS))
     source = folder / "xportrait_source.png"
@@ -150,8 +150,8 @@ def server(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from xportrait_core.checkpoint import save_model_checkpoint
-    from xportrait_core.tiny_model import build_random_model
+    from xportrait_core.model.checkpoint import save_model_checkpoint
+    from xportrait_core.model.tiny_model import build_random_model
 
     base = tmp_path_factory.mktemp("comfyui_base")
     for folder in ("custom_nodes", "models/xportrait", "input", "output", "temp", "user"):
@@ -288,8 +288,8 @@ def test_every_example_workflow_runs(server, uploaded, path):
 def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path):
     """python -m xportrait_core queue: 1 source x 2 drivings on the real server, outputs downloaded, state file
     complete; a second run skips the finished jobs."""
-    from xportrait_core.cli import main
-    from xportrait_core.video_io import read_video, write_video
+    from xportrait_core.cli.main import main
+    from xportrait_core.media.video_io import read_video, write_video
 
     sources, drivings = tmp_path / "sources", tmp_path / "drivings"
     sources.mkdir(), drivings.mkdir()

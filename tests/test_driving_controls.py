@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from xportrait_core.alignment import align_frames_fchw, alignment_affine, transform_points
-from xportrait_core.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
-from xportrait_core.image_fit import fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
-from xportrait_core.landmarks import FaceLandmarks
+from xportrait_core.controls.alignment import align_frames_fchw, alignment_affine, transform_points
+from xportrait_core.controls.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
+from xportrait_core.media.image_fit import fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from xportrait_core.controls.landmarks import FaceLandmarks
 
 GOLDEN = Path(__file__).parent / "golden" / "inputs.safetensors"
 GOLDEN_FRAMES = 20

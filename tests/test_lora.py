@@ -5,10 +5,10 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from xportrait_core.config import UNetConfig
-from xportrait_core.lora import apply_lora
-from xportrait_core.unet import MotionUNet
-from xportrait_core.unet_key_map import diffusers_to_ldm_unet_names
+from xportrait_core.networks.config import UNetConfig
+from xportrait_core.model.lora import apply_lora
+from xportrait_core.networks.unet import MotionUNet
+from xportrait_core.networks.unet_key_map import diffusers_to_ldm_unet_names
 
 TO_Q = "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"  # Linear (8, 8)
 PROJ_IN = "input_blocks.1.1.proj_in.weight"  # 1x1 conv (8, 8, 1, 1)
@@ -125,7 +125,7 @@ def test_unmatched_and_text_encoder_keys_are_reported_with_a_count(caplog):
     lora["lora_unet_down_blocks_9_attentions_0_proj_in.lora_down.weight"] = torch.zeros(2, 8)
     lora["lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a"] = torch.zeros(2, 8)
     lora["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"] = torch.zeros(2, 8)
-    with caplog.at_level(logging.WARNING, logger="xportrait_core.lora"):
+    with caplog.at_level(logging.WARNING, logger="xportrait_core.model.lora"):
         patch = apply_lora(ldm_weights(), lora)
     assert len(patch.applied) == 3 and len(patch.unmatched) == 2 and len(patch.text_encoder_keys) == 1
     assert "2 keys/layers not applied" in caplog.text and "1 text-encoder keys skipped" in caplog.text

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import golden_hints
-from xportrait_core.reference_attention import BankReader, BankWriter
-from xportrait_core.unet_blocks import timestep_embedding
+from xportrait_core.networks.reference_attention import BankReader, BankWriter
+from xportrait_core.networks.unet_blocks import timestep_embedding
 
 TOL = 1e-4           # manifest tolerances.recommended: single passes and guided eps, max abs
 GOLDEN_ROWS = [0, 9]  # per-frame golden tensors keep frames 0 and 9 of the window
@@ -23,7 +23,7 @@ def test_empty_prompt_context_matches_frozen_clip(golden, golden_context):
 
 
 def test_empty_prompt_token_ids_are_bos_then_eos_padding(golden):
-    from xportrait_core.text_encoder import empty_prompt_token_ids
+    from xportrait_core.networks.text_encoder import empty_prompt_token_ids
     assert torch.equal(empty_prompt_token_ids(77)[0], golden("text")["token_ids"])
 
 
@@ -155,7 +155,7 @@ def test_ablation_without_bank_or_controls(golden, golden_model, golden_context)
 
 
 def test_ablation_without_motion_modules(golden, golden_model, golden_context, monkeypatch):
-    from xportrait_core.motion_module import MotionModule
+    from xportrait_core.networks.motion_module import MotionModule
     data = golden("window_t500")
     monkeypatch.setattr(MotionModule, "forward", lambda self, x, frames: x)
     with torch.no_grad():

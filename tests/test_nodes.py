@@ -18,12 +18,12 @@ from nodes.control_nodes import NOT_ALIGNED, LocalPatches, MotionControl, Refere
 from nodes.errors import XPortraitInputError
 from nodes.loader_nodes import LandmarkProvider, LoadModel, LoRA
 from nodes.sampler_node import Sampler
-from xportrait_core.checkpoint import save_model_checkpoint
-from xportrait_core.comfy_types import LoraChoice, XPortraitReference
-from xportrait_core.guidance import Conditioning
-from xportrait_core.landmarks import FaceLandmarks
-from xportrait_core.sampler import SamplerOptions, sample
-from xportrait_core.tiny_model import build_random_model
+from xportrait_core.model.checkpoint import save_model_checkpoint
+from nodes.comfy_types import LoraChoice, XPortraitReference
+from xportrait_core.sampling.guidance import Conditioning
+from xportrait_core.controls.landmarks import FaceLandmarks
+from xportrait_core.sampling.sampler import SamplerOptions, sample
+from xportrait_core.model.tiny_model import build_random_model
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS
-from xportrait_core.attention import attention, resolve_backend, xformers_available
-from xportrait_core.checkpoint import load_model
+from xportrait_core.networks.attention import attention, resolve_backend, xformers_available
+from xportrait_core.model.checkpoint import load_model
 
 BF16_RELATIVE_TOL = 0.05   # measured: relative L2 error of eps 0.020, max abs 0.027 (values O(1))
 FP16_RELATIVE_TOL = 0.01   # measured: relative L2 error of eps 0.0021
@@ -81,7 +81,7 @@ def test_half_precision_forward_is_finite_and_close_to_fp32(golden, fp32_referen
 
 
 def test_vae_stays_float32_under_fp16_and_follows_bf16():
-    from xportrait_core.tiny_model import build_random_model
+    from xportrait_core.model.tiny_model import build_random_model
     model = build_random_model()
     model.set_precision("fp16")
     assert model.unet.out[2].weight.dtype == torch.float16

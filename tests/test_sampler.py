@@ -5,11 +5,11 @@ from collections import Counter
 import pytest
 import torch
 
-from xportrait_core.guidance import Conditioning, SamplingInterrupted, WindowedGuidedDenoiser
-from xportrait_core.sampler import SamplerHooks, SamplerOptions, sample, start_latents
-from xportrait_core.schedule import ddpm_schedule, q_sample
-from xportrait_core.schedulers import make_scheduler
-from xportrait_core.windows import WindowPlanner
+from xportrait_core.sampling.guidance import Conditioning, SamplingInterrupted, WindowedGuidedDenoiser
+from xportrait_core.sampling.sampler import SamplerHooks, SamplerOptions, sample, start_latents
+from xportrait_core.model.schedule import ddpm_schedule, q_sample
+from xportrait_core.sampling.schedulers import make_scheduler
+from xportrait_core.sampling.windows import WindowPlanner
 
 LATENT = 4  # latent side of the fake video (hints are 32 px)
 BANK_ENTRIES = 16  # the appearance net writes one entry per spatial transformer

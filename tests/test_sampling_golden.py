@@ -3,8 +3,8 @@ replayed from the manifest) reproduced end to end with the real model."""
 from __future__ import annotations
 
 from conftest import golden_hints
-from xportrait_core.guidance import Conditioning
-from xportrait_core.sampler import SamplerOptions, sample
+from xportrait_core.sampling.guidance import Conditioning
+from xportrait_core.sampling.sampler import SamplerOptions, sample
 
 TOL = 1e-4  # manifest: full sampling max abs 1e-4 (fp32 noise ~2e-5)
 FRAMES = 20

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xportrait_core.schedule import DDPM_TRAIN_STEPS, ddpm_schedule, q_sample
+from xportrait_core.model.schedule import DDPM_TRAIN_STEPS, ddpm_schedule, q_sample
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -6,9 +6,9 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 from safetensors.torch import load_file
 
-from xportrait_core.sampler import denoise_loop
-from xportrait_core.schedule import ddpm_schedule, q_sample
-from xportrait_core.schedulers import SD15_DIFFUSERS_CONFIG, make_scheduler, original_ddim_timesteps
+from xportrait_core.sampling.sampler import denoise_loop
+from xportrait_core.model.schedule import ddpm_schedule, q_sample
+from xportrait_core.sampling.schedulers import SD15_DIFFUSERS_CONFIG, make_scheduler, original_ddim_timesteps
 
 GOLDEN = Path(__file__).parent / "golden"
 

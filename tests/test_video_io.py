@@ -1,4 +1,4 @@
-"""Driving-video reading, result-video writing and the comparison layout (xportrait_core.video_io)."""
+"""Driving-video reading, result-video writing and the comparison layout (xportrait_core.media.video_io)."""
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from xportrait_core.video_io import (
+from xportrait_core.media.video_io import (
     DEFAULT_FOLDER_FPS,
     VideoReadError,
     VideoWriteError,

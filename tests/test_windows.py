@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from xportrait_core.windows import (
+from xportrait_core.sampling.windows import (
     WindowAverager,
     WindowPlanner,
     fixed_window_starts,

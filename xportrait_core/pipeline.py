@@ -14,13 +14,13 @@ from typing import Iterator, Sequence
 import torch
 from safetensors.torch import load_file
 
-from .driving_controls import DrivingControls, prepare_driving_controls
-from .guidance import Conditioning
-from .image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw
-from .landmarks import LandmarkProvider
-from .lora import LoraPatch, apply_lora
-from .model import XPortraitModel
-from .sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
+from .controls.driving_controls import DrivingControls, prepare_driving_controls
+from .controls.landmarks import LandmarkProvider
+from .media.image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw
+from .model.lora import LoraPatch, apply_lora
+from .model.xportrait_model import XPortraitModel
+from .sampling.guidance import Conditioning
+from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ class SamplerOptions:
     seed: seeds the start noise (torch, CPU generator), the random window offsets (Python random) and LCM's
         per-step noise.
     scheduler: "ddim" (the original's), "euler", "dpmpp_2m" or "lcm" (diffusers).
-    window, overlap, placement: see `xportrait_core.windows`; window must be a multiple of the model's
+    window, overlap, placement: see `xportrait_core.sampling.windows`; window must be a multiple of the model's
         WINDOW_FRAMES (16).
     offsets: replay these random-placement offsets (one per step) instead of drawing them.
     start: "reference" (the original: the reference latents noised to the first step; t = 999 for ddim),

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from kornia.geometry.transform import warp_affine
 
-from .alignment import transform_points
-from .image_fit import resize_square_fchw, to_uint8_fhwc
-from .landmarks.replay import ReplayLandmarkProvider
+from ..controls.alignment import transform_points
+from ..controls.landmarks.replay import ReplayLandmarkProvider
+from ..media.image_fit import resize_square_fchw, to_uint8_fhwc
 
 ASTRONAUT_FACE_CROP = (slice(20, 300), slice(85, 365))  # rows, columns of the 512 px photo: the head
 LANDMARK_GRID = 256

@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
-from .schedule import DDPM_TRAIN_STEPS, LAST_TRAIN_TIMESTEP, LINEAR_END, LINEAR_START, ddpm_schedule, q_sample
+from ..model.schedule import DDPM_TRAIN_STEPS, LAST_TRAIN_TIMESTEP, LINEAR_END, LINEAR_START, ddpm_schedule, q_sample
 
 SCHEDULERS: tuple[str, ...] = ("ddim", "euler", "dpmpp_2m", "lcm")
 

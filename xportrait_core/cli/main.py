@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
-from .comfy_queue import (
+from .. import __version__
+from .batch_queue import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_QUEUE,
     DEFAULT_POLL_INTERVAL_S,
@@ -28,8 +28,8 @@ from .comfy_queue import (
     read_pairs_file,
     run_queue,
 )
-from .cli_animate import add_animate_parser, add_convert_parser, add_demo_parser
 from .comfy_client import DEFAULT_TIMEOUT_S
+from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
 from .queue_state import DONE, FAILED, QueueStateError
 
 EXIT_OK = 0

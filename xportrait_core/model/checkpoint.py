@@ -20,9 +20,9 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import (APPEARANCE_PREFIX, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX,
+from ..networks.config import (APPEARANCE_PREFIX, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX,
                      XPortraitConfig)
-from .model import XPortraitModel, ldm_schedule_buffers
+from .xportrait_model import XPortraitModel, ldm_schedule_buffers
 
 log = logging.getLogger(__name__)
 

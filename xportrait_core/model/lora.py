@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .unet_key_map import diffusers_to_ldm_unet_names
+from ..networks.unet_key_map import diffusers_to_ldm_unet_names
 
 logger = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .alignment import LANDMARK_GRID
-from .config import VAEConfig
-from .guidance import Conditioning
-from .image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
-from .landmarks import LandmarkProvider
-from .driving_controls import MISSING_FACE_MODES
-from .local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
-from .model import XPortraitModel
-from .sampler import SamplerOptions
+from xportrait_core.controls.alignment import LANDMARK_GRID
+from xportrait_core.controls.driving_controls import MISSING_FACE_MODES
+from xportrait_core.controls.landmarks import LandmarkProvider
+from xportrait_core.controls.local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
+from xportrait_core.media.image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from xportrait_core.model.xportrait_model import XPortraitModel
+from xportrait_core.networks.config import VAEConfig
+from xportrait_core.sampling.guidance import Conditioning
+from xportrait_core.sampling.sampler import SamplerOptions
 
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
 VAE_PREFIX = "first_stage_model."
@@ -169,7 +169,7 @@ def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvi
 def scheduler_steps(options: SamplerOptions) -> int:
     """Steps the scheduler will run for these options (fewer than asked for below denoise 1, and for the original
     DDIM's rounding); raises the scheduler's ValueErrors for a step count or strength that cannot work."""
-    from .schedulers import make_scheduler
+    from xportrait_core.sampling.schedulers import make_scheduler
 
     return len(make_scheduler(options.scheduler, options.steps, options.strength).timesteps)
 
@@ -177,7 +177,7 @@ def scheduler_steps(options: SamplerOptions) -> int:
 def windows_per_step(frames: int, options: SamplerOptions) -> int:
     """Windows denoised per step over `frames` frames; raises the window planner's ValueErrors. The count does not
     depend on the random offset, so step 0's plan sizes every step."""
-    from .windows import WindowPlanner
+    from xportrait_core.sampling.windows import WindowPlanner
 
     planner = WindowPlanner(frames, options.window, options.overlap, options.placement, options.seed)
     return len(planner.starts_for_step(0))
@@ -220,7 +220,7 @@ class SamplingSetup:
 
     def init_latents(self, init_fhwc: torch.Tensor) -> torch.Tensor:
         """Scaled posterior means (F, 4, h, w) of the init video, fitted to the reference's resolution."""
-        from .pipeline import encode_init_video
+        from xportrait_core.pipeline import encode_init_video
 
         return encode_init_video(self.model, init_fhwc, self.reference.resolution, self.frames)
 

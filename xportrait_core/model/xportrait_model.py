@@ -12,15 +12,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .appearance_net import AppearanceNet
-from .attention import resolve_backend
-from .config import XPortraitConfig
-from .controlnet import ControlNet
-from .reference_attention import BankReader, ReferenceBank, concat_reference_banks
+from ..networks.appearance_net import AppearanceNet
+from ..networks.attention import resolve_backend
+from ..networks.config import XPortraitConfig
+from ..networks.controlnet import ControlNet
+from ..networks.reference_attention import BankReader, ReferenceBank, concat_reference_banks
+from ..networks.text_encoder import TextEncoder
+from ..networks.unet import WINDOW_FRAMES, MotionUNet
+from ..networks.vae import AutoencoderKL
 from .schedule import DDPM_TRAIN_STEPS, linear_betas_float64
-from .text_encoder import TextEncoder
-from .unet import WINDOW_FRAMES, MotionUNet
-from .vae import AutoencoderKL
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 POSTERIOR_LOG_VARIANCE_FLOOR = 1e-20  # LDM clips the posterior variance before the log

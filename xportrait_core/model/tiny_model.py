@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import TextEncoderConfig, UNetConfig, VAEConfig, XPortraitConfig
-from .model import XPortraitModel
+from ..networks.config import TextEncoderConfig, UNetConfig, VAEConfig, XPortraitConfig
+from .xportrait_model import XPortraitModel
 
 # The golden data's tiny configuration: every key name of the real model, 32-wide.
 TINY_CONFIG = XPortraitConfig(

@@ -22,7 +22,7 @@ from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 
-from .reference_attention import select_bank_frames
+from ..networks.reference_attention import select_bank_frames
 from .windows import WindowAverager, WindowPlanner
 
 BankMode = Literal["once_per_step", "per_window"]
@@ -37,7 +37,8 @@ class SamplingInterrupted(Exception):
 
 
 class GuidedModel(Protocol):
-    """What the denoiser needs from `xportrait_core.model.XPortraitModel`."""
+    """What the denoiser needs from `xportrait_core.model.xportrait_model.XPortraitModel` (a protocol: sampling
+    never needs the class itself)."""
 
     WINDOW_FRAMES: int
     evaluation_counts: dict[str, int]

@@ -134,7 +134,7 @@ def _resolve_device_and_dtype(device: str, dtype: str):
 
 
 def _options(args: argparse.Namespace, start: str = "reference", strength: float = 1.0):
-    from .sampler import SamplerOptions
+    from ..sampling.sampler import SamplerOptions
 
     windows = {name: value for name, value in (("window", args.window), ("overlap", args.overlap))
                if value is not None}
@@ -154,7 +154,7 @@ def _parse_best_frame(text: str) -> int | str | None:
 
 
 def _write_outputs(args: argparse.Namespace, animation, fps: float) -> None:
-    from .video_io import side_by_side, write_video
+    from ..media.video_io import side_by_side, write_video
 
     write_video(args.output, animation.frames, fps)
     print(f"wrote {args.output} ({animation.frames.shape[0]} frames, "
@@ -175,11 +175,11 @@ def _report(animation) -> None:
 
 
 def run_animate(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError, load_model
-    from .landmarks import DlibLandmarkProvider, LandmarkModelNotFoundError
-    from .pipeline import animate
-    from .sampler import SamplerHooks
-    from .video_io import VideoReadError, read_video
+    from ..controls.landmarks import DlibLandmarkProvider, LandmarkModelNotFoundError
+    from ..media.video_io import VideoReadError, read_video
+    from ..model.checkpoint import CheckpointError, load_model
+    from ..pipeline import animate
+    from ..sampling.sampler import SamplerHooks
 
     try:
         best_frame = _parse_best_frame(args.best_frame)
@@ -208,7 +208,7 @@ def run_animate(args: argparse.Namespace) -> int:
 
 
 def _demo_provider(choice: str, clip):
-    from .landmarks import DlibLandmarkProvider, LandmarkModelNotFoundError
+    from ..controls.landmarks import DlibLandmarkProvider, LandmarkModelNotFoundError
 
     if choice == "exact":
         return clip.replay_provider(), "the clip's exact landmarks", "transform"
@@ -223,10 +223,10 @@ def _demo_provider(choice: str, clip):
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from ..model.tiny_model import build_random_model
+    from ..pipeline import animate
+    from ..sampling.sampler import SamplerHooks
     from .demo_clip import head_motion_clip
-    from .pipeline import animate
-    from .sampler import SamplerHooks
-    from .tiny_model import build_random_model
 
     started = time.monotonic()
     device, dtype = _resolve_device_and_dtype(args.device, args.dtype)
@@ -249,7 +249,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import CheckpointError, convert_to_safetensors
+    from ..model.checkpoint import CheckpointError, convert_to_safetensors
 
     try:
         counts = convert_to_safetensors(args.source, args.destination, fp16=args.fp16)

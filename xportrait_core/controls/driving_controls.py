@@ -27,8 +27,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..media.image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from .alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine, find_best_frame, transform_points
-from .image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from .landmarks import FaceLandmarks, LandmarkProvider
 from .local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
 
