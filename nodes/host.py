@@ -126,15 +126,38 @@ def auto_precision() -> str:
     return "fp16" if sampling_device().type == "cuda" else "fp32"
 
 
+def layer_ops(weights_in_fp8: bool) -> Any:
+    """The layer classes to build the networks from. Inside ComfyUI: its own `comfy.ops` (as its core models use),
+    so ModelPatcher can load them partially, stream them under low VRAM and cast stored weights per layer;
+    `manual_cast` (always casting) when the weights are stored in fp8. Standalone: None, the core's default
+    (torch layers; casting layers for fp8)."""
+    if not in_comfyui():
+        return None
+    import comfy.ops
+
+    base = comfy.ops.manual_cast if weights_in_fp8 else comfy.ops.disable_weight_init
+
+    class ComfyLayers:
+        Linear, Conv2d, GroupNorm = base.Linear, base.Conv2d, base.GroupNorm
+        LayerNorm, Embedding = base.LayerNorm, base.Embedding
+        casts_weights = weights_in_fp8
+
+    return ComfyLayers
+
+
 def _patchable(model: "XPortraitModel") -> Any:
-    """A plain container module for ModelPatcher, which writes `.device` and bookkeeping attributes onto the
-    module it manages (XPortraitModel.device is a read-only property)."""
+    """The container ModelPatcher manages: the four denoising networks and the VAE (the init video is encoded
+    while sampling), not the text encoder, which runs once per run where it is stored. A plain module, because
+    ModelPatcher writes `.device` and bookkeeping attributes onto it (XPortraitModel.device is a property)."""
     import torch
 
     class XPortraitNetworks(torch.nn.Module):
         def __init__(self, networks: "XPortraitModel") -> None:
             super().__init__()
-            self.networks = networks
+            for name, network in zip(("unet", "appearance", "pose_control", "local_control"),
+                                     networks.denoising_networks):
+                self.add_module(name, network)
+            self.add_module("vae", networks.first_stage_model)
 
     return XPortraitNetworks(model)
 
@@ -157,20 +180,22 @@ def manage(model: "XPortraitModel", name: str) -> ManagedModel:
 
     patcher = comfy.model_patcher.ModelPatcher(_patchable(model), load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
+    model.execution_device = patcher.load_device  # layers left on the offload device cast to it per call
     return ManagedModel(model, name, patcher)
 
 
 @contextlib.contextmanager
-def loaded(managed: ManagedModel) -> Iterator["XPortraitModel"]:
-    """The networks on the sampling device for the block. Inside ComfyUI, `load_models_gpu` makes room (other
-    models are offloaded) and moves the whole model (a full load: our layers are plain torch layers, which a
-    partial load would leave on the offload device); afterwards the accelerator cache is emptied."""
+def loaded(managed: ManagedModel, memory_required: int = 0) -> Iterator["XPortraitModel"]:
+    """The networks on the sampling device for the block. Inside ComfyUI, `load_models_gpu` makes room for the
+    weights plus ``memory_required`` bytes of activations (other models are offloaded) and, where the card is too
+    small, loads the networks partially: their comfy.ops layers that do not fit stay on the offload device and are
+    streamed per call. Afterwards the accelerator cache is emptied."""
     if managed.patcher is None:
         yield managed.model
         return
     import comfy.model_management as mm
 
-    mm.load_models_gpu([managed.patcher], force_full_load=True)
+    mm.load_models_gpu([managed.patcher], memory_required=memory_required)
     try:
         yield managed.model
     finally:
@@ -201,12 +226,15 @@ def check_interrupt() -> bool:
 
 
 class SamplingProgress:
-    """Progress of one sampling run counted in windows (steps x windows per step), with a latent preview of the
-    first frame after each step when ComfyUI's preview method allows one."""
+    """Progress of one sampling run: each step is TICKS_PER_STEP ticks, filled in proportion to the network rows
+    evaluated so far in the step (appearance net, each ControlNet, each UNet forward), so the bar moves within the
+    first window; a latent preview of the first frame after each step when ComfyUI's preview method allows one."""
 
-    def __init__(self, steps: int, windows_per_step: int) -> None:
-        self.windows_per_step = windows_per_step
-        self.total = steps * windows_per_step
+    TICKS_PER_STEP = 100
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.total = steps * self.TICKS_PER_STEP
         self.value = 0
         self._bar = None
         self._previewer = None
@@ -219,13 +247,13 @@ class SamplingProgress:
             # x0 from the core sampler is in the scaled (model) space, as the latent2rgb factors of SD15 expect.
             self._previewer = latent_preview.get_previewer(sampling_device(), comfy.latent_formats.SD15())
 
-    def window_done(self, step: int, window_index: int, windows_in_step: int) -> None:
-        self.value = step * self.windows_per_step + window_index + 1
+    def rows_done(self, step: int, rows: int, rows_per_step: int) -> None:
+        self.value = step * self.TICKS_PER_STEP + self.TICKS_PER_STEP * rows // max(rows_per_step, 1)
         if self._bar is not None:
             self._bar.update_absolute(self.value, self.total)
 
     def step_done(self, step: int, total_steps: int, denoised: "torch.Tensor") -> None:
-        self.value = (step + 1) * self.windows_per_step
+        self.value = (step + 1) * self.TICKS_PER_STEP
         log.debug("X-Portrait sampling: step %d/%d", step + 1, total_steps)
         if self._bar is None:
             return

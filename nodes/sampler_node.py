@@ -115,8 +115,8 @@ class Sampler:
         with about_input(NODE, "denoise"):
             steps_run = scheduler_steps(options)
         with about_input(NODE, "overlap"):
-            windows = windows_per_step(setup.frames, options)
-        return options, host.SamplingProgress(steps_run, windows)
+            windows_per_step(setup.frames, options)  # checks the window geometry before any work
+        return options, host.SamplingProgress(steps_run)
 
     @staticmethod
     def _run(model: Any, conditioning: Any, options: Any, init_latents: Any, progress: Any, loras: tuple) -> dict:
@@ -124,9 +124,11 @@ class Sampler:
         from xportrait_core.pipeline import lora_applied
         from xportrait_core.sampling.sampler import SamplerHooks, sample
 
-        hooks = SamplerHooks(on_step=progress.step_done, on_window=progress.window_done,
+        hooks = SamplerHooks(on_step=progress.step_done, on_progress=progress.rows_done,
                              should_interrupt=host.check_interrupt)
-        with host.loaded(model) as networks, contextlib.ExitStack() as merged:
+        activations = model.model.window_activation_bytes(conditioning.latent_size, options.window, options.window,
+                                                          len(conditioning.reference_latents))
+        with host.loaded(model, activations) as networks, contextlib.ExitStack() as merged:
             for choice in loras:
                 with about_input(NODE, "lora"):
                     merged.enter_context(lora_applied(networks, choice.path, choice.strength))

@@ -312,19 +312,27 @@ def test_vae_decode_of_the_sampler_latent_gives_the_frames(loaded, plain_latent)
     assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
 
 
-def test_progress_counts_steps_times_windows(loaded, reference, controls, monkeypatch):
-    seen = []
+def test_progress_moves_within_the_first_window_and_ends_full(loaded, reference, controls, monkeypatch):
+    seen, values = [], []
 
     class RecordingProgress(host.SamplingProgress):
-        def __init__(self, steps, windows_per_step):
-            super().__init__(steps, windows_per_step)
+        def __init__(self, steps):
+            super().__init__(steps)
             seen.append(self)
+
+        def rows_done(self, step, rows, rows_per_step):
+            super().rows_done(step, rows, rows_per_step)
+            values.append(self.value)
 
     monkeypatch.setattr(host, "SamplingProgress", RecordingProgress)
     motion, local = controls
     twenty = (torch.cat([motion, motion[:4]]), torch.cat([local, local[:4]]))
     run_sampler(loaded, reference, twenty, steps=2, cfg=1.0)  # 20 frames, windows of 16 overlapping by 4: 2 a step
-    assert (seen[0].total, seen[0].windows_per_step, seen[0].value) == (4, 2, 4)
+    ticks = host.SamplingProgress.TICKS_PER_STEP
+    assert (seen[0].total, seen[0].value) == (2 * ticks, 2 * ticks)
+    # step 1: the bank (1 row of 97), then the pose ControlNet (16 more) - both before the first window ends
+    assert values[:2] == [ticks * 1 // 97, ticks * 17 // 97]
+    assert values == sorted(values) and values[-1] == 2 * ticks
 
 
 def test_an_interrupt_raised_by_the_host_passes_through_unwrapped(loaded, reference, controls, monkeypatch):

@@ -29,10 +29,27 @@ class FakeXPortrait(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.ones((), dtype=dtype))
         self.evaluation_counts = Counter()
         self.calls = []  # (kind, batch, dtype)
+        self.on_evaluation = None
+
+    @property
+    def device(self):
+        return self.weight.device
+
+    @property
+    def compute_dtype(self):
+        return self.weight.dtype
+
+    def _count(self, net, rows):
+        self.evaluation_counts[net] += rows
+        if self.on_evaluation is not None:
+            self.on_evaluation(net, rows)
+
+    def window_activation_bytes(self, latent_size, conditional_rows, unconditional_rows, references=1):
+        return (conditional_rows + unconditional_rows) * latent_size[0] * latent_size[1] * 1000
 
     def write_reference_bank(self, reference_latents, timesteps, context):
-        assert timesteps.shape == (reference_latents.shape[0],) and timesteps.dtype == torch.long
-        self.evaluation_counts["appearance"] += reference_latents.shape[0]
+        assert timesteps.shape == (reference_latents.shape[0],) and timesteps.dtype == torch.float32
+        self._count("appearance", reference_latents.shape[0])
         self.calls.append(("appearance", reference_latents.shape[0], reference_latents.dtype))
         per_row = reference_latents.mean(dim=(2, 3)) + 1e-3 * timesteps[:, None] + context.mean()
         return [(i + 1) * self.weight * per_row[:, None, :] for i in range(BANK_ENTRIES)]
@@ -50,8 +67,8 @@ class FakeXPortrait(torch.nn.Module):
         assert n % self.WINDOW_FRAMES == 0 and timesteps.shape == (n,)
         assert pose_hint.shape == local_hint.shape == (n, 3, 8 * x_t.shape[2], 8 * x_t.shape[3])
         assert all(entry.shape[0] in (1, n) for entry in bank) and len(bank) == BANK_ENTRIES
-        for net in ("unet", "pose_control", "local_control"):
-            self.evaluation_counts[net] += n
+        for net in ("pose_control", "local_control", "unet"):
+            self._count(net, n)
         self.calls.append(("cond", n, x_t.dtype))
         bank_term = bank[3].mean(dim=1) + 0.5 * bank[3][:, -1]  # (n or 1, 4): sees every reference
         return (
@@ -64,10 +81,18 @@ class FakeXPortrait(torch.nn.Module):
     def eps_unconditional(self, x_t, timesteps, context):
         n = x_t.shape[0]
         assert n % self.WINDOW_FRAMES == 0 and timesteps.shape == (n,)
-        self.evaluation_counts["unet"] += n
+        self._count("unet", n)
         self.calls.append(("uncond", n, x_t.dtype))
         return (0.2 * x_t - 0.04 * self._temporal(x_t) + 2e-4 * timesteps[:, None, None, None]
                 + context.mean()) * self.weight
+
+    def eps_both_passes(self, x_t, timesteps, context, uncond_context, bank, pose_hint, local_hint):
+        calls_before = len(self.calls)
+        pair = (self.eps_conditional(x_t, timesteps, context, bank, pose_hint, local_hint),
+                self.eps_unconditional(x_t, timesteps, uncond_context))
+        del self.calls[calls_before:]
+        self.calls.append(("both", x_t.shape[0], x_t.dtype))
+        return pair
 
 
 def make_conditioning(frames=20, references=1, per_frame=False, seed=0):
@@ -144,8 +169,8 @@ def test_guidance_is_uncond_plus_cfg_times_the_difference():
     model, cond = FakeXPortrait(), make_conditioning(16)
     x = torch.randn(16, 4, LATENT, LATENT)
     eps = guided_denoiser(model, cond, 5.0)(x, 501, 0)
-    t = torch.full((16,), 501)
-    bank = model.write_reference_bank(cond.reference_latents[0], torch.full((1,), 501), cond.context)
+    t = torch.full((16,), 501.0)
+    bank = model.write_reference_bank(cond.reference_latents[0], torch.full((1,), 501.0), cond.context)
     eps_c = model.eps_conditional(x, t, cond.context, bank, cond.pose_hints, cond.local_hints)
     eps_u = model.eps_unconditional(x, t, cond.uncond_context)
     assert torch.allclose(eps, eps_u + 5.0 * (eps_c - eps_u), atol=1e-6)
@@ -182,13 +207,30 @@ def test_interrupt_stops_before_the_next_window():
     checks = []
 
     def should_interrupt():
-        checks.append(1)
-        return len(checks) == 3  # third window: step 2, window 1
+        checks.append(model.evaluation_counts["unet"])
+        return len(checks) > 1 and checks[-1] == checks[-2] == 32  # asked again with nothing new evaluated
 
     model = FakeXPortrait()
-    with pytest.raises(SamplingInterrupted, match="step 2, before window 1"):
+    with pytest.raises(SamplingInterrupted, match="step 1, before window 2"):
         run(model=model, hooks=SamplerHooks(should_interrupt=should_interrupt))
-    assert model.evaluation_counts["unet"] == 2 * 16 * 2  # two windows done, both passes
+    assert model.evaluation_counts["unet"] == 16 * 2  # the first window done, both passes
+
+
+def test_interrupt_lands_within_one_network_evaluation():
+    model = FakeXPortrait()
+    with pytest.raises(SamplingInterrupted, match="step 1, during a window"):
+        run(model=model, hooks=SamplerHooks(should_interrupt=lambda: model.evaluation_counts["pose_control"] > 0))
+    assert model.evaluation_counts["pose_control"] == 16 and model.evaluation_counts["unet"] == 0
+
+
+def test_progress_moves_after_every_network_evaluation_and_fills_each_step():
+    reports = []
+    run(frames=20, steps=2, hooks=SamplerHooks(on_progress=lambda *report: reports.append(report)))
+    # per step: the bank (1 row), then for each of 2 windows pose, local, cond UNet and uncond UNet (16 rows each)
+    per_step = 1 + 2 * 4 * 16
+    assert reports[0] == (0, 1, per_step) and reports[1] == (0, 17, per_step)
+    assert [r for r in reports if r[1] == per_step] == [(0, per_step, per_step), (1, per_step, per_step)]
+    assert len(reports) == 2 * (1 + 2 * 4)
 
 
 def test_step_and_window_callbacks_report_progress_and_previews():
@@ -208,7 +250,7 @@ def test_model_sees_only_windows_in_its_own_dtype_while_the_video_stays_on_the_c
     model = FakeXPortrait(dtype=torch.float64)
     result, _ = run(frames=40, model=model, steps=2)
     batches = {(kind, batch, dtype) for kind, batch, dtype in model.calls}
-    assert batches == {("appearance", 1, torch.float64), ("cond", 16, torch.float64), ("uncond", 16, torch.float64)}
+    assert batches == {("appearance", 1, torch.float64), ("both", 16, torch.float64)}
     assert result.latents.device.type == "cpu" and result.latents.dtype == torch.float32
     assert result.latents.shape == (40, 4, LATENT, LATENT)
 
@@ -234,7 +276,7 @@ def test_fixed_placement_runs_the_same_windows_every_step():
 
 def test_a_video_shorter_than_the_window_is_wrapped_into_one_window():
     result, model = run(frames=10, steps=2)
-    assert [batch for kind, batch, _ in model.calls if kind == "cond"] == [16, 16]
+    assert [batch for kind, batch, _ in model.calls if kind == "both"] == [16, 16]
     assert result.latents.shape[0] == 10
 
 

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE_POSTERIOR = ("mean", "per_frame_samples")
 LATENT_DOWNSAMPLE = 8  # VAE: 8 pixels per latent cell
-DECODE_CHUNK = 16      # frames per VAE decode call (bounds memory, as the original's chunks of 16)
 
 
 def to_model_images(images_fhwc: torch.Tensor, resolution: int, fit: FitMode = DEFAULT_FIT,
@@ -69,16 +68,18 @@ def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, resolution
     if images.shape[0] != frames:
         raise ValueError(f"the init video has {images.shape[0]} frames but the driving video has {frames}; "
                          "give one init frame per driving frame")
+    chunk = model.vae_frames_per_call(resolution, resolution)
     with torch.no_grad():
-        return torch.cat([model.encode_images(chunk).float().cpu() for chunk in images.split(DECODE_CHUNK)])
+        return torch.cat([model.encode_images(part).float().cpu() for part in images.split(chunk)])
 
 
 def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original)."""
     frames = []
+    chunk = model.vae_frames_per_call(LATENT_DOWNSAMPLE * latents.shape[-2], LATENT_DOWNSAMPLE * latents.shape[-1])
     with torch.no_grad():
-        for chunk in latents.split(DECODE_CHUNK):
-            images = model.decode_latents(chunk).float().clamp(-1, 1)
+        for part in latents.split(chunk):
+            images = model.decode_latents(part).float().clamp(-1, 1)
             frames.append(((images + 1) / 2).permute(0, 2, 3, 1).cpu())
     return torch.cat(frames)
 

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ..networks.config import (APPEARANCE_PREFIX, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX,
                      XPortraitConfig)
-from .xportrait_model import XPortraitModel, ldm_schedule_buffers
+from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers
+from .xportrait_model import XPortraitModel, ldm_schedule_buffers, precision_plan
 
 log = logging.getLogger(__name__)
 
@@ -176,20 +177,25 @@ def _check_schedule(state_dict: Mapping[str, torch.Tensor], name: str) -> None:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
-               attention_backend: str = "auto", text_num_heads: int | None = None
+               attention_backend: str = "auto", text_num_heads: int | None = None,
+               ops: LayerOps | None = None, compute_device: str | torch.device | None = None
                ) -> tuple[XPortraitModel, LoadReport]:
     """Read, check and load an X-Portrait checkpoint. The model is built on the meta device and the
-    checkpoint's tensors are assigned in place, so the weights are in memory once."""
+    checkpoint's tensors are assigned in place, so the weights are in memory once. ``device``: where the weights
+    are stored; ``compute_device`` (default ``device``): where they will compute, which the precision plan is made
+    for. ``precision``: fp32, fp16, bf16 or fp8_e4m3fn (see `precision_plan`). ``ops``: the layer classes (default
+    torch layers, or casting layers when the weights are stored in fp8)."""
     state_dict = read_state_dict(path)
     if text_num_heads is None:
         text_num_heads = _text_heads_from_metadata(Path(path))
     return model_from_state_dict(state_dict, Path(path).name, device, precision, attention_backend,
-                                 text_num_heads)
+                                 text_num_heads, ops, compute_device)
 
 
 def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "state dict",
                           device: str | torch.device = "cpu", precision: str = "fp32",
-                          attention_backend: str = "auto", text_num_heads: int | None = None
+                          attention_backend: str = "auto", text_num_heads: int | None = None,
+                          ops: LayerOps | None = None, compute_device: str | torch.device | None = None
                           ) -> tuple[XPortraitModel, LoadReport]:
     foreign = identify_foreign_checkpoint(state_dict)
     if foreign:
@@ -202,8 +208,11 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
                               f"X-Portrait needs {REAL_CHECKPOINT} (or its .safetensors conversion)") from err
     except ValueError as err:
         raise CheckpointError(f"{name!r}: {err}") from err
+    plan = precision_plan(precision, compute_device or device)
+    if ops is None:
+        ops = CastingLayers if plan.weight_storage is not None else TorchLayers
     with torch.device("meta"):
-        model = XPortraitModel(config)
+        model = XPortraitModel(config, ops)
     report = check_state_dict(state_dict, name, model.state_dict())
     report.config = config
     if not report.text_encoder:
@@ -215,8 +224,8 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
     if model.cond_stage_model is not None and position_ids not in full:
         full[position_ids] = torch.arange(config.text.max_positions)[None]
     model.load_state_dict(full, strict=True, assign=True)
+    model.apply_precision_plan(plan)  # before the move: a GPU never holds the fp32 copy
     model.to(device)
-    model.set_precision(precision)
     model.set_attention_backend(attention_backend)
     model.eval().requires_grad_(False)
     for prefix, count in report.components.items():

@@ -8,6 +8,9 @@ Attribute names equal the checkpoint prefixes (``model.diffusion_model``, ``appe
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -16,14 +19,63 @@ from ..networks.appearance_net import AppearanceNet
 from ..networks.attention import resolve_backend
 from ..networks.config import XPortraitConfig
 from ..networks.controlnet import ControlNet
+from ..networks.layer_ops import LayerOps, TorchLayers, keeps_float32
 from ..networks.reference_attention import BankReader, ReferenceBank, concat_reference_banks
 from ..networks.text_encoder import TextEncoder
 from ..networks.unet import WINDOW_FRAMES, MotionUNet
 from ..networks.vae import AutoencoderKL
+from .device_memory import free_bytes
+from .memory_estimate import window_activation_bytes
 from .schedule import DDPM_TRAIN_STEPS, linear_betas_float64
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Weight storage narrower than compute: stored in fp8 (e4m3, ComfyUI's usual fp8), cast per layer at each call.
+FP8_STORAGE = {"fp8_e4m3fn": torch.float8_e4m3fn}
+WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)  # the layers whose weights fp8 storage narrows (norms, biases stay)
 POSTERIOR_LOG_VARIANCE_FLOOR = 1e-20  # LDM clips the posterior variance before the log
+VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
+# VAE memory per frame at its peak: about 8 activations of the full-resolution width (measured on an H200 at 512 px:
+# 1.07 GiB per frame in fp32 with 128 channels); calls take at most 4 frames at 512 px, and on the CPU, where the
+# free memory is not known, as many as fit in a fixed budget (batching buys the CPU little).
+VAE_PEAK_WIDTHS = 8
+VAE_PIXELS_PER_CALL = 4 * 512 * 512
+VAE_SHARE_OF_FREE_MEMORY = 0.6
+CPU_VAE_BUDGET_BYTES = 512 * 1024**2
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How a precision choice maps to dtypes: what the denoising networks compute in, how their Linear/Conv weights
+    are stored (None: in the compute dtype), and what the VAE runs in."""
+
+    compute: torch.dtype
+    weight_storage: torch.dtype | None
+    vae: torch.dtype
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """bf16 is worth using where the hardware computes it natively (CUDA Ampere and newer)."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def precision_plan(precision: str, device: torch.device | str) -> PrecisionPlan:
+    """fp32 / fp16 / bf16, or fp8_e4m3fn (weights stored in fp8, computed in bf16 where the device has it, else
+    fp16; fp32 on the CPU). The VAE never runs in fp16 (SD1.5's VAE overflows there): bf16 where the device has
+    it and the networks compute in half precision, else fp32."""
+    device = torch.device(device)
+    half = torch.bfloat16 if supports_bf16(device) else torch.float16
+    if precision in FP8_STORAGE:
+        compute = half if device.type == "cuda" else torch.float32
+        storage = FP8_STORAGE[precision]
+    elif precision in PRECISIONS:
+        compute, storage = PRECISIONS[precision], None
+    else:
+        raise ValueError(f"precision must be one of {[*PRECISIONS, *FP8_STORAGE]}, got {precision!r}")
+    if compute == torch.float32:
+        vae = torch.float32
+    else:
+        vae = torch.bfloat16 if compute == torch.bfloat16 or supports_bf16(device) else torch.float32
+    return PrecisionPlan(compute=compute, weight_storage=storage, vae=vae)
 
 
 def ldm_schedule_buffers() -> dict[str, torch.Tensor]:
@@ -64,20 +116,26 @@ class _DiffusionWrapper(nn.Module):
 class XPortraitModel(nn.Module):
     WINDOW_FRAMES = WINDOW_FRAMES
 
-    def __init__(self, config: XPortraitConfig) -> None:
+    def __init__(self, config: XPortraitConfig, ops: LayerOps = TorchLayers) -> None:
+        """``ops``: the layer classes to build from (see `networks.layer_ops`); layers that cast their weights per
+        call (``ops.casts_weights``) allow fp8 weight storage and weights kept off the compute device."""
         super().__init__()
         self.config = config
-        self.model = _DiffusionWrapper(MotionUNet(config.unet))
-        self.appearance_control_model = AppearanceNet(config.unet)
-        self.pose_control_model = ControlNet(config.unet)
-        self.local_pose_control_model = ControlNet(config.unet)
-        self.first_stage_model = AutoencoderKL(config.vae)
-        self.cond_stage_model = TextEncoder(config.text) if config.text is not None else None
+        self.layers_cast_weights = bool(getattr(ops, "casts_weights", False))
+        self.model = _DiffusionWrapper(MotionUNet(config.unet, ops))
+        self.appearance_control_model = AppearanceNet(config.unet, ops)
+        self.pose_control_model = ControlNet(config.unet, ops)
+        self.local_pose_control_model = ControlNet(config.unet, ops)
+        self.first_stage_model = AutoencoderKL(config.vae, ops)
+        self.cond_stage_model = TextEncoder(config.text, ops) if config.text is not None else None
         for name, value in ldm_schedule_buffers().items():
             self.register_buffer(name, value)
         self.evaluation_counts: Counter[str] = Counter()
         self.attention_backend = "sdpa"
         self.compute_dtype = torch.float32
+        self.weight_storage: torch.dtype | None = None  # fp8 storage dtype, None when weights are compute dtype
+        self.execution_device: torch.device | None = None  # set by a host that keeps weights elsewhere
+        self.on_evaluation: Callable[[str, int], None] | None = None  # after each network evaluation: (net, rows)
 
     # ----------------------------------------------------------------------------------------- setup
     @property
@@ -85,7 +143,15 @@ class XPortraitModel(nn.Module):
         return self.model.diffusion_model
 
     @property
+    def denoising_networks(self) -> tuple[nn.Module, ...]:
+        """The four networks evaluated at every step (what sampling needs on the device)."""
+        return (self.unet, self.appearance_control_model, self.pose_control_model, self.local_pose_control_model)
+
+    @property
     def device(self) -> torch.device:
+        """Where the networks compute: the host's choice when it manages placement, else where the UNet is."""
+        if self.execution_device is not None:
+            return self.execution_device
         return self.unet.time_embed[0].weight.device
 
     def set_attention_backend(self, backend: str) -> str:
@@ -98,20 +164,40 @@ class XPortraitModel(nn.Module):
         self.attention_backend = resolved
         return resolved
 
-    def set_precision(self, precision: str | torch.dtype) -> None:
-        """Cast the denoising networks to fp32 / fp16 / bf16. The VAE stays in float32 under fp16 (SD1.5's
-        VAE decoder overflows fp16 and gives black or NaN frames) and follows bf16 otherwise; the text
-        encoder runs once per run and always stays float32. Schedule buffers stay float32."""
+    def apply_precision_plan(self, plan: PrecisionPlan) -> None:
+        self.set_precision(plan.compute, plan.vae, plan.weight_storage)
+
+    def set_precision(self, precision: str | torch.dtype, vae_dtype: torch.dtype | None = None,
+                      weight_storage: torch.dtype | None = None) -> None:
+        """Cast the denoising networks to fp32 / fp16 / bf16 (the ResBlock norms stay float32, as the
+        original's GroupNorm32). ``weight_storage`` fp8 keeps the Linear/Conv weights of the denoising networks
+        in fp8 (needs layers that cast per call, see `networks.layer_ops`). The VAE runs in ``vae_dtype``
+        (default: float32 under fp16 - SD1.5's VAE overflows fp16 and gives black or NaN frames - else the
+        compute dtype); fp16 is refused for it. The text encoder runs once per run and stays float32, and so do
+        the schedule buffers."""
         dtype = PRECISIONS.get(precision) if isinstance(precision, str) else precision
         if dtype not in PRECISIONS.values():
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        for net in (self.unet, self.appearance_control_model, self.pose_control_model,
-                    self.local_pose_control_model):
+        vae_dtype = vae_dtype or (torch.float32 if dtype == torch.float16 else dtype)
+        if vae_dtype == torch.float16:
+            raise ValueError("the SD1.5 VAE overflows in fp16 (black or NaN frames); run it in bf16 or fp32")
+        if weight_storage is not None and weight_storage not in FP8_STORAGE.values():
+            raise ValueError(f"weight storage must be one of {list(FP8_STORAGE)} or None, got {weight_storage!r}")
+        if weight_storage is not None and not self.layers_cast_weights:
+            raise ValueError("fp8 weight storage needs a model built with layers that cast their weights per "
+                             "call (networks.layer_ops.CastingLayers, or ComfyUI's manual_cast ops)")
+        for net in self.denoising_networks:
             net.to(dtype)
-        self.first_stage_model.to(torch.float32 if dtype == torch.float16 else dtype)
+            for layer in net.modules():
+                if keeps_float32(layer):
+                    layer.float()
+                elif weight_storage is not None and isinstance(layer, WEIGHT_LAYERS):
+                    layer.weight.data = layer.weight.data.to(weight_storage)
+        self.first_stage_model.to(vae_dtype)
         if self.cond_stage_model is not None:
             self.cond_stage_model.to(torch.float32)
         self.compute_dtype = dtype
+        self.weight_storage = weight_storage
 
     @property
     def vae_dtype(self) -> torch.dtype:
@@ -128,11 +214,22 @@ class XPortraitModel(nn.Module):
 
     def encode_images(self, images_bchw: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8) (mean, or sampled with noise)."""
-        return self.first_stage_model.encode(images_bchw.to(self.device, self.vae_dtype), noise)
+        frames = self.vae_frames_per_call(*images_bchw.shape[-2:])
+        return self.first_stage_model.encode(images_bchw.to(self.device, self.vae_dtype), noise, frames)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (B, 4, h, w) -> images (B, 3, 8h, 8w), nominally [-1, 1], not clamped."""
-        return self.first_stage_model.decode(latents.to(self.device, self.vae_dtype))
+        frames = self.vae_frames_per_call(VAE_DOWNSCALE * latents.shape[-2], VAE_DOWNSCALE * latents.shape[-1])
+        return self.first_stage_model.decode(latents.to(self.device, self.vae_dtype), frames)
+
+    def vae_frames_per_call(self, height: int, width: int) -> int:
+        """Frames the VAE takes per call at this image size: at most 4 at 512 px (as many pixels at other sizes),
+        fewer when the device's free memory (or, on the CPU, a fixed budget) cannot hold their activations."""
+        element = torch.empty((), dtype=self.vae_dtype).element_size()
+        per_frame = VAE_PEAK_WIDTHS * self.config.vae.channels * height * width * element
+        free = free_bytes(self.device)
+        budget = CPU_VAE_BUDGET_BYTES if free is None else VAE_SHARE_OF_FREE_MEMORY * free
+        return max(1, min(VAE_PIXELS_PER_CALL // (height * width), int(budget // per_frame)))
 
     # ------------------------------------------------------------------------------ the evaluations
     def _prepare(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
@@ -143,8 +240,9 @@ class XPortraitModel(nn.Module):
         """Appearance net in write mode: reference_latents (B, 4, h, w) (not noised: the original's
         ``wonoise``), timesteps (B,), context (B or 1, 77, C) -> 16 entries (B, tokens, C)."""
         latents, context = self._prepare(reference_latents, context)
-        self.evaluation_counts["appearance"] += latents.shape[0]
-        return self.appearance_control_model(latents, timesteps.to(self.device), context)
+        bank = self.appearance_control_model(latents, timesteps.to(self.device), context)
+        self._count("appearance", latents.shape[0])
+        return bank
 
     concat_reference_banks = staticmethod(concat_reference_banks)
 
@@ -163,25 +261,74 @@ class XPortraitModel(nn.Module):
         self._check_window(x_t)
         x, context = self._prepare(x_t, context)
         timesteps = timesteps.to(self.device)
+        residuals = self._control_residuals(x, timesteps, context, pose_hint, local_hint)
+        reader = self._bank_reader(bank, rows=None)
+        eps = self.unet(x, timesteps, context, reader, residuals, self.WINDOW_FRAMES)
+        self._count("unet", x.shape[0])
+        return eps.float()
+
+    def eps_both_passes(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                        uncond_context: torch.Tensor, bank: ReferenceBank | None, pose_hint: torch.Tensor | None,
+                        local_hint: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditional and the unconditional pass of the same latents as ONE UNet forward of 2N rows: rows
+        [0, N) read the bank and receive the ControlNet residuals (computed on the N latents), rows [N, 2N) do
+        neither, as `eps_unconditional`. Same arguments as `eps_conditional` plus the unconditional context;
+        returns (eps_cond, eps_uncond), each (N, 4, h, w) float32, equal to the two separate passes within
+        float noise. Costs twice a pass's activation memory, saves half the kernel launches."""
+        self._check_window(x_t)
+        x, context, uncond_context = self._prepare(x_t, context, uncond_context)
+        timesteps = timesteps.to(self.device)
+        rows = x.shape[0]
+        residuals = self._control_residuals(x, timesteps, context, pose_hint, local_hint)
+        reader = self._bank_reader(bank, rows=rows)
+        both_contexts = context if context is uncond_context else torch.cat([context, uncond_context])
+        eps = self.unet(torch.cat([x, x]), torch.cat([timesteps, timesteps]), both_contexts, reader, residuals,
+                        self.WINDOW_FRAMES).float()
+        self._count("unet", 2 * rows)
+        return eps[:rows], eps[rows:]
+
+    def _control_residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                           pose_hint: torch.Tensor | None, local_hint: torch.Tensor | None
+                           ) -> list[Iterator[torch.Tensor]]:
+        """Pose and local ControlNet residuals of x, as iterators the UNet consumes (a hint of None leaves that
+        ControlNet out)."""
         residuals = []
         for net, hint, name in ((self.pose_control_model, pose_hint, "pose_control"),
                                 (self.local_pose_control_model, local_hint, "local_control")):
             if hint is None:
                 continue
-            residuals.append(net(x, *self._prepare(hint), timesteps, context))
-            self.evaluation_counts[name] += x.shape[0]
-        reader = BankReader([entry.to(self.device, self.compute_dtype) for entry in bank]) if bank else None
-        self.evaluation_counts["unet"] += x.shape[0]
-        eps = self.unet(x, timesteps, context, reader, residuals, self.WINDOW_FRAMES)
-        return eps.float()
+            residuals.append(self._counted(name, x.shape[0], net.residuals(x, *self._prepare(hint), timesteps,
+                                                                          context)))
+        return residuals
+
+    def _counted(self, name: str, rows: int, residuals: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+        yield from residuals
+        self._count(name, rows)
+
+    def _count(self, name: str, rows: int) -> None:
+        self.evaluation_counts[name] += rows
+        if self.on_evaluation is not None:
+            self.on_evaluation(name, rows)
+
+    def window_activation_bytes(self, latent_size: tuple[int, int], conditional_rows: int,
+                                unconditional_rows: int, references: int = 1) -> int:
+        """Estimated activation memory of one forward over these rows (see `model.memory_estimate`)."""
+        return window_activation_bytes(self.config.unet, *latent_size, self.compute_dtype, conditional_rows,
+                                       unconditional_rows, references)
+
+    def _bank_reader(self, bank: ReferenceBank | None, rows: int | None) -> BankReader | None:
+        if not bank:
+            return None
+        return BankReader([entry.to(self.device, self.compute_dtype) for entry in bank], rows=rows)
 
     def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor,
                           context: torch.Tensor) -> torch.Tensor:
         """The unconditional pass: plain UNet + motion modules, no bank, no ControlNet."""
         self._check_window(x_t)
         x, context = self._prepare(x_t, context)
-        self.evaluation_counts["unet"] += x.shape[0]
-        return self.unet(x, timesteps.to(self.device), context, None, (), self.WINDOW_FRAMES).float()
+        eps = self.unet(x, timesteps.to(self.device), context, None, (), self.WINDOW_FRAMES).float()
+        self._count("unet", x.shape[0])
+        return eps
 
 
 def component_modules(model: XPortraitModel) -> dict[str, nn.Module | None]:

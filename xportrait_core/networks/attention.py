@@ -51,14 +51,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
               backend: str = "sdpa", causal: bool = False) -> torch.Tensor:
     """Multi-head attention softmax(q k^T / sqrt(d)) v.
 
-    q (B, Nq, H*D), k and v (B, Nk, H*D) -> (B, Nq, H*D). k/v may have batch 1 with q batch B
-    (a shared context); they are broadcast. ``causal`` masks keys after the query position (CLIP text).
+    q (B, Nq, H*D), k and v (B, Nk, H*D) -> (B, Nq, H*D). k/v may have batch G dividing B: one context per
+    group of B/G consecutive rows (G = 1: shared by all); they are broadcast. ``causal`` masks keys after the query position (CLIP text).
     """
     batch, queries, width = q.shape
     head_dim = width // heads
     if k.shape[0] != batch:
-        k = k.expand(batch, -1, -1)
-        v = v.expand(batch, -1, -1)
+        k, v = broadcast_groups(k, batch), broadcast_groups(v, batch)
     out_dtype = q.dtype
     upcast = q.dtype in (torch.float16, torch.bfloat16) and q.device.type != "cuda"
     if upcast or backend == "math":
@@ -87,3 +86,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
     else:
         out = F.scaled_dot_product_attention(qh, kh, vh, is_causal=causal)
     return out.transpose(1, 2).reshape(batch, queries, width).to(out_dtype)
+
+
+def broadcast_groups(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """(G, N, C) -> (batch, N, C): row g of ``t`` serves rows g*batch/G ... (g+1)*batch/G - 1."""
+    groups = t.shape[0]
+    if batch % groups:
+        raise ValueError(f"a context of batch {groups} cannot serve a batch of {batch} rows")
+    if groups == 1:
+        return t.expand(batch, -1, -1)
+    return t.repeat_interleave(batch // groups, dim=0)

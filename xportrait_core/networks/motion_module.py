@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
+from .layer_ops import LayerOps, TorchLayers
 from .spatial_transformer import Attention, FeedForward
 
 MOTION_NORM_EPS = 1e-6
@@ -42,8 +43,8 @@ class TemporalAttention(Attention):
     """Self-attention over the frame axis (to_q/k/v without bias, to_out.0 with bias), with the frame
     position table added to its input."""
 
-    def __init__(self, channels: int, heads: int) -> None:
-        super().__init__(channels, channels, heads, channels // heads)
+    def __init__(self, channels: int, heads: int, ops: LayerOps = TorchLayers) -> None:
+        super().__init__(channels, channels, heads, channels // heads, ops)
         self.pos_encoder = PositionalEncoding(channels)
 
     def forward(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
@@ -52,20 +53,20 @@ class TemporalAttention(Attention):
         videos = batch_frames // frames
         seq = tokens.reshape(videos, frames, positions, channels).permute(0, 2, 1, 3)
         seq = seq.reshape(videos * positions, frames, channels)
-        seq = seq + self.pos_encoder.pe[:, :frames].to(seq.dtype)
+        seq = seq + self.pos_encoder.pe[:, :frames].to(seq.device, seq.dtype)
         out = super().forward(seq)
         out = out.reshape(videos, positions, frames, channels).permute(0, 2, 1, 3)
         return out.reshape(batch_frames, positions, channels)
 
 
 class TemporalTransformerBlock(nn.Module):
-    def __init__(self, channels: int, heads: int) -> None:
+    def __init__(self, channels: int, heads: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         self.attention_blocks = nn.ModuleList(
-            TemporalAttention(channels, heads) for _ in range(ATTENTIONS_PER_BLOCK))
-        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(ATTENTIONS_PER_BLOCK))
-        self.ff = FeedForward(channels)
-        self.ff_norm = nn.LayerNorm(channels)
+            TemporalAttention(channels, heads, ops) for _ in range(ATTENTIONS_PER_BLOCK))
+        self.norms = nn.ModuleList(ops.LayerNorm(channels) for _ in range(ATTENTIONS_PER_BLOCK))
+        self.ff = FeedForward(channels, ops)
+        self.ff_norm = ops.LayerNorm(channels)
 
     def forward(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
         for attend, norm in zip(self.attention_blocks, self.norms):
@@ -74,12 +75,12 @@ class TemporalTransformerBlock(nn.Module):
 
 
 class TemporalTransformer(nn.Module):
-    def __init__(self, channels: int, heads: int) -> None:
+    def __init__(self, channels: int, heads: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(GROUPS, channels, eps=MOTION_NORM_EPS)
-        self.proj_in = nn.Linear(channels, channels)
-        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads)])
-        self.proj_out = nn.Linear(channels, channels)
+        self.norm = ops.GroupNorm(GROUPS, channels, eps=MOTION_NORM_EPS)
+        self.proj_in = ops.Linear(channels, channels)
+        self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, ops)])
+        self.proj_out = ops.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         """x (B*F, C, H, W) -> same shape."""
@@ -95,9 +96,9 @@ class TemporalTransformer(nn.Module):
 class MotionModule(nn.Module):
     """VanillaTemporalModule: holds ``temporal_transformer`` (the checkpoint's key level)."""
 
-    def __init__(self, channels: int, heads: int) -> None:
+    def __init__(self, channels: int, heads: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.temporal_transformer = TemporalTransformer(channels, heads)
+        self.temporal_transformer = TemporalTransformer(channels, heads, ops)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         if x.shape[0] % frames:

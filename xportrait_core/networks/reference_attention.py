@@ -8,7 +8,8 @@ attention"). With several references each entry is the token-wise concatenation,
 
 A bank entry has batch 1 when one reference latent is shared by every frame (our default: the appearance
 net then runs once per denoising step) or batch N with one entry row per frame (the original's per-frame
-posterior samples).
+posterior samples). When the conditional and unconditional passes run as one batch, only the conditional rows
+(the first ``BankReader.rows``) read the bank: the unconditional pass never sees it.
 """
 from __future__ import annotations
 
@@ -31,9 +32,14 @@ class BankWriter:
 
 @dataclass
 class BankReader:
-    """Hands the main UNet's spatial transformer blocks their bank entry, one per block, in order."""
+    """Hands the main UNet's spatial transformer blocks their bank entry, one per block, in order.
+
+    ``rows``: how many leading rows of the UNet's batch read the bank (the conditional pass); the rows after them
+    (the unconditional pass, batched with it) do plain self-attention. None: every row reads it.
+    """
 
     entries: list[torch.Tensor]
+    rows: int | None = None
     next_index: int = 0
 
     def read(self) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from .attention import attention
 from .config import TextEncoderConfig
+from .layer_ops import LayerOps, TorchLayers
 
 START_OF_TEXT = 49406
 END_OF_TEXT = 49407          # also the padding token of FrozenCLIPEmbedder
@@ -24,15 +25,15 @@ def empty_prompt_token_ids(max_positions: int) -> torch.Tensor:
 
 
 class CLIPAttention(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         width = cfg.hidden_size
         self.heads = cfg.num_heads
         self.backend = "sdpa"
-        self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
-        self.out_proj = nn.Linear(width, width)
+        self.q_proj = ops.Linear(width, width)
+        self.k_proj = ops.Linear(width, width)
+        self.v_proj = ops.Linear(width, width)
+        self.out_proj = ops.Linear(width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads, self.backend,
@@ -41,10 +42,10 @@ class CLIPAttention(nn.Module):
 
 
 class CLIPMLP(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.fc1 = ops.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = ops.Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)
@@ -52,12 +53,12 @@ class CLIPMLP(nn.Module):
 
 
 class CLIPEncoderLayer(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=CLIP_LAYER_NORM_EPS)
-        self.self_attn = CLIPAttention(cfg)
-        self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=CLIP_LAYER_NORM_EPS)
-        self.mlp = CLIPMLP(cfg)
+        self.layer_norm1 = ops.LayerNorm(cfg.hidden_size, eps=CLIP_LAYER_NORM_EPS)
+        self.self_attn = CLIPAttention(cfg, ops)
+        self.layer_norm2 = ops.LayerNorm(cfg.hidden_size, eps=CLIP_LAYER_NORM_EPS)
+        self.mlp = CLIPMLP(cfg, ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.self_attn(self.layer_norm1(x))
@@ -65,41 +66,41 @@ class CLIPEncoderLayer(nn.Module):
 
 
 class CLIPEmbeddings(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.position_embedding = nn.Embedding(cfg.max_positions, cfg.hidden_size)
+        self.token_embedding = ops.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embedding = ops.Embedding(cfg.max_positions, cfg.hidden_size)
         # persistent in the transformers version the original pins, so the checkpoint may hold it
         self.register_buffer("position_ids", torch.arange(cfg.max_positions)[None], persistent=True)
 
 
 class CLIPEncoder(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(CLIPEncoderLayer(cfg, ops) for _ in range(cfg.num_layers))
 
 
 class CLIPTextTransformer(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.embeddings = CLIPEmbeddings(cfg)
-        self.encoder = CLIPEncoder(cfg)
-        self.final_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=CLIP_LAYER_NORM_EPS)
+        self.embeddings = CLIPEmbeddings(cfg, ops)
+        self.encoder = CLIPEncoder(cfg, ops)
+        self.final_layer_norm = ops.LayerNorm(cfg.hidden_size, eps=CLIP_LAYER_NORM_EPS)
 
 
 class _TextModelHolder(nn.Module):
     """The ``transformer`` level of the key names (a transformers CLIPTextModel holds ``text_model``)."""
 
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.text_model = CLIPTextTransformer(cfg)
+        self.text_model = CLIPTextTransformer(cfg, ops)
 
 
 class TextEncoder(nn.Module):
-    def __init__(self, cfg: TextEncoderConfig) -> None:
+    def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         self.config = cfg
-        self.transformer = _TextModelHolder(cfg)
+        self.transformer = _TextModelHolder(cfg, ops)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         """token_ids (B, T) int64 -> context (B, T, hidden): last hidden state after final_layer_norm."""

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .config import UNetConfig
+from .layer_ops import LayerOps, TorchLayers
 from .reference_attention import BankReader, BankWriter
 from .spatial_transformer import SpatialTransformer
 from .unet_blocks import Downsample, ResBlock, TimeEmbedding, Upsample
@@ -32,37 +33,38 @@ class UNetBlock(nn.ModuleList):
         return x
 
 
-def build_input_blocks(cfg: UNetConfig) -> tuple[nn.ModuleList, list[int], list[int]]:
+def build_input_blocks(cfg: UNetConfig, ops: LayerOps = TorchLayers) -> tuple[nn.ModuleList, list[int], list[int]]:
     """Returns (input_blocks, output channels of every input block (the skips), indices of the input
     blocks that end with a ResBlock/transformer (the ones followed by a motion module))."""
-    blocks = nn.ModuleList([UNetBlock([nn.Conv2d(cfg.in_channels, cfg.model_channels, 3, padding=1)])])
+    blocks = nn.ModuleList([UNetBlock([ops.Conv2d(cfg.in_channels, cfg.model_channels, 3, padding=1)])])
     skip_channels = [cfg.model_channels]
     res_block_indices = []
     ch = cfg.model_channels
     for level, mult in enumerate(cfg.channel_mult):
         for _ in range(cfg.num_res_blocks):
             out_ch = cfg.model_channels * mult
-            layers: list[nn.Module] = [ResBlock(ch, cfg.time_embed_dim, out_ch)]
+            layers: list[nn.Module] = [ResBlock(ch, cfg.time_embed_dim, out_ch, ops)]
             ch = out_ch
             if level in cfg.attention_levels:
-                layers.append(SpatialTransformer(ch, cfg.num_heads, cfg.context_dim, cfg.transformer_depth))
+                layers.append(SpatialTransformer(ch, cfg.num_heads, cfg.context_dim, cfg.transformer_depth, ops))
             res_block_indices.append(len(blocks))
             blocks.append(UNetBlock(layers))
             skip_channels.append(ch)
         if level != cfg.levels - 1:
-            blocks.append(UNetBlock([Downsample(ch)]))
+            blocks.append(UNetBlock([Downsample(ch, ops)]))
             skip_channels.append(ch)
     return blocks, skip_channels, res_block_indices
 
 
-def build_middle_block(cfg: UNetConfig) -> UNetBlock:
+def build_middle_block(cfg: UNetConfig, ops: LayerOps = TorchLayers) -> UNetBlock:
     ch = cfg.model_channels * cfg.channel_mult[-1]
-    return UNetBlock([ResBlock(ch, cfg.time_embed_dim, ch),
-                      SpatialTransformer(ch, cfg.num_heads, cfg.context_dim, cfg.transformer_depth),
-                      ResBlock(ch, cfg.time_embed_dim, ch)])
+    return UNetBlock([ResBlock(ch, cfg.time_embed_dim, ch, ops),
+                      SpatialTransformer(ch, cfg.num_heads, cfg.context_dim, cfg.transformer_depth, ops),
+                      ResBlock(ch, cfg.time_embed_dim, ch, ops)])
 
 
-def build_output_blocks(cfg: UNetConfig, skip_channels: list[int]) -> tuple[nn.ModuleList, list[int]]:
+def build_output_blocks(cfg: UNetConfig, skip_channels: list[int],
+                        ops: LayerOps = TorchLayers) -> tuple[nn.ModuleList, list[int]]:
     """Returns (output_blocks, output channels of each output block)."""
     skips = list(skip_channels)
     blocks = nn.ModuleList()
@@ -71,12 +73,12 @@ def build_output_blocks(cfg: UNetConfig, skip_channels: list[int]) -> tuple[nn.M
     for level in reversed(range(cfg.levels)):
         for i in range(cfg.num_res_blocks + 1):
             out_ch = cfg.model_channels * cfg.channel_mult[level]
-            layers: list[nn.Module] = [ResBlock(ch + skips.pop(), cfg.time_embed_dim, out_ch)]
+            layers: list[nn.Module] = [ResBlock(ch + skips.pop(), cfg.time_embed_dim, out_ch, ops)]
             ch = out_ch
             if level in cfg.attention_levels:
-                layers.append(SpatialTransformer(ch, cfg.num_heads, cfg.context_dim, cfg.transformer_depth))
+                layers.append(SpatialTransformer(ch, cfg.num_heads, cfg.context_dim, cfg.transformer_depth, ops))
             if level and i == cfg.num_res_blocks:
-                layers.append(Upsample(ch))
+                layers.append(Upsample(ch, ops))
             blocks.append(UNetBlock(layers))
             out_channels.append(ch)
     return blocks, out_channels
@@ -86,22 +88,22 @@ class EncoderStem(nn.Module):
     """What the appearance net and the ControlNets share: time embedding, the (ControlNet-style) hint
     block, the input blocks and the middle block. Returns the input blocks' output widths."""
 
-    def build_stem(self, cfg: UNetConfig, hint_channels: int) -> list[int]:
-        self.time_embed = TimeEmbedding(cfg.model_channels)
-        self.input_hint_block = build_hint_block(cfg, hint_channels)
-        self.input_blocks, skip_channels, _ = build_input_blocks(cfg)
-        self.middle_block = build_middle_block(cfg)
+    def build_stem(self, cfg: UNetConfig, hint_channels: int, ops: LayerOps = TorchLayers) -> list[int]:
+        self.time_embed = TimeEmbedding(cfg.model_channels, ops)
+        self.input_hint_block = build_hint_block(cfg, hint_channels, ops)
+        self.input_blocks, skip_channels, _ = build_input_blocks(cfg, ops)
+        self.middle_block = build_middle_block(cfg, ops)
         return skip_channels
 
 
-def build_hint_block(cfg: UNetConfig, hint_channels: int) -> nn.Sequential:
+def build_hint_block(cfg: UNetConfig, hint_channels: int, ops: LayerOps = TorchLayers) -> nn.Sequential:
     """ControlNet input hint block: 8 3x3 convs 3->16->16->32->32->96->96->256->C with SiLU between;
     the 3rd, 5th and 7th convs have stride 2 (hint pixels -> latent cells, x8)."""
     widths = [hint_channels, 16, 16, 32, 32, 96, 96, 256, cfg.model_channels]
     strided = {2, 4, 6}  # 0-based conv numbers with stride 2
     layers: list[nn.Module] = []
     for n, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Conv2d(cin, cout, 3, padding=1, stride=2 if n in strided else 1))
+        layers.append(ops.Conv2d(cin, cout, 3, padding=1, stride=2 if n in strided else 1))
         if n < len(widths) - 2:
             layers.append(nn.SiLU())
     return nn.Sequential(*layers)

@@ -12,27 +12,28 @@ import torch.nn.functional as F
 
 from .attention import attention
 from .config import VAEConfig
+from .layer_ops import LayerOps, TorchLayers
 from .unet_blocks import Upsample  # nearest x2 + 3x3 conv (key ``conv``), the same in the VAE
 
 VAE_NORM_EPS = 1e-6
 GROUPS = 32
 LOGVAR_CLAMP = (-30.0, 20.0)   # DiagonalGaussianDistribution clamps the log-variance
-ENCODE_CHUNK = 16              # frames per VAE call (the original's chunking; bounds memory only)
+ENCODE_CHUNK = 16              # default frames per VAE call (the original's chunking; bounds memory only)
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(GROUPS, channels, eps=VAE_NORM_EPS)
+def _norm(ops: LayerOps, channels: int) -> nn.GroupNorm:
+    return ops.GroupNorm(GROUPS, channels, eps=VAE_NORM_EPS)
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.norm1 = _norm(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = _norm(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.norm1 = _norm(ops, in_channels)
+        self.conv1 = ops.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = _norm(ops, out_channels)
+        self.conv2 = ops.Conv2d(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
+            self.nin_shortcut = ops.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -44,14 +45,14 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions with 1x1-conv q, k, v and proj_out."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         self.backend = "sdpa"
-        self.norm = _norm(channels)
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.k = nn.Conv2d(channels, channels, 1)
-        self.v = nn.Conv2d(channels, channels, 1)
-        self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.norm = _norm(ops, channels)
+        self.q = ops.Conv2d(channels, channels, 1)
+        self.k = ops.Conv2d(channels, channels, 1)
+        self.v = ops.Conv2d(channels, channels, 1)
+        self.proj_out = ops.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
@@ -67,44 +68,44 @@ class AttnBlock(nn.Module):
 class Downsample(nn.Module):
     """Pad right/bottom by one, then a stride-2 3x3 conv without padding (LDM's asymmetric padding)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+        self.conv = ops.Conv2d(channels, channels, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
 class MidBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels)
+        self.block_1 = ResnetBlock(channels, channels, ops)
+        self.attn_1 = AttnBlock(channels, ops)
+        self.block_2 = ResnetBlock(channels, channels, ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
-        self.conv_in = nn.Conv2d(cfg.image_channels, cfg.channels, 3, padding=1)
+        self.conv_in = ops.Conv2d(cfg.image_channels, cfg.channels, 3, padding=1)
         self.down = nn.ModuleList()
         ch = cfg.channels
         for level, mult in enumerate(cfg.channel_mult):
             stage = nn.Module()
             blocks = []
             for _ in range(cfg.num_res_blocks):
-                blocks.append(ResnetBlock(ch, cfg.channels * mult))
+                blocks.append(ResnetBlock(ch, cfg.channels * mult, ops))
                 ch = cfg.channels * mult
             stage.block = nn.ModuleList(blocks)
             if level != len(cfg.channel_mult) - 1:
-                stage.downsample = Downsample(ch)
+                stage.downsample = Downsample(ch, ops)
             self.down.append(stage)
-        self.mid = MidBlock(ch)
-        self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, 2 * cfg.z_channels, 3, padding=1)
+        self.mid = MidBlock(ch, ops)
+        self.norm_out = _norm(ops, ch)
+        self.conv_out = ops.Conv2d(ch, 2 * cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -117,25 +118,25 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         ch = cfg.channels * cfg.channel_mult[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, ch, 3, padding=1)
-        self.mid = MidBlock(ch)
+        self.conv_in = ops.Conv2d(cfg.z_channels, ch, 3, padding=1)
+        self.mid = MidBlock(ch, ops)
         stages: list[nn.Module] = []
         for level in reversed(range(len(cfg.channel_mult))):
             stage = nn.Module()
             blocks = []
             for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(ResnetBlock(ch, cfg.channels * cfg.channel_mult[level]))
+                blocks.append(ResnetBlock(ch, cfg.channels * cfg.channel_mult[level], ops))
                 ch = cfg.channels * cfg.channel_mult[level]
             stage.block = nn.ModuleList(blocks)
             if level != 0:
-                stage.upsample = Upsample(ch)
+                stage.upsample = Upsample(ch, ops)
             stages.insert(0, stage)
         self.up = nn.ModuleList(stages)
-        self.norm_out = _norm(ch)
-        self.conv_out = nn.Conv2d(ch, cfg.image_channels, 3, padding=1)
+        self.norm_out = _norm(ops, ch)
+        self.conv_out = ops.Conv2d(ch, cfg.image_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
@@ -148,38 +149,41 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: VAEConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.z_channels, 1)
-        self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
+        self.encoder = Encoder(cfg, ops)
+        self.decoder = Decoder(cfg, ops)
+        self.quant_conv = ops.Conv2d(2 * cfg.z_channels, 2 * cfg.z_channels, 1)
+        self.post_quant_conv = ops.Conv2d(cfg.z_channels, cfg.z_channels, 1)
 
     def _dtype(self) -> torch.dtype:
         return self.quant_conv.weight.dtype
 
-    def encode_moments(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) in [-1, 1] -> posterior mean and clamped log-variance (B, 4, H/8, W/8)."""
+    def encode_moments(self, images: torch.Tensor,
+                       frames_per_call: int = ENCODE_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) in [-1, 1] -> posterior mean and clamped log-variance (B, 4, H/8, W/8), encoded
+        ``frames_per_call`` images at a time (bounds memory; the result does not depend on it)."""
         means, logvars = [], []
-        for chunk in images.split(ENCODE_CHUNK):
+        for chunk in images.split(frames_per_call):
             moments = self.quant_conv(self.encoder(chunk.to(self._dtype())))
             mean, logvar = moments.chunk(2, dim=1)
             means.append(mean)
             logvars.append(logvar.clamp(*LOGVAR_CLAMP))
         return torch.cat(means), torch.cat(logvars)
 
-    def encode(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, noise: torch.Tensor | None = None,
+               frames_per_call: int = ENCODE_CHUNK) -> torch.Tensor:
         """images (B, 3, H, W) in [-1, 1] -> scaled latents (B, 4, H/8, W/8): the posterior mean, or
         the sample mean + std * noise when ``noise`` (B, 4, H/8, W/8) is given (as the original)."""
-        mean, logvar = self.encode_moments(images)
+        mean, logvar = self.encode_moments(images, frames_per_call)
         z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise.to(mean)
         return self.config.scale_factor * z
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, frames_per_call: int = ENCODE_CHUNK) -> torch.Tensor:
         """scaled latents (B, 4, h, w) -> images (B, 3, 8h, 8w), nominally [-1, 1], not clamped."""
         images = []
-        for chunk in latents.split(ENCODE_CHUNK):
+        for chunk in latents.split(frames_per_call):
             z = chunk.to(self._dtype()) / self.config.scale_factor
             images.append(self.decoder(self.post_quant_conv(z)))
         return torch.cat(images)

@@ -23,6 +23,7 @@ from typing import Callable, Literal, Protocol, Sequence
 import torch
 
 from ..networks.reference_attention import select_bank_frames
+from ..model.device_memory import free_bytes
 from .windows import WindowAverager, WindowPlanner
 
 BankMode = Literal["once_per_step", "per_window"]
@@ -30,6 +31,12 @@ BANK_MODES: tuple[str, ...] = ("once_per_step", "per_window")
 LATENT_CHANNELS = 4  # SD1.5 VAE latent channels
 HINT_CHANNELS = 3  # pose and local hints are RGB images
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent, per side
+# Automatic batching on a GPU (see WindowedGuidedDenoiser): activations may use this share of the free memory, the
+# hint videos a smaller one; beyond EFFICIENT_BATCH_ROWS rows per UNet forward a large GPU gains little more
+# (bench/bench_gpu.py --windows-per-batch measures it) while the memory keeps growing.
+ACTIVATION_SHARE_OF_FREE_MEMORY = 0.6
+HINTS_SHARE_OF_FREE_MEMORY = 0.1
+EFFICIENT_BATCH_ROWS = 64
 
 
 class SamplingInterrupted(Exception):
@@ -42,8 +49,9 @@ class GuidedModel(Protocol):
 
     WINDOW_FRAMES: int
     evaluation_counts: dict[str, int]
-
-    def parameters(self): ...
+    device: torch.device
+    compute_dtype: torch.dtype
+    on_evaluation: Callable[[str, int], None] | None  # called after each network evaluation (name, rows)
 
     def write_reference_bank(
         self, reference_latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
@@ -62,6 +70,21 @@ class GuidedModel(Protocol):
     ) -> torch.Tensor: ...
 
     def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
+
+    def eps_both_passes(
+        self,
+        x_t: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        uncond_context: torch.Tensor,
+        bank: list[torch.Tensor],
+        pose_hint: torch.Tensor,
+        local_hint: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def window_activation_bytes(
+        self, latent_size: tuple[int, int], conditional_rows: int, unconditional_rows: int, references: int
+    ) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -148,9 +171,14 @@ def check_conditioning(cond: Conditioning) -> None:
 class WindowedGuidedDenoiser:
     """Denoiser callable over the full video: `(latents_in, timestep, step_index) -> eps`, all (F, 4, h, w).
 
-    latents_in and the returned eps live where the caller keeps the video (possibly the CPU); each window is
-    moved to the model's device and dtype, evaluated, and its guided eps moved back, so the model-side memory
-    is one window's, whatever F. (In per-frame reference mode the step's bank holds F rows.)
+    latents_in and the returned eps live where the caller keeps the video (possibly the CPU); the windows of a step
+    go to the model's device in batches, are evaluated, and their guided eps come back, so the model-side memory is
+    one batch's, whatever F. A batch holds several windows (rows stacked: the motion modules see each 16 rows as
+    one video) and, unless ``batch_passes`` is False, both guidance passes of them in one UNet forward: fewer,
+    larger kernels, which is what a GPU needs (the per-window loop was launch-bound). ``windows_per_batch`` None
+    sizes batches from the device's free memory (`device_memory`, `model.memory_estimate`); on the CPU one window
+    at a time keeps the memory lean. Batching changes no result beyond float noise: every window of a step sees
+    the same latents, and the average over windows is taken after all of them.
     """
 
     def __init__(
@@ -162,13 +190,19 @@ class WindowedGuidedDenoiser:
         bank_mode: str = "once_per_step",
         on_window: Callable[[int, int, int], None] | None = None,
         should_interrupt: Callable[[], bool] | None = None,
+        *,
+        batch_passes: bool = True,
+        windows_per_batch: int | None = None,
+        on_progress: Callable[[int, int, int], None] | None = None,
     ) -> None:
-        """on_window(step_index, window_index, windows_in_step) after each window; should_interrupt() before each
-        window (True stops the run with SamplingInterrupted)."""
+        """on_window(step_index, window_index, windows_in_step) after each window; on_progress(step_index,
+        rows_done, rows_per_step) after each network evaluation (rows of all networks, a unit that moves within
+        the first window); should_interrupt() before each batch and after each network evaluation (True stops the
+        run with SamplingInterrupted)."""
         check_conditioning(conditioning)
         if bank_mode not in BANK_MODES:
             raise ValueError(f"bank_mode must be one of {BANK_MODES}, got {bank_mode!r}")
-        if cfg < 0:
+        if not cfg >= 0:  # also refuses NaN
             raise ValueError(f"cfg (guidance scale) must be >= 0, got {cfg}")
         if planner.window % model.WINDOW_FRAMES:
             raise ValueError(
@@ -179,73 +213,143 @@ class WindowedGuidedDenoiser:
             raise ValueError(
                 f"the window plan is for {planner.num_frames} frames but the hints have {conditioning.num_frames}"
             )
-        parameter = next(model.parameters())
-        self._device, self._dtype = parameter.device, parameter.dtype
+        if windows_per_batch is not None and windows_per_batch < 1:
+            raise ValueError(f"windows_per_batch must be 1 or more (or None for automatic), got {windows_per_batch}")
+        self._device, self._dtype = model.device, model.compute_dtype
         self.model = model
         self.cond = conditioning
         self.cfg = float(cfg)
         self.planner = planner
         self.bank_mode = bank_mode
         self._on_window = on_window
+        self._on_progress = on_progress
         self._should_interrupt = should_interrupt
         self._needs_cond = self.cfg != 0.0
         self._needs_uncond = self.cfg != 1.0
+        self._shared = conditioning.reference_mode == "shared"
         # Small, reused by every window of every step: move once.
         self._context = self._to_model(conditioning.context)
         self._uncond_context = self._to_model(conditioning.uncond_context)
+        if torch.equal(conditioning.context, conditioning.uncond_context):
+            self._uncond_context = self._context  # one context: the batched forward projects it once
         self._references = [self._to_model(ref) for ref in conditioning.reference_latents]
-        self._shared = conditioning.reference_mode == "shared"
+        self._pose_hints, self._local_hints = self._place_hints()
+        self.batch_passes, self.windows_per_batch = self._plan_batches(batch_passes, windows_per_batch)
+        self._step_index = 0
+        self._rows_done = 0
 
+    # -------------------------------------------------------------------------------------------- planning
     def _to_model(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(self._device, self._dtype)
 
-    def __call__(self, latents_in: torch.Tensor, timestep: int, step_index: int) -> torch.Tensor:
+    def _place_hints(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both hint videos on the model's device once per run when they fit in a small share of its free memory
+        (else they stay where they are, and each batch takes its frames across)."""
+        hints = (self.cond.pose_hints, self.cond.local_hints)
+        free = free_bytes(self._device)
+        size = 2 * self.cond.pose_hints.numel() * torch.empty((), dtype=self._dtype).element_size()
+        if free is not None and size <= HINTS_SHARE_OF_FREE_MEMORY * free:
+            return self._to_model(hints[0]), self._to_model(hints[1])
+        return hints
+
+    def _plan_batches(self, batch_passes: bool, windows_per_batch: int | None) -> tuple[bool, int]:
+        """Whether both passes share a forward, and how many windows one forward takes."""
+        both = batch_passes and self._needs_cond and self._needs_uncond
+        if windows_per_batch is not None:
+            return both, windows_per_batch
+        free = free_bytes(self._device)
+        if free is None:  # CPU: one window at a time; batching buys little there and costs memory
+            return both, 1
+        budget = ACTIVATION_SHARE_OF_FREE_MEMORY * free
+        rows = self.planner.window
+        cond_rows = rows if self._needs_cond else 0
+        uncond_rows = rows if self._needs_uncond else 0
+
+        def need(conditional: int, unconditional: int) -> int:
+            return self.model.window_activation_bytes(self.cond.latent_size, conditional, unconditional,
+                                                      len(self._references))
+
+        if both and need(cond_rows, uncond_rows) > budget:
+            both = False  # not even one window's two passes fit together: run them one after the other
+        per_window = need(cond_rows, uncond_rows) if both else max(need(cond_rows, 0), need(0, uncond_rows))
+        efficient = EFFICIENT_BATCH_ROWS // (rows * (2 if both else 1))
+        return both, max(1, min(int(budget // per_window), efficient, self.planner.windows_per_step))
+
+    def rows_per_step(self, windows_in_step: int) -> int:
+        """Network rows evaluated in one step (appearance net, ControlNets, UNet passes): the progress unit."""
+        window_rows = windows_in_step * self.planner.window
+        rows = 0
+        if self._needs_cond:
+            if self.bank_mode == "once_per_step":
+                rows += sum(ref.shape[0] for ref in self._references)
+            else:
+                rows += window_rows * len(self._references)
+            rows += 3 * window_rows  # pose ControlNet, local ControlNet, conditional UNet
+        if self._needs_uncond:
+            rows += window_rows
+        return rows
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def __call__(self, latents_in: torch.Tensor, timestep: float, step_index: int) -> torch.Tensor:
         if latents_in.shape[0] != self.cond.num_frames:
             raise ValueError(f"latents have {latents_in.shape[0]} frames, the hints {self.cond.num_frames}")
         windows = self.planner.windows_for_step(step_index)
-        step_bank = None
-        if self._needs_cond and self.bank_mode == "once_per_step":
-            step_bank = self._write_bank(self._references, timestep)
-        averager = WindowAverager(latents_in.shape, latents_in.device)
-        for window_index, frames in enumerate(windows):
-            if self._should_interrupt is not None and self._should_interrupt():
-                raise SamplingInterrupted(f"interrupted at step {step_index + 1}, before window {window_index + 1}")
-            eps = self._window_eps(latents_in, frames, timestep, step_bank)
-            averager.add(frames, eps)
-            if self._on_window is not None:
-                self._on_window(step_index, window_index, len(windows))
+        self._step_index, self._rows_done = step_index, 0
+        rows_per_step = self.rows_per_step(len(windows))
+        previous_listener = getattr(self.model, "on_evaluation", None)
+        self.model.on_evaluation = lambda name, rows: self._evaluated(rows, rows_per_step)
+        try:
+            step_bank = None
+            if self._needs_cond and self.bank_mode == "once_per_step":
+                step_bank = self._write_bank(self._references, timestep)
+            averager = WindowAverager(latents_in.shape, latents_in.device)
+            for first in range(0, len(windows), self.windows_per_batch):
+                batch = windows[first:first + self.windows_per_batch]
+                if self._should_interrupt is not None and self._should_interrupt():
+                    raise SamplingInterrupted(f"interrupted at step {step_index + 1}, before window {first + 1}")
+                eps = self._batch_eps(latents_in, torch.cat(batch), timestep, step_bank)
+                for index, frames in enumerate(batch):
+                    averager.add(frames, eps[index * len(frames):(index + 1) * len(frames)])
+                    if self._on_window is not None:
+                        self._on_window(step_index, first + index, len(windows))
+        finally:
+            self.model.on_evaluation = previous_listener
         return averager.average().to(latents_in.dtype)
 
-    def _window_eps(
-        self, latents_in: torch.Tensor, frames: torch.Tensor, timestep: int, step_bank: list[torch.Tensor] | None
+    def _evaluated(self, rows: int, rows_per_step: int) -> None:
+        self._rows_done += rows
+        if self._on_progress is not None:
+            self._on_progress(self._step_index, min(self._rows_done, rows_per_step), rows_per_step)
+        if self._should_interrupt is not None and self._should_interrupt():
+            raise SamplingInterrupted(f"interrupted at step {self._step_index + 1}, during a window")
+
+    def _batch_eps(
+        self, latents_in: torch.Tensor, frames: torch.Tensor, timestep: float, step_bank: list[torch.Tensor] | None
     ) -> torch.Tensor:
-        """Guided eps (window, 4, h, w) of one window, on the model's device."""
+        """Guided eps (rows, 4, h, w) of the windows whose frames are concatenated in ``frames``, on the device."""
         x_t = self._to_model(latents_in[frames.to(latents_in.device)])
-        timesteps = torch.full((len(frames),), timestep, dtype=torch.long, device=self._device)
-        eps_cond = eps_uncond = None
-        if self._needs_cond:
-            bank = self._window_bank(frames, timestep, step_bank)
-            eps_cond = self.model.eps_conditional(
-                x_t,
-                timesteps,
-                self._context,
-                bank,
-                self._to_model(self.cond.pose_hints[frames.to(self.cond.pose_hints.device)]),
-                self._to_model(self.cond.local_hints[frames.to(self.cond.local_hints.device)]),
-            )
-        if self._needs_uncond:
+        timesteps = torch.full((len(frames),), float(timestep), dtype=torch.float32, device=self._device)
+        if not self._needs_cond:
+            return self.model.eps_unconditional(x_t, timesteps, self._uncond_context)
+        bank = self._batch_bank(frames, timestep, step_bank)
+        pose = self._to_model(self._pose_hints[frames.to(self._pose_hints.device)])
+        local = self._to_model(self._local_hints[frames.to(self._local_hints.device)])
+        if self.batch_passes:
+            eps_cond, eps_uncond = self.model.eps_both_passes(
+                x_t, timesteps, self._context, self._uncond_context, bank, pose, local)
+        else:
+            eps_cond = self.model.eps_conditional(x_t, timesteps, self._context, bank, pose, local)
+            del pose, local
+            if not self._needs_uncond:
+                return eps_cond
             eps_uncond = self.model.eps_unconditional(x_t, timesteps, self._uncond_context)
-        if eps_uncond is None:
-            return eps_cond
-        if eps_cond is None:
-            return eps_uncond
         return eps_uncond + self.cfg * (eps_cond - eps_uncond)
 
-    def _window_bank(
-        self, frames: torch.Tensor, timestep: int, step_bank: list[torch.Tensor] | None
+    def _batch_bank(
+        self, frames: torch.Tensor, timestep: float, step_bank: list[torch.Tensor] | None
     ) -> list[torch.Tensor]:
-        """Bank entries for the window: (1, tokens, C) broadcast, or (window, tokens, C)."""
-        if step_bank is None:  # per_window: the original recomputes it from the window's reference latents
+        """Bank entries for the batch's frames: (1, tokens, C) broadcast, or (rows, tokens, C)."""
+        if step_bank is None:  # per_window: the original recomputes it from the windows' reference latents
             window_refs = [
                 ref.expand(len(frames), -1, -1, -1) if self._shared else ref[frames.to(ref.device)]
                 for ref in self._references
@@ -253,12 +357,12 @@ class WindowedGuidedDenoiser:
             return self._write_bank(window_refs, timestep)
         return select_bank_frames(step_bank, frames)
 
-    def _write_bank(self, references: list[torch.Tensor], timestep: int) -> list[torch.Tensor]:
+    def _write_bank(self, references: list[torch.Tensor], timestep: float) -> list[torch.Tensor]:
         """One appearance-net call over all references (stacked on the batch), then the banks concatenated along
         tokens, main reference first. references: each (B, 4, h, w). Returns entries (B, R * tokens_i, C_i)."""
         batch = references[0].shape[0]
         stacked = torch.cat(references, dim=0)
-        timesteps = torch.full((stacked.shape[0],), timestep, dtype=torch.long, device=self._device)
+        timesteps = torch.full((stacked.shape[0],), float(timestep), dtype=torch.float32, device=self._device)
         flat = self.model.write_reference_bank(stacked, timesteps, self._context)
         if len(references) == 1:
             return flat

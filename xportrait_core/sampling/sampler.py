@@ -53,6 +53,10 @@ class SamplerOptions:
     strength: denoise strength in (0, 1] for "reference" and "init_video"; below 1 the run starts later in the
         schedule, as img2img does.
     bank_mode: "once_per_step" (ours) or "per_window" (the original's cost: the appearance net in every window).
+    batch_passes: run a window's conditional and unconditional pass as one forward (faster on a GPU, twice the
+        activation memory; equal to the two passes within float noise). Turned off automatically when not even one
+        window's two passes fit in the device's free memory.
+    windows_per_batch: windows per forward; None sizes it from the device's free memory (1 on the CPU).
     """
 
     steps: int = DEFAULT_STEPS
@@ -66,6 +70,8 @@ class SamplerOptions:
     start: str = "reference"
     strength: float = 1.0
     bank_mode: str = "once_per_step"
+    batch_passes: bool = True
+    windows_per_batch: int | None = None
 
 
 @dataclass
@@ -74,11 +80,15 @@ class SamplerHooks:
 
     on_step(step_index, total_steps, denoised (F, 4, h, w)) after every step, with the x0 estimate for previews.
     on_window(step_index, window_index, windows_in_step) after every window.
-    should_interrupt() before every window; True (or an exception it raises) stops within one window.
+    on_progress(step_index, rows_done, rows_per_step) after every network evaluation (appearance net, each
+        ControlNet, each UNet forward), counted in network rows: moves within the first window.
+    should_interrupt() before every batch of windows and after every network evaluation; True (or an exception
+        it raises) stops within one network evaluation.
     """
 
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     on_window: Callable[[int, int, int], None] | None = None
+    on_progress: Callable[[int, int, int], None] | None = None
     should_interrupt: Callable[[], bool] | None = None
 
 
@@ -159,7 +169,9 @@ def sample(
         )
     planner = WindowPlanner(frames, options.window, options.overlap, options.placement, options.seed, options.offsets)
     denoiser = WindowedGuidedDenoiser(
-        model, conditioning, options.cfg, planner, options.bank_mode, hooks.on_window, hooks.should_interrupt
+        model, conditioning, options.cfg, planner, options.bank_mode, hooks.on_window, hooks.should_interrupt,
+        batch_passes=options.batch_passes, windows_per_batch=options.windows_per_batch,
+        on_progress=hooks.on_progress,
     )
     generator = torch.Generator(device="cpu").manual_seed(options.seed)
     noise = start_noise if start_noise is not None else torch.randn(shape, generator=generator)
@@ -169,9 +181,11 @@ def sample(
 
     counts_before = dict(model.evaluation_counts)
     logger.info(
-        "sampling %d frames, %s %d steps, cfg %g, windows of %d (overlap %d, %s), bank %s",
+        "sampling %d frames, %s %d steps, cfg %g, windows of %d (overlap %d, %s), bank %s, %d window(s) per "
+        "forward, passes %s",
         frames, options.scheduler, len(scheduler.timesteps), options.cfg,
-        options.window, options.overlap, options.placement, options.bank_mode,
+        options.window, options.overlap, options.placement, options.bank_mode, denoiser.windows_per_batch,
+        "batched" if denoiser.batch_passes else "one after the other",
     )
     with torch.no_grad():
         latents = denoise_loop(denoiser, scheduler, latents, generator, hooks.on_step)

@@ -95,6 +95,13 @@ class WindowPlanner:
         self._rng = random.Random(seed)
         self.offsets_used: list[int] = []
 
+    @property
+    def windows_per_step(self) -> int:
+        """How many windows every step has (random placement: the same count at any offset; nothing is drawn)."""
+        if self.placement == "random":
+            return len(random_window_starts(0, self.num_frames, self.window, self.overlap))
+        return len(fixed_window_starts(self.num_frames, self.window, self.overlap))
+
     def starts_for_step(self, step_index: int) -> list[int]:
         """Window starts for the step `step_index` (0-based, in sampling order); call once per step, in order."""
         if self.placement == "fixed":
