@@ -1,0 +1,33 @@
+"""bench/bench_gpu.py runs its whole flow on the CPU with the tiny configuration (what the GPU run does, small)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# golden_fp16 measures a GPU's half precision and compile_blocks compiles for minutes: both are left to the device
+# run (the compile mechanism is tested in test_fast_paths.py).
+ROWS = "fp16_cfg5,original_schedule,windows_sweep,fp8,decode"
+
+
+def test_the_gpu_benchmark_flow_runs_on_the_cpu_and_prints_one_json_line_per_row():
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_gpu.py"), "--config", "tiny", "--device", "cpu",
+         "--frames", "16,32", "--steps", "1", "--rows", ROWS],
+        capture_output=True, text=True, timeout=1200)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    rows = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert not [row for row in rows if "error" in row], rows
+    by_name = {}
+    for row in rows:
+        by_name.setdefault(row["row"], []).append(row)
+    assert [row["frames"] for row in by_name["fp16_cfg5"]] == [16, 32]
+    for row in by_name["fp16_cfg5"]:
+        assert row["seconds_per_step"] > 0 and row["tflop_per_step"] > 0 and row["activation_estimate_gib"] > 0
+    # the original's schedule does more appearance-net work for the same frames
+    assert by_name["original_schedule"][0]["evaluations"]["appearance"] > by_name["fp16_cfg5"][0]["evaluations"][
+        "appearance"]
+    assert [row["windows_per_forward"] for row in by_name["windows_sweep"]] == [1, 2, 4]
+    assert by_name["decode"][0]["frames"] == 32 and by_name["decode"][0]["frames_per_call"] >= 1
