@@ -250,7 +250,7 @@ def test_model_sees_only_windows_in_its_own_dtype_while_the_video_stays_on_the_c
     model = FakeXPortrait(dtype=torch.float64)
     result, _ = run(frames=40, model=model, steps=2)
     batches = {(kind, batch, dtype) for kind, batch, dtype in model.calls}
-    assert batches == {("appearance", 1, torch.float64), ("both", 16, torch.float64)}
+    assert batches == {("appearance", 1, torch.float64), ("cond", 16, torch.float64), ("uncond", 16, torch.float64)}
     assert result.latents.device.type == "cpu" and result.latents.dtype == torch.float32
     assert result.latents.shape == (40, 4, LATENT, LATENT)
 
@@ -274,9 +274,24 @@ def test_fixed_placement_runs_the_same_windows_every_step():
     assert windows == [4] * 8  # starts 0, 12, 24, 25
 
 
+def test_on_the_cpu_windows_and_passes_run_one_at_a_time_unless_asked():
+    _, automatic = run(frames=40, steps=1)
+    assert [kind for kind, _, _ in automatic.calls] == ["appearance"] + ["cond", "uncond"] * 3
+    _, batched = run(frames=40, steps=1, windows_per_batch=2)
+    assert [(kind, batch) for kind, batch, _ in batched.calls] == [("appearance", 1), ("both", 32), ("both", 16)]
+    _, sequential = run(frames=40, steps=1, windows_per_batch=3, batch_passes=False)
+    assert [(kind, batch) for kind, batch, _ in sequential.calls] == [("appearance", 1), ("cond", 48), ("uncond", 48)]
+
+
+def test_batched_windows_and_passes_give_the_same_latents():
+    plain, _ = run(frames=40, steps=2)
+    batched, _ = run(frames=40, steps=2, windows_per_batch=3)
+    assert torch.allclose(plain.latents, batched.latents, atol=1e-6)
+
+
 def test_a_video_shorter_than_the_window_is_wrapped_into_one_window():
     result, model = run(frames=10, steps=2)
-    assert [batch for kind, batch, _ in model.calls if kind == "both"] == [16, 16]
+    assert [batch for kind, batch, _ in model.calls if kind == "cond"] == [16, 16]
     assert result.latents.shape[0] == 10
 
 

@@ -258,8 +258,8 @@ class WindowedGuidedDenoiser:
         if windows_per_batch is not None:
             return both, windows_per_batch
         free = free_bytes(self._device)
-        if free is None:  # CPU: one window at a time; batching buys little there and costs memory
-            return both, 1
+        if free is None:  # CPU: one window, one pass at a time (batching measured no faster there, and costs memory)
+            return False, 1
         budget = ACTIVATION_SHARE_OF_FREE_MEMORY * free
         rows = self.planner.window
         cond_rows = rows if self._needs_cond else 0

@@ -55,8 +55,9 @@ class SamplerOptions:
     bank_mode: "once_per_step" (ours) or "per_window" (the original's cost: the appearance net in every window).
     batch_passes: run a window's conditional and unconditional pass as one forward (faster on a GPU, twice the
         activation memory; equal to the two passes within float noise). Turned off automatically when not even one
-        window's two passes fit in the device's free memory.
-    windows_per_batch: windows per forward; None sizes it from the device's free memory (1 on the CPU).
+        window's two passes fit in the device's free memory, and on the CPU, where it does not pay.
+    windows_per_batch: windows per forward; None sizes it from the device's free memory (1 on the CPU); a number
+        forces it, with batch_passes as given.
     """
 
     steps: int = DEFAULT_STEPS
