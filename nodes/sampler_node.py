@@ -1,12 +1,12 @@
 """The X-Portrait Sampler node: reference + motion + local patches -> LATENT frames for VAE Decode."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 from . import host
 from .errors import XPortraitInputError, about_input
+from .sampling_inputs import networks_with_loras, prepared_conditioning
 from .types import CATEGORY, LORA, MODEL, REFERENCE
 
 log = logging.getLogger(__name__)
@@ -81,16 +81,8 @@ class Sampler:
                cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,
                denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
-        from .comfy_types import SamplingSetup
-
-        networks = model.model
-        setup = SamplingSetup(networks, reference)
-        with about_input(NODE, "motion"):
-            setup.add_hints(motion, local_patches)
-        with about_input(NODE, "positive"):
-            context = setup.context(positive, "positive conditioning")
-        with about_input(NODE, "negative"):
-            uncond_context = setup.context(negative, "negative conditioning")
+        setup, conditioning = prepared_conditioning(NODE, model.model, reference, motion, local_patches, positive,
+                                                    negative)
         init_latents = None
         if init_images is not None or start == "init_video":
             if start != "init_video" or init_images is None:
@@ -101,7 +93,6 @@ class Sampler:
                 init_latents = setup.init_latents(init_images)
         options, progress = self._options_and_progress(setup, seed, steps, cfg, scheduler, window, overlap,
                                                        window_placement, start, denoise)
-        conditioning = setup.conditioning(context, uncond_context)
         return (self._run(model, conditioning, options, init_latents, progress, lora or ()),)
 
     @staticmethod
@@ -121,15 +112,11 @@ class Sampler:
     @staticmethod
     def _run(model: Any, conditioning: Any, options: Any, init_latents: Any, progress: Any, loras: tuple) -> dict:
         from .comfy_types import to_comfy_latent
-        from xportrait_core.pipeline import lora_applied
         from xportrait_core.sampling.sampler import SamplerHooks, sample
 
         hooks = SamplerHooks(on_step=progress.step_done, on_window=progress.window_done,
                              should_interrupt=host.check_interrupt)
-        with host.loaded(model) as networks, contextlib.ExitStack() as merged:
-            for choice in loras:
-                with about_input(NODE, "lora"):
-                    merged.enter_context(lora_applied(networks, choice.path, choice.strength))
+        with networks_with_loras(NODE, model, loras) as networks:
             with about_input(NODE, "window"):
                 result = sample(networks, conditioning, options, init_latents=init_latents, hooks=hooks)
         log.info("X-Portrait sampled %d frames; network evaluations %s", result.latents.shape[0],
