@@ -15,16 +15,20 @@ from typing import Any, Iterator, Sequence
 
 from . import host
 from .errors import XPortraitInputError, about_input
-from .sampling_inputs import networks_with_loras, prepared_conditioning
-from .types import CATEGORY, LORA, MODEL, REFERENCE
+from .sampling_inputs import (
+    MAX_CFG,
+    animation_inputs,
+    networks_with_loras,
+    prepared_conditioning,
+    prompt_inputs,
+    window_inputs,
+)
+from .types import CATEGORY, LORA
 
 log = logging.getLogger(__name__)
 
 NODE = "X-Portrait Guider"
 GUIDER, CORE_MODEL, LATENT = "GUIDER", "MODEL", "LATENT"
-MAX_CFG = 30.0
-WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
-MAX_WINDOW = 64
 LATENT_CHANNELS = 4  # SD1.5 VAE latent channels
 
 
@@ -102,31 +106,22 @@ class Guider:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        from xportrait_core.sampling.sampler import DEFAULT_CFG, DEFAULT_OVERLAP, DEFAULT_WINDOW
+        from xportrait_core.sampling.sampler import DEFAULT_CFG
         from xportrait_core.sampling.windows import PLACEMENTS
 
         return {
             "required": {
-                "model": (MODEL, {}),
-                "reference": (REFERENCE, {}),
-                "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
-                "local_patches": ("IMAGE", {"tooltip": "Local patch frames from Local Patches."}),
+                **animation_inputs(),
                 "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01,
                                   "tooltip": "X-Portrait's guidance scale (not core CFG); 1 skips the "
                                              "unconditional pass."}),
-                "window": ("INT", {"default": DEFAULT_WINDOW, "min": WINDOW_STEP, "max": MAX_WINDOW,
-                                   "step": WINDOW_STEP, "tooltip": "Frames denoised together."}),
-                "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": MAX_WINDOW - 1,
-                                    "tooltip": "Frames shared by neighbouring windows (averaged)."}),
+                **window_inputs(),
                 "window_placement": (list(PLACEMENTS), {"default": "random", "tooltip": "random: the original's "
                                      "wrap-around windows at a new offset every sampler step (drawn from the noise "
                                      "seed); fixed: the same windows every step."}),
             },
             "optional": {
-                "positive": ("CONDITIONING", {"tooltip": "Text for the conditional pass; default the empty "
-                             "prompt from the checkpoint's text encoder."}),
-                "negative": ("CONDITIONING", {"tooltip": "Text for the unconditional pass; default the empty "
-                             "prompt."}),
+                **prompt_inputs(),
                 "lora": (LORA, {"tooltip": "LoRAs from X-Portrait LoRA, merged while the sampler runs."}),
             },
         }

@@ -6,17 +6,21 @@ from typing import Any
 
 from . import host
 from .errors import XPortraitInputError, about_input
-from .sampling_inputs import networks_with_loras, prepared_conditioning
-from .types import CATEGORY, LORA, MODEL, REFERENCE
+from .sampling_inputs import (
+    MAX_CFG,
+    animation_inputs,
+    networks_with_loras,
+    prepared_conditioning,
+    prompt_inputs,
+    window_inputs,
+)
+from .types import CATEGORY, LORA
 
 log = logging.getLogger(__name__)
 
 NODE = "X-Portrait Sampler"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_STEPS = 1000  # the DDPM schedule has 1000 timesteps
-MAX_CFG = 30.0
-WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
-MAX_WINDOW = 64
 
 
 def _sampler_choices() -> dict[str, list[str]]:
@@ -39,25 +43,19 @@ class Sampler:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        from xportrait_core.sampling.sampler import DEFAULT_CFG, DEFAULT_OVERLAP, DEFAULT_STEPS, DEFAULT_WINDOW
+        from xportrait_core.sampling.sampler import DEFAULT_CFG, DEFAULT_STEPS
 
         choices = _sampler_choices()
         return {
             "required": {
-                "model": (MODEL, {}),
-                "reference": (REFERENCE, {}),
-                "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
-                "local_patches": ("IMAGE", {"tooltip": "Local patch frames from Local Patches."}),
+                **animation_inputs(),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
                 "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": MAX_STEPS}),
                 "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01,
                                   "tooltip": "Guidance scale; 1 skips the unconditional pass (LCM: 1-2)."}),
                 "scheduler": (choices["scheduler"], {"default": "ddim", "tooltip": "ddim is the original's; "
                               "lcm needs an LCM-LoRA and few steps."}),
-                "window": ("INT", {"default": DEFAULT_WINDOW, "min": WINDOW_STEP, "max": MAX_WINDOW,
-                                   "step": WINDOW_STEP, "tooltip": "Frames denoised together."}),
-                "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": MAX_WINDOW - 1,
-                                    "tooltip": "Frames shared by neighbouring windows (averaged)."}),
+                **window_inputs(),
                 "window_placement": (choices["placement"], {"default": "random", "tooltip": "random: the "
                                      "original's wrap-around windows at a new offset every step; fixed: the "
                                      "same windows every step."}),
@@ -67,10 +65,7 @@ class Sampler:
                                       "tooltip": "Below 1 keeps more of the start (reference or init video)."}),
             },
             "optional": {
-                "positive": ("CONDITIONING", {"tooltip": "Text for the conditional pass; default the empty "
-                             "prompt from the checkpoint's text encoder."}),
-                "negative": ("CONDITIONING", {"tooltip": "Text for the unconditional pass; default the empty "
-                             "prompt."}),
+                **prompt_inputs(),
                 "lora": (LORA, {}),
                 "init_images": ("IMAGE", {"tooltip": "Another video to start from (start 'init_video'), one "
                                 "frame per driving frame."}),

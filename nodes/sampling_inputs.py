@@ -1,5 +1,5 @@
-"""What the X-Portrait Sampler and the X-Portrait Guider share: their node inputs turned into the core's
-conditioning, and the networks loaded for a run with the chosen LoRAs merged."""
+"""What the X-Portrait Sampler and the X-Portrait Guider share: the inputs they both declare, those inputs turned
+into the core's conditioning, and the networks loaded for a run with the chosen LoRAs merged."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,40 @@ from typing import Any, Iterator, Sequence
 
 from . import host
 from .errors import about_input
+from .types import MODEL, REFERENCE
+
+MAX_CFG = 30.0
+WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
+MAX_WINDOW = 64
+
+
+def animation_inputs() -> dict[str, tuple]:
+    """The model and what it animates: the first required inputs of both nodes."""
+    return {
+        "model": (MODEL, {}),
+        "reference": (REFERENCE, {}),
+        "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
+        "local_patches": ("IMAGE", {"tooltip": "Local patch frames from Local Patches."}),
+    }
+
+
+def window_inputs() -> dict[str, tuple]:
+    from xportrait_core.sampling.sampler import DEFAULT_OVERLAP, DEFAULT_WINDOW
+
+    return {
+        "window": ("INT", {"default": DEFAULT_WINDOW, "min": WINDOW_STEP, "max": MAX_WINDOW, "step": WINDOW_STEP,
+                           "tooltip": "Frames denoised together."}),
+        "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": MAX_WINDOW - 1,
+                            "tooltip": "Frames shared by neighbouring windows (averaged)."}),
+    }
+
+
+def prompt_inputs() -> dict[str, tuple]:
+    return {
+        "positive": ("CONDITIONING", {"tooltip": "Text for the conditional pass; default the empty prompt from the "
+                     "checkpoint's text encoder."}),
+        "negative": ("CONDITIONING", {"tooltip": "Text for the unconditional pass; default the empty prompt."}),
+    }
 
 
 def prepared_conditioning(node: str, networks: Any, reference: Any, motion: Any, local_patches: Any,
