@@ -319,9 +319,9 @@ def _guider_classes() -> tuple[type, type]:
             hooks = [name for name in CORE_CFG_OPTIONS if model_options.get(name)]
             if hooks:
                 raise ValueError(
-                    f"X-Portrait Guider: the sampler or a model patch needs ComfyUI's own CFG ({', '.join(hooks)}: "
-                    "e.g. the *_cfg_pp samplers); X-Portrait's guidance runs inside its windowed "
-                    "denoiser. Pick a sampler without _cfg_pp and no CFG patches.")
+                    f"X-Portrait Guider: this sampler needs ComfyUI's own CFG ({', '.join(hooks)}; the *_cfg_pp "
+                    "samplers do), but X-Portrait's guidance runs inside its windowed denoiser. Pick a sampler "
+                    "without _cfg_pp in KSamplerSelect.")
             return self._denoise(x, timestep)
 
     return XPortraitGuider, XPortraitSchedule
