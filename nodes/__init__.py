@@ -1,6 +1,7 @@
 """The ComfyUI nodes of X-Portrait (classic V1 node classes). Heavy modules are imported inside node functions."""
 from . import host
 from .control_nodes import LocalPatches, MotionControl, Reference
+from .guider_node import Guider
 from .loader_nodes import LandmarkProvider, LoadModel, LoRA
 from .sampler_node import Sampler
 
@@ -14,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "XPortraitMotionControl": MotionControl,
     "XPortraitLocalPatches": LocalPatches,
     "XPortraitSampler": Sampler,
+    "XPortraitGuider": Guider,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -24,4 +26,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "XPortraitMotionControl": "X-Portrait Motion Control",
     "XPortraitLocalPatches": "X-Portrait Local Patches",
     "XPortraitSampler": "X-Portrait Sampler",
+    "XPortraitGuider": "X-Portrait Guider",
 }

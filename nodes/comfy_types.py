@@ -81,12 +81,17 @@ def hint_images(hints_fchw: torch.Tensor) -> torch.Tensor:
 
 def context_from_conditioning(conditioning: Sequence[Any], context_dim: int, what: str) -> torch.Tensor:
     """CONDITIONING [[context (1, tokens, C), dict], ...] -> its first context (1, tokens, C); C must be the
-    UNet's cross-attention width (768 for SD1.5 CLIP)."""
+    UNet's cross-attention width (768 for SD1.5 CLIP). A core ControlNet attached to it is refused rather than
+    silently dropped."""
     try:
         context = conditioning[0][0]
     except (IndexError, KeyError, TypeError) as error:
         raise ValueError(f"The {what} must be a ComfyUI CONDITIONING (e.g. from CLIP Text Encode); "
                          f"got {type(conditioning).__name__}.") from error
+    if any(isinstance(entry[1], dict) and entry[1].get("control") is not None for entry in conditioning):
+        raise ValueError(f"The {what} carries a core ControlNet (from a ControlNet apply node), which X-Portrait "
+                         "does not run: its own pose and local ControlNets take Motion Control's and Local "
+                         "Patches' frames. Connect the CLIP Text Encode output directly.")
     if not isinstance(context, torch.Tensor) or context.dim() != 3 or context.shape[-1] != context_dim:
         shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
         raise ValueError(f"The {what} must hold text embeddings of width {context_dim} (an SD1.5 CLIP, e.g. CLIP "

@@ -10,6 +10,7 @@ Inside ComfyUI the host modules are already imported when the pack loads, so "ru
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -261,3 +262,94 @@ class SamplingProgress:
         if self._previewer is not None:
             preview = self._previewer.decode_latent_to_preview_image("JPEG", denoised[:1])
         self._bar.update_absolute(self.value, self.total, preview)
+
+
+# ------------------------------------------------------------------------- the guider for core samplers
+# Kept apart from the networks' own ModelPatcher (`manage`, `loaded`): the guider hands the core samplers a patcher
+# around a schedule-only core BaseModel, and loads the networks through `loaded` while the sampler runs.
+SCHEDULE_ONLY_MESSAGE = (
+    "This MODEL is the noise schedule from the X-Portrait Guider's 'schedule' output, for scheduler nodes such as "
+    "BasicScheduler; it cannot denoise by itself. Sample with SamplerCustomAdvanced and the guider's 'guider' "
+    "output (KSampler and other nodes that sample a MODEL cannot run X-Portrait).")
+CORE_CFG_OPTIONS = ("sampler_cfg_function", "sampler_pre_cfg_function", "sampler_post_cfg_function")
+
+
+def core_guider(run: Any) -> tuple[Any, Any]:
+    """(GUIDER, MODEL) for SamplerCustomAdvanced and the scheduler nodes over `run` (nodes.guider_node.GuidedRun).
+
+    The MODEL is a ModelPatcher around a core SD1.5 BaseModel without a diffusion model: the schedule (EPS,
+    discrete, SD1.5 betas), latent format and latent processing that SamplerCustomAdvanced, the samplers and the
+    scheduler nodes read. Standalone (no core samplers) the run itself is the guider and there is no MODEL."""
+    if not in_comfyui():
+        return run, None
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    guider_class, schedule_class = _guider_classes()
+    patcher = comfy.model_patcher.ModelPatcher(schedule_class(run.scale_factor), load_device=mm.get_torch_device(),
+                                               offload_device=mm.unet_offload_device())
+    return guider_class(patcher, run), patcher
+
+
+@functools.lru_cache(maxsize=1)
+def _guider_classes() -> tuple[type, type]:
+    import torch
+
+    import comfy.latent_formats
+    import comfy.model_base
+    import comfy.sampler_helpers
+    import comfy.samplers
+    import comfy.supported_models
+
+    from xportrait_core.model.schedule import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
+
+    class XPortraitSchedule(comfy.model_base.BaseModel):
+        """SD1.5's sampling side without its UNet: what core samplers and scheduler nodes read from a model."""
+
+        def __init__(self, scale_factor: float) -> None:
+            config = comfy.supported_models.SD15({"disable_unet_model_creation": True})
+            config.sampling_settings = {"beta_schedule": "linear", "linear_start": LINEAR_START,
+                                        "linear_end": LINEAR_END, "timesteps": DDPM_TRAIN_STEPS}
+            config.latent_format = comfy.latent_formats.SD15(scale_factor=scale_factor)
+            super().__init__(config, comfy.model_base.ModelType.EPS)
+
+        def get_dtype(self) -> "torch.dtype":
+            return torch.float32
+
+        def apply_model(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(SCHEDULE_ONLY_MESSAGE)
+
+    class XPortraitGuider(comfy.samplers.CFGGuider):
+        """Core sampling with X-Portrait's denoiser: `outer_sample` loads the networks (LoRAs merged) for the run
+        instead of loading the patcher's model, `predict_noise` returns the windowed, guided x0 estimate."""
+
+        def __init__(self, schedule_patcher: Any, run: Any) -> None:
+            super().__init__(schedule_patcher)
+            self.run = run
+            self._denoise = None
+
+        def outer_sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
+                         disable_pbar=False, seed=None):
+            self.run.check_latent(noise.shape)
+            device = self.model_patcher.load_device
+            if denoise_mask is not None:
+                denoise_mask = comfy.sampler_helpers.prepare_mask(denoise_mask, noise.shape, device)
+            with self.run.denoiser(sigmas.tolist(), seed) as denoiser:
+                self.inner_model, self._denoise = self.model_patcher.model, denoiser
+                try:
+                    return self.inner_sample(noise.to(device), latent_image.to(device), device, sampler,
+                                             sigmas.to(device), denoise_mask, callback, disable_pbar, seed)
+                finally:
+                    self._denoise = None
+                    del self.inner_model
+
+        def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (the core's signature)
+            hooks = [name for name in CORE_CFG_OPTIONS if model_options.get(name)]
+            if hooks:
+                raise ValueError(
+                    f"X-Portrait Guider: this sampler needs ComfyUI's own CFG ({', '.join(hooks)}; the *_cfg_pp "
+                    "samplers do), but X-Portrait's guidance runs inside its windowed denoiser. Pick a sampler "
+                    "without _cfg_pp in KSamplerSelect.")
+            return self._denoise(x, timestep)
+
+    return XPortraitGuider, XPortraitSchedule

@@ -1,22 +1,26 @@
 """The X-Portrait Sampler node: reference + motion + local patches -> LATENT frames for VAE Decode."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 from . import host
 from .errors import XPortraitInputError, about_input
-from .types import CATEGORY, LORA, MODEL, REFERENCE
+from .sampling_inputs import (
+    MAX_CFG,
+    animation_inputs,
+    networks_with_loras,
+    prepared_conditioning,
+    prompt_inputs,
+    window_inputs,
+)
+from .types import CATEGORY, LORA
 
 log = logging.getLogger(__name__)
 
 NODE = "X-Portrait Sampler"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_STEPS = 1000  # the DDPM schedule has 1000 timesteps
-MAX_CFG = 30.0
-WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
-MAX_WINDOW = 64
 
 
 def _sampler_choices() -> dict[str, list[str]]:
@@ -39,25 +43,19 @@ class Sampler:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        from xportrait_core.sampling.sampler import DEFAULT_CFG, DEFAULT_OVERLAP, DEFAULT_STEPS, DEFAULT_WINDOW
+        from xportrait_core.sampling.sampler import DEFAULT_CFG, DEFAULT_STEPS
 
         choices = _sampler_choices()
         return {
             "required": {
-                "model": (MODEL, {}),
-                "reference": (REFERENCE, {}),
-                "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
-                "local_patches": ("IMAGE", {"tooltip": "Local patch frames from Local Patches."}),
+                **animation_inputs(),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
                 "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": MAX_STEPS}),
                 "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01,
                                   "tooltip": "Guidance scale; 1 skips the unconditional pass (LCM: 1-2)."}),
                 "scheduler": (choices["scheduler"], {"default": "ddim", "tooltip": "ddim is the original's; "
                               "lcm needs an LCM-LoRA and few steps."}),
-                "window": ("INT", {"default": DEFAULT_WINDOW, "min": WINDOW_STEP, "max": MAX_WINDOW,
-                                   "step": WINDOW_STEP, "tooltip": "Frames denoised together."}),
-                "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": MAX_WINDOW - 1,
-                                    "tooltip": "Frames shared by neighbouring windows (averaged)."}),
+                **window_inputs(),
                 "window_placement": (choices["placement"], {"default": "random", "tooltip": "random: the "
                                      "original's wrap-around windows at a new offset every step; fixed: the "
                                      "same windows every step."}),
@@ -67,10 +65,7 @@ class Sampler:
                                       "tooltip": "Below 1 keeps more of the start (reference or init video)."}),
             },
             "optional": {
-                "positive": ("CONDITIONING", {"tooltip": "Text for the conditional pass; default the empty "
-                             "prompt from the checkpoint's text encoder."}),
-                "negative": ("CONDITIONING", {"tooltip": "Text for the unconditional pass; default the empty "
-                             "prompt."}),
+                **prompt_inputs(),
                 "lora": (LORA, {}),
                 "init_images": ("IMAGE", {"tooltip": "Another video to start from (start 'init_video'), one "
                                 "frame per driving frame."}),
@@ -81,16 +76,8 @@ class Sampler:
                cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,
                denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
-        from .comfy_types import SamplingSetup
-
-        networks = model.model
-        setup = SamplingSetup(networks, reference)
-        with about_input(NODE, "motion"):
-            setup.add_hints(motion, local_patches)
-        with about_input(NODE, "positive"):
-            context = setup.context(positive, "positive conditioning")
-        with about_input(NODE, "negative"):
-            uncond_context = setup.context(negative, "negative conditioning")
+        setup, conditioning = prepared_conditioning(NODE, model.model, reference, motion, local_patches, positive,
+                                                    negative)
         init_latents = None
         if init_images is not None or start == "init_video":
             if start != "init_video" or init_images is None:
@@ -101,7 +88,6 @@ class Sampler:
                 init_latents = setup.init_latents(init_images)
         options, progress = self._options_and_progress(setup, seed, steps, cfg, scheduler, window, overlap,
                                                        window_placement, start, denoise)
-        conditioning = setup.conditioning(context, uncond_context)
         return (self._run(model, conditioning, options, init_latents, progress, lora or ()),)
 
     @staticmethod
@@ -121,17 +107,13 @@ class Sampler:
     @staticmethod
     def _run(model: Any, conditioning: Any, options: Any, init_latents: Any, progress: Any, loras: tuple) -> dict:
         from .comfy_types import to_comfy_latent
-        from xportrait_core.pipeline import lora_applied
         from xportrait_core.sampling.sampler import SamplerHooks, sample
 
         hooks = SamplerHooks(on_step=progress.step_done, on_progress=progress.rows_done,
                              should_interrupt=host.check_interrupt)
         activations = model.model.window_activation_bytes(conditioning.latent_size, options.window, options.window,
                                                           len(conditioning.reference_latents))
-        with host.loaded(model, activations) as networks, contextlib.ExitStack() as merged:
-            for choice in loras:
-                with about_input(NODE, "lora"):
-                    merged.enter_context(lora_applied(networks, choice.path, choice.strength))
+        with networks_with_loras(NODE, model, loras, activations) as networks:
             with about_input(NODE, "window"):
                 result = sample(networks, conditioning, options, init_latents=init_latents, hooks=hooks)
         log.info("X-Portrait sampled %d frames; network evaluations %s", result.latents.shape[0],

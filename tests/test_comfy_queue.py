@@ -481,6 +481,16 @@ def test_patching_sets_file_names_and_seed_without_touching_the_original():
     assert workflow["3"]["inputs"]["seed"] == 7
 
 
+def test_random_noise_seeds_of_core_custom_sampling_are_found_and_patched():
+    workflow = api_workflow()
+    workflow["3"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}, "_meta": {"title": "RandomNoise"}}
+    found = locate_workflow_inputs(workflow)
+
+    patched = patch_workflow(workflow, found, "a.png", "b.mp4", seed=40, seed_offset=2)
+
+    assert found.seed_nodes == ("3",) and patched["3"]["inputs"] == {"noise_seed": 42}
+
+
 def test_ui_format_workflow_is_refused_with_the_export_hint(tmp_path):
     path = tmp_path / "ui.json"
     path.write_text(json.dumps({"nodes": [], "links": [], "version": 0.4}))

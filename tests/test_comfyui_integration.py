@@ -1,6 +1,7 @@
 """The pack inside a real ComfyUI on the CPU: it imports, its nodes are served, the basic API workflow animates a
 portrait with a tiny checkpoint end to end (upload -> LoadVideo -> ... -> SaveVideo), and POST /interrupt stops
-the sampler.
+the sampler. The X-Portrait Guider drives core SamplerCustomAdvanced with core samplers, schedulers and noises
+(tests/test_comfyui_guider.py checks its numbers in-process).
 
 Skipped unless COMFYUI_PATH points to a ComfyUI checkout. The server runs with COMFYUI_PYTHON (default: this
 interpreter), which needs ComfyUI's and this pack's requirements. Set XPORTRAIT_RECORD_OBJECT_INFO=1 to (re)write
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "comfyui-xportrait"
 API_WORKFLOW = PACK_ROOT / "workflows" / "xportrait_basic_api.json"
+GUIDER_API_WORKFLOW = PACK_ROOT / "workflows" / "xportrait_guider_api.json"
 UI_WORKFLOWS = sorted(p for p in (PACK_ROOT / "workflows").glob("*.json") if not p.stem.endswith("_api"))
 RECORDED_OBJECT_INFO = Path(__file__).parent / "data" / "object_info_xportrait.json"
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"
@@ -40,9 +42,9 @@ FPS = 8
 STARTUP_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 600
 INTERRUPT_WITHIN_S = 30  # the long run below needs many minutes; the interrupt must land within a window or two
-SAMPLER_START_LOG = f"sampling {FRAMES} frames"  # xportrait_core.sampling.sampler logs this when a run starts
+SAMPLER_START_LOG = f"sampling {FRAMES} frames"  # the Sampler (xportrait_core.sampling.sampler) and the guider log it
 OUR_NODES = {"XPortraitLoadModel", "XPortraitLoRA", "XPortraitLandmarkProvider", "XPortraitReference",
-             "XPortraitMotionControl", "XPortraitLocalPatches", "XPortraitSampler"}
+             "XPortraitMotionControl", "XPortraitLocalPatches", "XPortraitSampler", "XPortraitGuider"}
 
 
 def _free_port() -> int:
@@ -175,16 +177,34 @@ def uploaded(server, tmp_path_factory):
     return server.upload(source), server.upload(driving)
 
 
-def animation_prompt(uploaded: tuple[str, str], steps: int, seed: int) -> dict:
-    """The basic API workflow with the tiny checkpoint, the uploaded files, 128 px and few steps."""
-    prompt = json.loads(API_WORKFLOW.read_text())
+def tiny_prompt(workflow: Path, uploaded: tuple[str, str]) -> tuple[dict, dict]:
+    """An API workflow with the tiny checkpoint, the uploaded files and 128 px; also its nodes by class."""
+    prompt = json.loads(workflow.read_text())
     by_class = {node["class_type"]: node for node in prompt.values()}
     by_class["LoadImage"]["inputs"]["image"], by_class["LoadVideo"]["inputs"]["file"] = uploaded
     by_class["XPortraitLoadModel"]["inputs"]["checkpoint"] = CHECKPOINT
     for node in ("XPortraitReference", "XPortraitMotionControl"):
         by_class[node]["inputs"]["resolution"] = RESOLUTION
+    return prompt, by_class
+
+
+def animation_prompt(uploaded: tuple[str, str], steps: int, seed: int) -> dict:
+    """The basic API workflow, tiny, with few steps."""
+    prompt, by_class = tiny_prompt(API_WORKFLOW, uploaded)
     by_class["XPortraitSampler"]["inputs"].update(steps=steps, seed=seed)
     return prompt
+
+
+def guider_prompt(uploaded: tuple[str, str], steps: int, seed: int) -> dict:
+    """The guider API workflow, tiny, with few steps."""
+    prompt, by_class = tiny_prompt(GUIDER_API_WORKFLOW, uploaded)
+    by_class["BasicScheduler"]["inputs"]["steps"] = steps
+    by_class["RandomNoise"]["inputs"]["noise_seed"] = seed
+    return prompt
+
+
+def node_id(prompt: dict, class_type: str) -> str:
+    return next(key for key, node in prompt.items() if node["class_type"] == class_type)
 
 
 def test_the_pack_imports_and_serves_its_nodes(server):
@@ -217,9 +237,10 @@ def test_the_basic_api_workflow_animates_the_portrait_into_a_video(server, uploa
     print(f"animation of {FRAMES} frames took {time.monotonic() - started:.1f} s")
 
 
-def test_post_interrupt_stops_a_running_sampler(server, uploaded):
+@pytest.mark.parametrize("make_prompt", [animation_prompt, guider_prompt], ids=["sampler", "guider"])
+def test_post_interrupt_stops_a_running_sampler(server, uploaded, make_prompt):
     runs_before = server.log().count(SAMPLER_START_LOG)
-    prompt_id = server.queue(animation_prompt(uploaded, steps=400, seed=2))
+    prompt_id = server.queue(make_prompt(uploaded, steps=400, seed=2))
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while server.log().count(SAMPLER_START_LOG) == runs_before:
         assert time.monotonic() < deadline, "the sampler never started"
@@ -279,10 +300,62 @@ def test_every_example_workflow_runs(server, uploaded, path):
             inputs["lora_name"] = LORA
         if node["class_type"] == "XPortraitSampler":
             inputs.update(steps=2, seed=10 + UI_WORKFLOWS.index(path))
+        if node["class_type"] == "BasicScheduler":
+            inputs["steps"] = 2
+        if node["class_type"] == "RandomNoise":
+            inputs["noise_seed"] = 10 + UI_WORKFLOWS.index(path)
     result = server.wait(server.queue(prompt))
     assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-4000:]
     save_node = next(node_id for node_id, node in prompt.items() if node["class_type"] == "SaveVideo")
     assert result["outputs"][save_node]["images"][0]["filename"].endswith(".mp4")
+
+
+def karras_ancestral_with_a_lora(prompt: dict) -> None:
+    prompt[node_id(prompt, "BasicScheduler")] = {"class_type": "KarrasScheduler", "inputs": {
+        "steps": 2, "sigma_max": 14.614642, "sigma_min": 0.0291675, "rho": 7.0}}
+    prompt[node_id(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = "euler_ancestral"
+    prompt["90"] = {"class_type": "XPortraitLoRA", "inputs": {"lora_name": LORA, "strength": 1.0}}
+    prompt[node_id(prompt, "XPortraitGuider")]["inputs"]["lora"] = ["90", 0]
+
+
+def align_your_steps_sde(prompt: dict) -> None:
+    prompt[node_id(prompt, "BasicScheduler")] = {"class_type": "AlignYourStepsScheduler", "inputs": {
+        "model_type": "SD1", "steps": 2, "denoise": 1.0}}
+    prompt[node_id(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = "dpmpp_2m_sde"
+
+
+def two_stages_split_sigmas_then_disable_noise(prompt: dict) -> None:
+    """Stage 1 runs the high sigmas from RandomNoise and hands its noisy latent to stage 2, which adds no noise."""
+    scheduler, sampler = node_id(prompt, "BasicScheduler"), node_id(prompt, "SamplerCustomAdvanced")
+    prompt[scheduler]["inputs"].update(scheduler="normal", steps=4)
+    prompt["90"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [scheduler, 0], "step": 2}}
+    prompt["91"] = {"class_type": "DisableNoise", "inputs": {}}
+    prompt["92"] = {"class_type": "SamplerCustomAdvanced", "inputs": {**prompt[sampler]["inputs"],
+                                                                      "sigmas": ["90", 0]}}
+    prompt[sampler]["inputs"].update(noise=["91", 0], sigmas=["90", 1], latent_image=["92", 0])
+
+
+def img2img_from_the_driving_frames(prompt: dict) -> None:
+    """VAE Encode of the driving frames as the start, denoised over the low half of the sigmas with core ddim."""
+    scheduler, sampler = node_id(prompt, "BasicScheduler"), node_id(prompt, "SamplerCustomAdvanced")
+    prompt[scheduler]["inputs"].update(scheduler="ddim_uniform", steps=4)
+    prompt["90"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [scheduler, 0], "step": 2}}
+    prompt["91"] = {"class_type": "VAEEncode", "inputs": {"pixels": [node_id(prompt, "GetVideoComponents"), 0],
+                                                          "vae": [node_id(prompt, "XPortraitLoadModel"), 1]}}
+    prompt[node_id(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = "ddim"
+    prompt[sampler]["inputs"].update(sigmas=["90", 1], latent_image=["91", 0])
+
+
+@pytest.mark.parametrize("variant", [karras_ancestral_with_a_lora, align_your_steps_sde,
+                                     two_stages_split_sigmas_then_disable_noise, img2img_from_the_driving_frames],
+                         ids=lambda variant: variant.__name__)
+def test_the_guider_composes_with_core_schedulers_noises_and_samplers_into_a_video(server, uploaded, variant):
+    prompt = guider_prompt(uploaded, steps=2, seed=7)
+    variant(prompt)
+    result = server.wait(server.queue(prompt))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-4000:]
+    saved = result["outputs"][node_id(prompt, "SaveVideo")]["images"]
+    assert len(saved) == 1 and saved[0]["filename"].endswith(".mp4")
 
 
 def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path):

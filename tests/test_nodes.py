@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from nodes import host
 from nodes.control_nodes import NOT_ALIGNED, LocalPatches, MotionControl, Reference
 from nodes.errors import XPortraitInputError
+from nodes.guider_node import GuidedRun, Guider
 from nodes.loader_nodes import LandmarkProvider, LoadModel, LoRA
 from nodes.sampler_node import Sampler
 from xportrait_core.model.checkpoint import save_model_checkpoint
@@ -23,6 +24,7 @@ from nodes.comfy_types import LoraChoice, XPortraitReference
 from xportrait_core.sampling.guidance import Conditioning
 from xportrait_core.controls.landmarks import FaceLandmarks
 from xportrait_core.sampling.sampler import SamplerOptions, sample
+from xportrait_core.sampling.sigma_denoiser import sd15_sigmas
 from xportrait_core.model.tiny_model import build_random_model
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +135,7 @@ def run_sampler(loaded, reference, controls, **overrides):
 
 
 # ------------------------------------------------------------------------------------------------- the pack
-def test_importing_the_pack_registers_seven_nodes_without_importing_torch():
+def test_importing_the_pack_registers_eight_nodes_without_importing_torch():
     code = ("import importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location('custom_pack', {str(PACK_ROOT / '__init__.py')!r}, "
             f"submodule_search_locations=[{str(PACK_ROOT)!r}])\n"
@@ -142,7 +144,7 @@ def test_importing_the_pack_registers_seven_nodes_without_importing_torch():
             "print(len(pack.NODE_CLASS_MAPPINGS), 'torch' in sys.modules, "
             "sorted(pack.NODE_CLASS_MAPPINGS) == sorted(pack.NODE_DISPLAY_NAME_MAPPINGS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
-    assert out.stdout.split() == ["7", "False", "True"]
+    assert out.stdout.split() == ["8", "False", "True"]
 
 
 def test_every_node_is_in_the_x_portrait_category_with_a_prefixed_id():
@@ -408,6 +410,88 @@ def test_a_lora_changes_the_result_and_the_weights_are_restored_after(loaded, re
     assert float((with_lora - plain_latent).abs().max()) > 1e-3
     assert torch.equal(loaded[0].model.unet.state_dict()["input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"],
                        to_q)
+
+
+# --------------------------------------------------------------------------------------------------- Guider
+TO_Q = "input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"  # the layer the tiny LoRA patches
+
+
+def make_guider(loaded, reference, controls, **overrides):
+    settings = dict(cfg=1.0, window=16, overlap=4, window_placement="random")
+    settings.update(overrides)
+    motion, local = controls
+    return Guider().guide(loaded[0], reference, motion, local, **settings)
+
+
+def euler_through(run, start, sigmas, seed):
+    """What SamplerCustomAdvanced with RandomNoise(seed) and the euler sampler does with the guider (standalone, the
+    run is the guider): x = start + sigma_0 * noise, then k-diffusion Euler steps. Returns an unscaled latent."""
+    noise = torch.randn(run.latent_shape, generator=torch.Generator().manual_seed(seed))
+    x = start["samples"] * run.scale_factor + sigmas[0] * noise
+    with run.denoiser(sigmas.tolist(), seed) as denoiser:
+        for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+            denoised = denoiser(x, sigma)
+            x = x + (x - denoised) / sigma * (sigma_next - sigma)
+    return x / run.scale_factor
+
+
+def test_standalone_the_guider_is_its_run_and_the_start_is_the_reference_latent_of_every_frame(loaded, reference,
+                                                                                                controls):
+    guider, schedule, start = make_guider(loaded, reference, controls)
+    assert isinstance(guider, GuidedRun) and schedule is None
+    assert start["samples"].shape == (FRAMES, 4, LATENT, LATENT)
+    torch.testing.assert_close(start["samples"], reference.latents[0].expand(FRAMES, -1, -1, -1))
+
+
+def test_the_guider_under_euler_equals_the_sampler_nodes_euler_with_the_same_seed(loaded, reference, controls):
+    """The Sampler's euler (diffusers, leading spacing) visits t = 501, 1 in 2 steps: ComfyUI's ddim_uniform sigmas."""
+    pack = run_sampler(loaded, reference, controls, scheduler="euler", steps=2, cfg=1.0)["samples"]
+    run, _, start = make_guider(loaded, reference, controls)
+    sigmas = torch.stack([sd15_sigmas()[501], sd15_sigmas()[1], torch.tensor(0.0)])
+    guided = euler_through(run, start, sigmas, seed=3)
+    torch.testing.assert_close(guided * SD15_SCALE, pack * SD15_SCALE, rtol=0, atol=1e-4)
+
+
+def test_the_guider_merges_its_lora_for_the_run_and_restores_it_after_cancel(loaded, reference, controls,
+                                                                             monkeypatch):
+    class HostInterrupt(Exception):
+        pass
+
+    def interrupt():
+        raise HostInterrupt()
+
+    weights = loaded[0].model.unet.state_dict()
+    before = weights[TO_Q].clone()
+    run = make_guider(loaded, reference, controls, lora=LoRA().choose(LORA_FILE, 1.0)[0])[0]
+    monkeypatch.setattr(host, "check_interrupt", interrupt)
+    merged = None
+    with pytest.raises(HostInterrupt):
+        with run.denoiser([1.0, 0.0], seed=0) as denoiser:
+            merged = not torch.equal(weights[TO_Q], before)
+            denoiser(torch.zeros(run.latent_shape), torch.tensor(1.0))
+    assert merged and torch.equal(weights[TO_Q], before)
+
+
+def test_a_latent_image_that_is_not_one_latent_per_frame_is_refused_naming_the_fix(loaded, reference, controls):
+    run = make_guider(loaded, reference, controls)[0]
+    with pytest.raises(XPortraitInputError, match=r"latent_image is \(17, 4, 16, 16\).*Connect the guider's start"):
+        run.check_latent((FRAMES + 1, 4, LATENT, LATENT))
+
+
+def test_a_guider_window_that_is_not_a_multiple_of_16_is_an_error_naming_the_input(loaded, reference, controls):
+    with pytest.raises(XPortraitInputError, match="X-Portrait Guider, input 'window': 24 frames"):
+        make_guider(loaded, reference, controls, window=24)
+
+
+def test_a_guider_overlap_as_long_as_the_window_is_an_error_naming_the_input(loaded, reference, controls):
+    with pytest.raises(XPortraitInputError, match="X-Portrait Guider, input 'overlap': window overlap must be in"):
+        make_guider(loaded, reference, controls, overlap=16)
+
+
+def test_a_conditioning_carrying_a_core_controlnet_is_an_error_naming_the_input(loaded, reference, controls):
+    prompt = [[torch.zeros(1, 77, TINY_CONTEXT_DIM), {"control": object()}]]
+    with pytest.raises(XPortraitInputError, match="X-Portrait Guider, input 'positive': .* core ControlNet"):
+        make_guider(loaded, reference, controls, positive=prompt)
 
 
 # ------------------------------------------------------------------------------------------ Landmark Provider

@@ -21,6 +21,7 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 FILE_INPUTS = {("XPortraitLoadModel", "checkpoint"), ("XPortraitLoRA", "lora_name"),
                ("XPortraitLandmarkProvider", "dlib_model")}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
+SEEDED_CLASS = {"xportrait_basic_api": "XPortraitSampler", "xportrait_guider_api": "RandomNoise"}
 UPLOAD_WIDGET = "image"
 
 
@@ -122,9 +123,9 @@ def test_ui_workflow_widget_values_follow_the_definitions(path):
         assert values == [], f"{node['type']}: extra widget values {values}"
 
 
-def test_the_four_example_workflows_exist():
-    assert [p.stem for p in UI_WORKFLOWS] == ["xportrait_basic", "xportrait_fast_lcm", "xportrait_init_video",
-                                              "xportrait_multi_reference"]
+def test_the_five_example_workflows_exist():
+    assert [p.stem for p in UI_WORKFLOWS] == ["xportrait_basic", "xportrait_fast_lcm", "xportrait_guider",
+                                              "xportrait_init_video", "xportrait_multi_reference"]
 
 
 def test_the_fast_workflow_samples_with_lcm_few_steps_low_cfg_and_a_lora():
@@ -160,13 +161,26 @@ def test_the_batch_queue_finds_source_driving_and_seed_in_the_api_workflow(path)
     found = locate_workflow_inputs(workflow)
     assert workflow[found.source_node]["class_type"] == "LoadImage"
     assert workflow[found.driving_node]["class_type"] == "LoadVideo"
-    assert [workflow[n]["class_type"] for n in found.seed_nodes] == ["XPortraitSampler"]
+    assert [workflow[n]["class_type"] for n in found.seed_nodes] == [SEEDED_CLASS[path.stem]]
 
 
-def test_the_api_workflow_is_the_basic_ui_workflow():
-    ui = json.loads((ROOT / "workflows" / "xportrait_basic.json").read_text())
-    api = json.loads((ROOT / "workflows" / "xportrait_basic_api.json").read_text())
+@pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.stem)
+def test_each_api_workflow_is_its_ui_workflow(path):
+    ui = json.loads((ROOT / "workflows" / f"{path.stem.removesuffix('_api')}.json").read_text())
+    api = json.loads(path.read_text())
     assert sorted((str(n["id"]), n["type"]) for n in ui["nodes"]) == sorted((k, v["class_type"]) for k, v in api.items())
+
+
+def test_the_guider_workflow_samples_with_core_nodes_on_the_guiders_schedule_and_start():
+    workflow = json.loads((ROOT / "workflows" / "xportrait_guider.json").read_text())
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+    sampler = next(n for n in nodes.values() if n["type"] == "SamplerCustomAdvanced")
+    sources = {entry["name"]: nodes[links[entry["link"]][1]]["type"] for entry in sampler["inputs"]}
+    assert sources == {"noise": "RandomNoise", "guider": "XPortraitGuider", "sampler": "KSamplerSelect",
+                       "sigmas": "BasicScheduler", "latent_image": "XPortraitGuider"}
+    scheduler = next(n for n in nodes.values() if n["type"] == "BasicScheduler")
+    assert nodes[links[scheduler["inputs"][0]["link"]][1]]["type"] == "XPortraitGuider"
 
 
 # ------------------------------------------------------------------------------------- recorded /object_info

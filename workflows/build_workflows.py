@@ -186,13 +186,42 @@ def init_video_graph() -> list[Node]:
     return nodes
 
 
+def guider_graph() -> list[Node]:
+    """X-Portrait through the core sampling nodes: X-Portrait Guider -> SamplerCustomAdvanced with KSamplerSelect,
+    BasicScheduler on the guider's schedule and RandomNoise (whose seed also draws the window offsets)."""
+    return [
+        Node(1, "XPortraitLoadModel", "Load X-Portrait Model", 0, 0, {"checkpoint": CHECKPOINT}),
+        Node(2, "LoadImage", "Load source portrait", 0, 1, {"image": "source.png"}),
+        Node(3, "LoadVideo", "Load driving video", 0, 2, {"file": "driving.mp4"}),
+        Node(4, "GetVideoComponents", "Driving frames", 1, 2, links={"video": (3, 0)}),
+        Node(5, "XPortraitReference", "X-Portrait Reference", 1, 0, links={"source": (2, 0), "vae": (1, 1)}),
+        Node(6, "XPortraitMotionControl", "X-Portrait Motion Control", 2, 2,
+             links={"driving": (4, 0), "source": (2, 0)}),
+        Node(7, "XPortraitLocalPatches", "X-Portrait Local Patches", 3, 2, links={"motion": (6, 0)}),
+        Node(8, "XPortraitGuider", "X-Portrait Guider", 3, 0, {"cfg": 5.0},
+             links={"model": (1, 0), "reference": (5, 0), "motion": (6, 0), "local_patches": (7, 0)}),
+        Node(9, "KSamplerSelect", "Core sampler", 4, 1, {"sampler_name": "dpmpp_2m"}),
+        Node(10, "BasicScheduler", "Core schedule", 4, 2, {"scheduler": "karras", "steps": 20, "denoise": 1.0},
+             links={"model": (8, 1)}),
+        Node(11, "RandomNoise", "Noise and window offsets", 4, 3, {"noise_seed": 0}),
+        Node(12, "SamplerCustomAdvanced", "SamplerCustomAdvanced", 5, 0,
+             links={"noise": (11, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0),
+                    "latent_image": (8, 2)}),
+        Node(13, "VAEDecode", "VAE Decode", 6, 0, links={"samples": (12, 0), "vae": (1, 1)}),
+        Node(14, "CreateVideo", "Create Video", 7, 0, links={"images": (13, 0), "fps": (4, 2)}),
+        Node(15, "SaveVideo", "Save Video", 8, 0, {"filename_prefix": "video/xportrait_guider"},
+             links={"video": (14, 0)}),
+    ]
+
+
 WORKFLOWS = {
     "xportrait_basic": basic_graph,
     "xportrait_fast_lcm": fast_lcm_graph,
     "xportrait_multi_reference": multi_reference_graph,
     "xportrait_init_video": init_video_graph,
+    "xportrait_guider": guider_graph,
 }
-API_WORKFLOWS = {"xportrait_basic_api": basic_graph}
+API_WORKFLOWS = {"xportrait_basic_api": basic_graph, "xportrait_guider_api": guider_graph}
 
 
 def main() -> None:

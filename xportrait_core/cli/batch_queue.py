@@ -40,7 +40,8 @@ DRIVING_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"})
 # Which input of each loader node receives the uploaded file name.
 FILE_INPUT_BY_CLASS = {"LoadImage": "image", "LoadVideo": "file"}
 SOURCE_CLASS, DRIVING_CLASS = "LoadImage", "LoadVideo"
-SEED_INPUT = "seed"
+# Inputs that take a seed: `seed` (X-Portrait Sampler, KSampler), `noise_seed` (RandomNoise, SamplerCustom).
+SEED_INPUTS = ("seed", "noise_seed")
 SEED_POLICIES = ("fixed", "increment")
 DEFAULT_SERVER = "http://127.0.0.1:8188"  # ComfyUI's default --listen/--port
 DEFAULT_MAX_ATTEMPTS = 3
@@ -167,7 +168,7 @@ def load_workflow(path: Path) -> dict[str, Any]:
 def locate_workflow_inputs(
     workflow: dict[str, Any], source_node: str | None = None, driving_node: str | None = None
 ) -> WorkflowInputs:
-    """Find the source and driving loader nodes and the nodes with a literal `seed` input.
+    """Find the source and driving loader nodes and the nodes with a literal `seed` or `noise_seed` input.
 
     Given ids are checked and used. Otherwise the single LoadImage is the source and the single
     LoadVideo the driving; with several, the one whose title (`_meta.title`) contains "source" or
@@ -187,7 +188,7 @@ def locate_workflow_inputs(
     if source == driving:
         raise QueueInputError(f"Source and driving both resolve to node {source}; set --source-node/--driving-node.")
     seeds = tuple(node_id for node_id, node in workflow.items()
-                  if isinstance(node.get("inputs", {}).get(SEED_INPUT), int))
+                  if any(isinstance(node.get("inputs", {}).get(name), int) for name in SEED_INPUTS))
     return WorkflowInputs(source_node=source, driving_node=driving, seed_nodes=seeds)
 
 
@@ -230,7 +231,9 @@ def patch_workflow(
         node.setdefault("inputs", {})[FILE_INPUT_BY_CLASS[node["class_type"]]] = name
     for node_id in inputs.seed_nodes:
         node_inputs = patched[node_id]["inputs"]
-        node_inputs[SEED_INPUT] = (node_inputs[SEED_INPUT] if seed is None else seed) + seed_offset
+        for name in SEED_INPUTS:
+            if isinstance(node_inputs.get(name), int):
+                node_inputs[name] = (node_inputs[name] if seed is None else seed) + seed_offset
     return patched
 
 

@@ -115,8 +115,8 @@ def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
                           help="id of the LoadVideo node that takes the driving video (default: the only "
                                "LoadVideo, or the one whose title contains 'driving')")
     workflow.add_argument("--seed", type=int, metavar="N",
-                          help="seed for every node with a 'seed' input, e.g. XPortraitSampler (default: keep "
-                               "the workflow's seeds)")
+                          help="seed for every node with a 'seed' or 'noise_seed' input, e.g. XPortraitSampler "
+                               "or RandomNoise (default: keep the workflow's seeds)")
     workflow.add_argument("--seed-policy", choices=SEED_POLICIES, default="fixed",
                           help="fixed: every job gets the same seed; increment: job number i (from 0, in batch "
                                "order) gets seed + i (default: fixed)")

@@ -1,0 +1,72 @@
+"""What the X-Portrait Sampler and the X-Portrait Guider share: the inputs they both declare, those inputs turned
+into the core's conditioning, and the networks loaded for a run with the chosen LoRAs merged."""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+from . import host
+from .errors import about_input
+from .types import MODEL, REFERENCE
+
+MAX_CFG = 30.0
+WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
+MAX_WINDOW = 64
+
+
+def animation_inputs() -> dict[str, tuple]:
+    """The model and what it animates: the first required inputs of both nodes."""
+    return {
+        "model": (MODEL, {}),
+        "reference": (REFERENCE, {}),
+        "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
+        "local_patches": ("IMAGE", {"tooltip": "Local patch frames from Local Patches."}),
+    }
+
+
+def window_inputs() -> dict[str, tuple]:
+    from xportrait_core.sampling.sampler import DEFAULT_OVERLAP, DEFAULT_WINDOW
+
+    return {
+        "window": ("INT", {"default": DEFAULT_WINDOW, "min": WINDOW_STEP, "max": MAX_WINDOW, "step": WINDOW_STEP,
+                           "tooltip": "Frames denoised together."}),
+        "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": MAX_WINDOW - 1,
+                            "tooltip": "Frames shared by neighbouring windows (averaged)."}),
+    }
+
+
+def prompt_inputs() -> dict[str, tuple]:
+    return {
+        "positive": ("CONDITIONING", {"tooltip": "Text for the conditional pass; default the empty prompt from the "
+                     "checkpoint's text encoder."}),
+        "negative": ("CONDITIONING", {"tooltip": "Text for the unconditional pass; default the empty prompt."}),
+    }
+
+
+def prepared_conditioning(node: str, networks: Any, reference: Any, motion: Any, local_patches: Any,
+                          positive: Any = None, negative: Any = None) -> tuple[Any, Any]:
+    """(SamplingSetup, Conditioning) from the reference, the motion and local-patch frames and the optional
+    prompts; errors name the node input to fix."""
+    from .comfy_types import SamplingSetup
+
+    setup = SamplingSetup(networks, reference)
+    with about_input(node, "motion"):
+        setup.add_hints(motion, local_patches)
+    with about_input(node, "positive"):
+        context = setup.context(positive, "positive conditioning")
+    with about_input(node, "negative"):
+        uncond_context = setup.context(negative, "negative conditioning")
+    return setup, setup.conditioning(context, uncond_context)
+
+
+@contextlib.contextmanager
+def networks_with_loras(node: str, model: Any, loras: Sequence[Any], memory_required: int = 0) -> Iterator[Any]:
+    """The networks on the sampling device (`host.loaded`, with room for ``memory_required`` bytes of activations)
+    with every LoRA merged, for the block; the weights are restored when it ends, by an error or Cancel too."""
+    from xportrait_core.pipeline import lora_applied
+
+    with host.loaded(model, memory_required) as networks, contextlib.ExitStack() as merged:
+        for choice in loras:
+            with about_input(node, "lora"):
+                merged.enter_context(lora_applied(networks, choice.path, choice.strength))
+        yield networks
