@@ -27,8 +27,8 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a 
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "comfyui-xportrait"
-API_WORKFLOW = PACK_ROOT / "workflows" / "xportrait_basic_api.json"
-UI_WORKFLOWS = sorted(p for p in (PACK_ROOT / "workflows").glob("*.json") if not p.stem.endswith("_api"))
+API_WORKFLOW = PACK_ROOT / "workflows" / "api" / "xportrait_basic_api.json"
+UI_WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 RECORDED_OBJECT_INFO = Path(__file__).parent / "data" / "object_info_xportrait.json"
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"
 CHECKPOINT = "tiny.safetensors"
@@ -236,11 +236,13 @@ def test_post_interrupt_stops_a_running_sampler(server, uploaded):
 
 
 def api_from_ui(workflow: dict, object_info: dict) -> dict:
-    """What the editor's "Export (API)" makes of a UI-format graph: widget values by input order, links as
-    [source id, output slot]."""
+    """What the editor's "Export (API)" makes of a UI-format graph: widget values by input order (a linked widget
+    keeps a value too), links as [source id, output slot]; Notes are not part of a prompt."""
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] == "Note":
+            continue
         definition = object_info[node["type"]]
         linked = {entry["name"]: links[entry["link"]] for entry in node["inputs"] if entry.get("link") is not None}
         values = iter(node["widgets_values"])
@@ -248,15 +250,15 @@ def api_from_ui(workflow: dict, object_info: dict) -> dict:
         for kind in ("required", "optional"):
             for name in definition["input_order"].get(kind, []):
                 spec = definition["input"][kind][name]
-                if name in linked:
-                    inputs[name] = [str(linked[name][1]), linked[name][2]]
-                elif isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
                     inputs[name] = next(values)
                     settings = spec[1] if len(spec) > 1 else {}
                     if settings.get("control_after_generate"):
                         next(values)
                     if settings.get("image_upload") or settings.get("video_upload"):
                         next(values)
+                if name in linked:
+                    inputs[name] = [str(linked[name][1]), linked[name][2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
 
