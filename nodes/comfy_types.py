@@ -18,6 +18,7 @@ import torch
 
 from xportrait_core.controls.alignment import LANDMARK_GRID
 from xportrait_core.controls.driving_controls import MISSING_FACE_MODES
+from xportrait_core.controls.frame_hooks import FrameCounter, FrameHooks, detect_landmarks
 from xportrait_core.controls.landmarks import LandmarkProvider
 from xportrait_core.controls.local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
 from xportrait_core.media.image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
@@ -27,6 +28,7 @@ from xportrait_core.sampling.guidance import Conditioning
 from xportrait_core.sampling.sampler import SamplerOptions
 
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
+PATCH_GROUP_FRAMES = 16  # local hints cut per group: cheap (a few ms a frame), so progress moves per group
 VAE_PREFIX = "first_stage_model."
 
 
@@ -150,19 +152,27 @@ class LocalPatches:
     centres: torch.Tensor
 
 
-def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvider,
-                             missing_face: str = "black") -> LocalPatches:
+def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvider, missing_face: str = "black",
+                             hooks: FrameHooks | None = None) -> LocalPatches:
     """Local hints of frames that are already aligned (the pose hints as IMAGE): landmarks are detected on 256 px
-    uint8 copies, as `prepare_driving_controls(patch_landmarks="detect_aligned")` does."""
+    uint8 copies, as `prepare_driving_controls(patch_landmarks="detect_aligned")` does. hooks: progress per frame
+    (detection, then patches) and the interrupt check before each frame or group of frames."""
     if missing_face not in MISSING_FACE_MODES:
         raise ValueError(f"missing_face must be one of {MISSING_FACE_MODES}; got {missing_face!r}.")
     pose_hints = image_hints(aligned_fhwc, "aligned frames")
-    resolution = pose_hints.shape[-1]
+    frames, resolution = pose_hints.shape[0], pose_hints.shape[-1]
+    counter = FrameCounter(hooks, 2 * frames)
     copies = to_uint8_fhwc(resize_square_fchw((pose_hints + 1) / 2, LANDMARK_GRID))
-    found = provider.detect(copies)
+    found = detect_landmarks(provider, copies, counter)
     points, usable = landmarks_for_patches(found.points_68, found.face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
-    return LocalPatches(local_hints_fchw(pose_hints, centres), np.asarray(found.face_found, dtype=bool), centres)
+    local_hints = torch.empty_like(pose_hints)
+    for start in range(0, frames, PATCH_GROUP_FRAMES):
+        counter.check()
+        stop = start + PATCH_GROUP_FRAMES
+        local_hints[start:stop] = local_hints_fchw(pose_hints[start:stop], centres[start:stop])
+        counter.advance(local_hints[start:stop].shape[0])
+    return LocalPatches(local_hints, np.asarray(found.face_found, dtype=bool), centres)
 
 
 # -------------------------------------------------------------------------------------------------- progress

@@ -2,12 +2,15 @@
 (pose control) and their eye and mouth patches (local control)."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import host
 from .errors import XPortraitInputError, about_input
 from .loader_nodes import landmark_provider
 from .types import CATEGORY, LANDMARKS, REFERENCE
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESOLUTION = 512  # the released model was trained at 512 px
 MIN_RESOLUTION = 64
@@ -74,6 +77,7 @@ class Reference:
         import torch
 
         from .comfy_types import XPortraitReference
+        from xportrait_core.controls.frame_hooks import FrameCounter
         from xportrait_core.pipeline import to_model_images
 
         node = "X-Portrait Reference"
@@ -85,8 +89,13 @@ class Reference:
             with about_input(node, input_name):
                 fitted.append((to_model_images(images, resolution, fit, input_name.replace("_", " ")) + 1) / 2)
         images_bhwc = torch.cat(fitted).permute(0, 2, 3, 1).contiguous().cpu()
-        latents = tuple(vae.encode(image[None]) for image in images_bhwc)
-        return XPortraitReference(latents=latents, images=images_bhwc), images_bhwc
+        counter = FrameCounter(host.frame_progress(node), len(images_bhwc))
+        latents = []
+        for image in images_bhwc:
+            counter.check()
+            latents.append(vae.encode(image[None]))
+            counter.advance(1)
+        return XPortraitReference(latents=tuple(latents), images=images_bhwc), images_bhwc
 
 
 class MotionControl:
@@ -133,12 +142,13 @@ class MotionControl:
         _single_image(source, node, "source")
         choice = {"auto": "auto", "index": int(best_frame_index), "off": None}[best_frame]
         input_name = "best_frame_index" if best_frame == "index" else "driving"
+        log.info("%s: aligning %d driving frames", node, len(driving))
         with about_input(node, input_name):
             # "transform": the local patches node detects on the aligned frames itself, so here the cheapest
             # landmark mode is enough (no second detection pass with best_frame "auto").
             controls = prepare_driving_controls(driving, source, _provider(landmarks), resolution=resolution,
                                                 best_frame=choice, fit=fit, patch_landmarks="transform",
-                                                device=host.sampling_device())
+                                                device=host.sampling_device(), hooks=host.frame_progress(node))
         motion = hint_images(controls.pose_hints)
         used = NOT_ALIGNED if controls.best_frame is None else controls.best_frame
         return motion, used, side_by_side([hint_images(controls.source_image), motion])
@@ -172,7 +182,8 @@ class LocalPatches:
         from .comfy_types import hint_images, local_patches_of_aligned
         from xportrait_core.media.video_io import side_by_side
 
-        with about_input("X-Portrait Local Patches", "motion"):
-            patches = local_patches_of_aligned(motion, _provider(landmarks), missing_face)
+        node = "X-Portrait Local Patches"
+        with about_input(node, "motion"):
+            patches = local_patches_of_aligned(motion, _provider(landmarks), missing_face, host.frame_progress(node))
         local = hint_images(patches.local_hints)
         return local, side_by_side([motion, local])
