@@ -28,7 +28,7 @@ from xportrait_core.sampling.guidance import Conditioning
 from xportrait_core.sampling.sampler import SamplerOptions
 
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
-PATCH_GROUP_FRAMES = 16  # local hints cut per group: cheap (a few ms a frame), so progress moves per group
+PATCH_GROUP_FRAMES = 4  # local hints cut per group, with an interrupt check between groups
 VAE_PREFIX = "first_stage_model."
 
 

@@ -119,14 +119,14 @@ class Server:
     def queue(self, prompt: dict) -> str:
         return self.post("/prompt", {"prompt": prompt, "client_id": "xportrait-test"})["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S, poll_s: float = 0.5) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             history = self.get(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
                 if history[prompt_id]["status"]["status_str"] in ("success", "error"):
                     return history[prompt_id]
-            time.sleep(0.5)
+            time.sleep(poll_s)
         raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s:\n{self.log()[-4000:]}")
 
 
@@ -316,3 +316,93 @@ def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path)
     prompts_before = len(server.get("/history"))
     assert main(arguments) == 0
     assert len(server.get("/history")) == prompts_before  # nothing queued again
+
+
+# ------------------------------------------------------------------- a real portrait, a clip with sound, Cancel
+CANCEL_CLIP_FRAMES = 60
+CANCEL_RESOLUTION = 512
+CANCEL_WITHIN_S = 1.5  # Motion Control checks Cancel every 4 frames (0.25 s of work on the 2-core CPU, measured
+# 0.7 s from POST /interrupt to the prompt marked interrupted; it was 12-19 s before the checks)
+CANCEL_POLL_S = 0.02
+CANCEL_AFTER_S = 5.0  # into Motion Control: past loading the landmark model and starting its threads (a first
+# run's start-up, about 2-3 s, is not interruptible), well before the alignment's end at about 10 s
+MOTION_CONTROL_START_LOG = f"aligning {CANCEL_CLIP_FRAMES} driving frames"  # logged by the Motion Control node
+SOUND_CLIP_FRAMES = 16
+MIN_TONE_RMS = 0.05  # the clip's tone has an RMS of about 0.15 after AAC; silence is 0
+
+
+@pytest.fixture(scope="module")
+def astronaut_media(server, tmp_path_factory):
+    """scikit-image's astronaut photo and clips made from it by moving it (tests/real_media.py), uploaded."""
+    from real_media import write_driving_clip, write_portrait
+
+    folder = tmp_path_factory.mktemp("real_media")
+    portrait = write_portrait(folder / "astronaut.png")
+    long_clip = write_driving_clip(folder / "astronaut_moves_60.mp4", CANCEL_CLIP_FRAMES, fps=25)
+    sound_clip = write_driving_clip(folder / "astronaut_moves_with_sound.mp4", SOUND_CLIP_FRAMES, fps=FPS,
+                                    size=RESOLUTION)
+    return {"portrait": server.upload(portrait), "long_clip": server.upload(long_clip),
+            "sound_clip": server.upload(sound_clip), "sound_source": sound_clip}
+
+
+def test_cancel_during_motion_control_lands_within_a_few_frames(server, astronaut_media):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": astronaut_media["portrait"]}},
+        "2": {"class_type": "LoadVideo", "inputs": {"file": astronaut_media["long_clip"]}},
+        "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+        "4": {"class_type": "XPortraitMotionControl", "inputs": {
+            "driving": ["3", 0], "source": ["1", 0], "best_frame": "auto", "best_frame_index": 0,
+            "fit": "center_crop", "resolution": CANCEL_RESOLUTION}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    starts_before = server.log().count(MOTION_CONTROL_START_LOG)
+    prompt_id = server.queue(prompt)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while server.log().count(MOTION_CONTROL_START_LOG) == starts_before:
+        assert time.monotonic() < deadline, "Motion Control never started"
+        time.sleep(0.05)
+    time.sleep(CANCEL_AFTER_S)
+    asked = time.monotonic()
+    server.post("/interrupt")
+    result = server.wait(prompt_id, timeout=RUN_TIMEOUT_S, poll_s=CANCEL_POLL_S)
+    stopped_after = time.monotonic() - asked
+    events = [event for event, _ in result["status"]["messages"]]
+    print(f"Cancel during Motion Control ({CANCEL_CLIP_FRAMES} frames, {CANCEL_RESOLUTION} px) honoured after "
+          f"{stopped_after:.2f} s")
+    assert result["status"]["status_str"] == "error" and "execution_interrupted" in events
+    assert stopped_after < CANCEL_WITHIN_S
+
+
+def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_media):
+    import av
+
+    from real_media import audio_rms
+
+    path = PACK_ROOT / "workflows" / "X-Portrait basic animation.json"
+    prompt = api_from_ui(json.loads(path.read_text()), server.get("/object_info"))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LoadImage":
+            inputs["image"] = astronaut_media["portrait"]
+        if node["class_type"] == "LoadVideo":
+            inputs["file"] = astronaut_media["sound_clip"]
+        if "resolution" in inputs:
+            inputs["resolution"] = RESOLUTION
+        if node["class_type"] == "XPortraitLoadModel":
+            inputs["checkpoint"] = CHECKPOINT
+        if node["class_type"] == "XPortraitSampler":
+            inputs.update(steps=1, seed=3)
+    result = server.wait(server.queue(prompt))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-4000:]
+    save_node = next(node_id for node_id, node in prompt.items() if node["class_type"] == "SaveVideo")
+    saved = result["outputs"][save_node]["images"][0]
+    video = server.base / "with_sound.mp4"
+    video.write_bytes(server.get_bytes(f"/view?filename={saved['filename']}&subfolder={saved['subfolder']}"
+                                       f"&type={saved['type']}"))
+    with av.open(str(video)) as container:
+        assert len(container.streams.audio) == 1, "the output has no sound track"
+        seconds = float(container.duration / av.time_base)
+    rms = audio_rms(video)
+    print(f"output sound RMS {rms:.3f} (driving clip {audio_rms(astronaut_media['sound_source']):.3f}), {seconds:.2f} s")
+    assert rms > MIN_TONE_RMS
+    assert abs(seconds - SOUND_CLIP_FRAMES / FPS) < 0.5
