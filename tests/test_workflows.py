@@ -148,6 +148,14 @@ def test_only_ui_workflows_sit_where_the_templates_browser_lists_them():
     assert API_WORKFLOWS, "the API-format graphs live in workflows/api/"
 
 
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_every_template_has_a_jpeg_thumbnail_beside_it(path):
+    """The frontend asks for <template>.jpg next to the file (custom-node templates: mediaSubtype "jpg")."""
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), f"missing {thumbnail.name}: see README 'UI tests' to make it"
+    assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+
+
 def test_the_fast_workflow_samples_with_lcm_few_steps_low_cfg_and_a_lora():
     nodes = {n["type"]: n for n in json.loads((WORKFLOWS / "X-Portrait fast animation (LCM LoRA).json").read_text())["nodes"]}
     seed, _, steps, cfg, scheduler = nodes["XPortraitSampler"]["widgets_values"][:5]
