@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from xportrait_core.controls.alignment import LANDMARK_GRID
-from xportrait_core.controls.driving_controls import MISSING_FACE_MODES
+from xportrait_core.controls.driving_controls import DEFAULT_CHUNK_FRAMES, MISSING_FACE_MODES, local_hints_in_chunks
 from xportrait_core.controls.frame_hooks import FrameCounter, FrameHooks, detect_landmarks
 from xportrait_core.controls.landmarks import LandmarkProvider
-from xportrait_core.controls.local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
+from xportrait_core.controls.local_patches import landmarks_for_patches, patch_centres
 from xportrait_core.media.image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from xportrait_core.model.xportrait_model import XPortraitModel
 from xportrait_core.networks.config import VAEConfig
@@ -28,7 +28,6 @@ from xportrait_core.sampling.guidance import Conditioning
 from xportrait_core.sampling.sampler import SamplerOptions
 
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
-PATCH_GROUP_FRAMES = 4  # local hints cut per group, with an interrupt check between groups
 VAE_PREFIX = "first_stage_model."
 
 
@@ -166,12 +165,7 @@ def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvi
     found = detect_landmarks(provider, copies, counter)
     points, usable = landmarks_for_patches(found.points_68, found.face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
-    local_hints = torch.empty_like(pose_hints)
-    for start in range(0, frames, PATCH_GROUP_FRAMES):
-        counter.check()
-        stop = start + PATCH_GROUP_FRAMES
-        local_hints[start:stop] = local_hints_fchw(pose_hints[start:stop], centres[start:stop])
-        counter.advance(local_hints[start:stop].shape[0])
+    local_hints = local_hints_in_chunks(pose_hints, centres, DEFAULT_CHUNK_FRAMES, counter)
     return LocalPatches(local_hints, np.asarray(found.face_found, dtype=bool), centres)
 
 

@@ -190,6 +190,18 @@ def _aligned_pose_hints(
     return pose_hints, (np.concatenate(copies, axis=0) if keep_landmark_copies else None)
 
 
+def local_hints_in_chunks(pose_hints_fchw: torch.Tensor, centres: torch.Tensor, chunk_frames: int,
+                          counter: FrameCounter) -> torch.Tensor:
+    """`local_hints_fchw` over chunks of frames (peak memory), checking for an interrupt before each chunk."""
+    local_hints = torch.empty_like(pose_hints_fchw)
+    for start in range(0, pose_hints_fchw.shape[0], chunk_frames):
+        counter.check()
+        stop = start + chunk_frames
+        local_hints[start:stop] = local_hints_fchw(pose_hints_fchw[start:stop], centres[start:stop])
+        counter.advance(local_hints[start:stop].shape[0])
+    return local_hints
+
+
 def _frames_of_work(frame_count: int, best_frame: BestFrame, patch_landmarks: str) -> int:
     """Frames the passes of `prepare_driving_controls` go through, for progress: landmarks of the source and of the
     driving frames (all with "auto", one for an index), alignment, patch landmarks, local hints."""
@@ -257,12 +269,7 @@ def prepare_driving_controls(
 
     points, usable = landmarks_for_patches(points, face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
-    local_hints = torch.empty_like(pose_hints)
-    for start in range(0, frame_count, chunk_frames):
-        counter.check()
-        stop = start + chunk_frames
-        local_hints[start:stop] = local_hints_fchw(pose_hints[start:stop], centres[start:stop])
-        counter.advance(local_hints[start:stop].shape[0])
+    local_hints = local_hints_in_chunks(pose_hints, centres, chunk_frames, counter)
 
     missing = int((~face_found).sum())
     if missing:
