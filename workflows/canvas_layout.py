@@ -1,12 +1,12 @@
 """Where the example graphs' nodes go on the canvas, computed from node sizes, and the checks that keep them readable.
 
-A layout is a grid of canvas columns; each titled group holds some of them (groups may sit under one another), and
-in each of its columns a top-to-bottom list of nodes. Node
-sizes follow the ComfyUI frontend's own minimum-size rule (LiteGraph `computeSize` in frontend 1.27.10) plus room
-for the image or video preview a loader or preview node shows, so the frontend never has to grow a node (which would
-push it over its neighbour, or change the file on save). Columns are as wide as their widest node; a node sits below
-the one above it, or lower when its first link should run straight (`level_with`) or when a link must pass above it
-(`below`).
+A layout is a grid of canvas columns; each titled group holds some of them (groups may sit under one another) and, in
+each of its columns, a top-to-bottom list of nodes. Node sizes follow the ComfyUI frontend's own minimum-size rule
+(LiteGraph `computeSize` in frontend 1.27.10) plus room for the image or video preview a loader or preview node
+shows, so the frontend never has to grow a node (which would push it over its neighbour, or change the file on save).
+Columns are as wide as their widest node; a node sits below the one above it, or lower when one of its links should
+run straight (`level_with`) or when it must stay under other nodes (`below`). `arrange` then moves down any node a
+link would run under, until none does.
 
 The checks measure what the frontend draws: node rectangles with their title bars, and links as the frontend's
 cubic splines between slot positions.
@@ -75,12 +75,12 @@ class Slots:
     def input_y(self, name: str) -> float:
         """A linked input's slot centre below the node's top (sockets by row, widgets at their row)."""
         if name in self.sockets:
-            return (self.sockets.index(name) + 0.7) * SLOT_HEIGHT
+            return self.sockets.index(name) * SLOT_HEIGHT + SLOT_Y
         rows = max(1, len(self.sockets), len(self.outputs))
         return rows * SLOT_HEIGHT + WIDGETS_TOP_MARGIN + WIDGET_ROW * self.widgets.index(name) + WIDGET_SLOT_Y
 
     def output_y(self, slot: int) -> float:
-        return (slot + 0.7) * SLOT_HEIGHT
+        return slot * SLOT_HEIGHT + SLOT_Y
 
 
 @dataclass
