@@ -18,10 +18,23 @@ const SETTLE_MS = 1500; // the frontend finishes loading previews and layout aft
 const LINK_STROKE = 5; // links are 3 px wide with a 1 px border on each side
 const SAMPLE_STEP = 4; // graph pixels between points tested inside a node
 const END_MARGIN = 24; // a link may run this far inside the node it starts or ends at (slots sit inside its edges)
+const STEP_TIMEOUT_MS = 60000; // any one browser step or request; a stuck one fails the run instead of hanging it
+const TEMPLATE_TIMEOUT_MS = 300000;
+
+function fetchWithin(url) {
+  return fetch(url, { signal: AbortSignal.timeout(STEP_TIMEOUT_MS) });
+}
+
+function within(ms, promise, what) {
+  let timer;
+  const expired = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms); });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
 
 async function openApp(browser) {
   const context = await browser.newContext({ viewport: VIEWPORT, acceptDownloads: false });
   const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
   const consoleErrors = [];
   const phase = { name: 'startup' }; // errors are told apart by when they happen: startup, load, picking
   page.on('console', (message) => {
@@ -53,7 +66,7 @@ async function saveLikeTheEditor(page, fileName) {
   await page.waitForTimeout(800);
   await page.keyboard.press('Enter'); // accept the file name the save prompt offers
   await page.waitForTimeout(SETTLE_MS);
-  const reply = await fetch(`${job.url}/api/userdata/${encodeURIComponent(`workflows/${fileName}`)}`);
+  const reply = await fetchWithin(`${job.url}/api/userdata/${encodeURIComponent(`workflows/${fileName}`)}`);
   return reply.ok ? await reply.json() : { error: `saved file not found (HTTP ${reply.status})` };
 }
 
@@ -156,13 +169,13 @@ async function checkTemplate(browser, template) {
 async function checkTemplatesBrowser(browser) {
   // What the Templates browser lists for the pack, and whether each card's thumbnail and file load.
   const { context, page } = await openApp(browser);
-  const listed = await (await fetch(`${job.url}/workflow_templates`)).json();
+  const listed = await (await fetchWithin(`${job.url}/workflow_templates`)).json();
   const cards = [];
   for (const [module, names] of Object.entries(listed)) {
     for (const name of names) {
       const base = `${job.url}/api/workflow_templates/${encodeURIComponent(module)}/${encodeURIComponent(name)}`;
-      const thumbnail = await fetch(`${base}.jpg`);
-      const workflow = await (await fetch(`${base}.json`)).json();
+      const thumbnail = await fetchWithin(`${base}.jpg`);
+      const workflow = await (await fetchWithin(`${base}.json`)).json();
       cards.push({ module, name, thumbnailStatus: thumbnail.status,
         thumbnailType: thumbnail.headers.get('content-type'), isUiWorkflow: Array.isArray(workflow.nodes) });
     }
@@ -174,7 +187,9 @@ async function checkTemplatesBrowser(browser) {
 const browser = await chromium.launch({ executablePath: job.chromium, args: CHROMIUM_FLAGS });
 try {
   const reports = [];
-  for (const template of job.templates) reports.push(await checkTemplate(browser, template));
+  for (const template of job.templates) {
+    reports.push(await within(TEMPLATE_TIMEOUT_MS, checkTemplate(browser, template), `checking ${template.name}`));
+  }
   const templatesBrowser = await checkTemplatesBrowser(browser);
   process.stdout.write(JSON.stringify({ reports, templatesBrowser }));
 } finally {
