@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from xportrait_core.controls.alignment import LANDMARK_GRID
-from xportrait_core.controls.driving_controls import MISSING_FACE_MODES
+from xportrait_core.controls.driving_controls import DEFAULT_CHUNK_FRAMES, MISSING_FACE_MODES, local_hints_in_chunks
+from xportrait_core.controls.frame_hooks import FrameCounter, FrameHooks, detect_landmarks
 from xportrait_core.controls.landmarks import LandmarkProvider
-from xportrait_core.controls.local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
+from xportrait_core.controls.local_patches import landmarks_for_patches, patch_centres
 from xportrait_core.media.image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from xportrait_core.model.xportrait_model import XPortraitModel
 from xportrait_core.networks.config import VAEConfig
@@ -155,19 +156,22 @@ class LocalPatches:
     centres: torch.Tensor
 
 
-def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvider,
-                             missing_face: str = "black") -> LocalPatches:
+def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvider, missing_face: str = "black",
+                             hooks: FrameHooks | None = None) -> LocalPatches:
     """Local hints of frames that are already aligned (the pose hints as IMAGE): landmarks are detected on 256 px
-    uint8 copies, as `prepare_driving_controls(patch_landmarks="detect_aligned")` does."""
+    uint8 copies, as `prepare_driving_controls(patch_landmarks="detect_aligned")` does. hooks: progress per frame
+    (detection, then patches) and the interrupt check before each frame or group of frames."""
     if missing_face not in MISSING_FACE_MODES:
         raise ValueError(f"missing_face must be one of {MISSING_FACE_MODES}; got {missing_face!r}.")
     pose_hints = image_hints(aligned_fhwc, "aligned frames")
-    resolution = pose_hints.shape[-1]
+    frames, resolution = pose_hints.shape[0], pose_hints.shape[-1]
+    counter = FrameCounter(hooks, 2 * frames)
     copies = to_uint8_fhwc(resize_square_fchw((pose_hints + 1) / 2, LANDMARK_GRID))
-    found = provider.detect(copies)
+    found = detect_landmarks(provider, copies, counter)
     points, usable = landmarks_for_patches(found.points_68, found.face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
-    return LocalPatches(local_hints_fchw(pose_hints, centres), np.asarray(found.face_found, dtype=bool), centres)
+    local_hints = local_hints_in_chunks(pose_hints, centres, DEFAULT_CHUNK_FRAMES, counter)
+    return LocalPatches(local_hints, np.asarray(found.face_found, dtype=bool), centres)
 
 
 # -------------------------------------------------------------------------------------------------- progress

@@ -2,12 +2,15 @@
 (pose control) and their eye and mouth patches (local control)."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from . import host
 from .errors import XPortraitInputError, about_input
 from .loader_nodes import landmark_provider
 from .types import CATEGORY, LANDMARKS, REFERENCE
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESOLUTION = 512  # the released model was trained at 512 px
 MIN_RESOLUTION = 64
@@ -21,6 +24,11 @@ def _fit_choices() -> list[str]:
     from xportrait_core.media.image_fit import FIT_MODES
 
     return list(FIT_MODES)
+
+
+def _fit_tooltip() -> dict[str, Any]:
+    return {"default": "center_crop", "tooltip": "How a photo or video that is not square is made square: "
+            "center_crop cuts the sides, pad adds black borders, resize squeezes it (as the original X-Portrait)."}
 
 
 def _resolution_input(tooltip: str) -> tuple[str, dict[str, Any]]:
@@ -46,19 +54,22 @@ class Reference:
     FUNCTION = "encode"
     RETURN_TYPES = (REFERENCE, "IMAGE")
     RETURN_NAMES = ("reference", "preview")
+    OUTPUT_TOOLTIPS = ("How the person looks, for the X-Portrait Sampler's reference input.",
+                       "The photo(s) as the model sees them (squared and resized), to check the framing.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "source": ("IMAGE", {"tooltip": "The portrait to animate (one image)."}),
-                "vae": ("VAE", {"tooltip": "The VAE from Load X-Portrait Model."}),
-                "resolution": _resolution_input("Sampling resolution; must equal the Motion Control's."),
-                "fit": (_fit_choices(), {"default": "center_crop", "tooltip": "How a non-square image becomes "
-                        "square: centre crop, pad with black, or stretch (the original's behaviour)."}),
+                "source": ("IMAGE", {"tooltip": "The portrait to animate: one photo with a clearly visible face."}),
+                "vae": ("VAE", {"tooltip": "Connect the vae output of Load X-Portrait Model."}),
+                "resolution": _resolution_input("Size in pixels of the animation (square). 512 is what the model "
+                                                "was trained for; set Motion Control to the same value."),
+                "fit": (_fit_choices(), _fit_tooltip()),
             },
-            "optional": {"extra_references": ("IMAGE", {"tooltip": "More images of the same person; each image "
-                                                        "of the batch is one more reference."})},
+            "optional": {"extra_references": ("IMAGE", {"tooltip": "More photos of the same person (several "
+                                                        "photos batched together); they help with details the "
+                                                        "portrait does not show."})},
         }
 
     def encode(self, source: Any, vae: Any, resolution: int, fit: str, extra_references: Any = None
@@ -66,6 +77,7 @@ class Reference:
         import torch
 
         from .comfy_types import XPortraitReference
+        from xportrait_core.controls.frame_hooks import FrameCounter
         from xportrait_core.pipeline import to_model_images
 
         node = "X-Portrait Reference"
@@ -77,8 +89,13 @@ class Reference:
             with about_input(node, input_name):
                 fitted.append((to_model_images(images, resolution, fit, input_name.replace("_", " ")) + 1) / 2)
         images_bhwc = torch.cat(fitted).permute(0, 2, 3, 1).contiguous().cpu()
-        latents = tuple(vae.encode(image[None]) for image in images_bhwc)
-        return XPortraitReference(latents=latents, images=images_bhwc), images_bhwc
+        counter = FrameCounter(host.frame_progress(node), len(images_bhwc))
+        latents = []
+        for image in images_bhwc:
+            counter.check()
+            latents.append(vae.encode(image[None]))
+            counter.advance(1)
+        return XPortraitReference(latents=tuple(latents), images=images_bhwc), images_bhwc
 
 
 class MotionControl:
@@ -88,25 +105,31 @@ class MotionControl:
     FUNCTION = "align"
     RETURN_TYPES = ("IMAGE", "INT", "IMAGE")
     RETURN_NAMES = ("motion", "best_frame", "preview")
-    OUTPUT_TOOLTIPS = ("Aligned driving frames (F, R, R, 3): the pose control.",
-                       f"Driving frame the alignment was computed from; {NOT_ALIGNED} when not aligned.",
-                       "Source | aligned frame, per frame.")
+    OUTPUT_TOOLTIPS = ("The driving video moved and scaled so its face sits where the portrait's face is: the "
+                       "head motion the animation follows. Connect to the Sampler and to Local Patches.",
+                       f"Number of the driving frame used to line the faces up ({NOT_ALIGNED}: not lined up).",
+                       "Portrait and lined-up driving frame side by side, to check the alignment.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "driving": ("IMAGE", {"tooltip": "The driving video as a batch of frames."}),
-                "source": ("IMAGE", {"tooltip": "The portrait to animate (one image)."}),
-                "best_frame": (BEST_FRAME_CHOICES, {"default": "auto", "tooltip": "auto: the frame whose face "
-                               "is most like the source's; index: best_frame_index; off: no alignment (frames "
-                               "already aligned)."}),
+                "driving": ("IMAGE", {"tooltip": "The driving video's frames (images of Get Video Components): "
+                            "whose head motion and expressions the portrait will follow."}),
+                "source": ("IMAGE", {"tooltip": "The same portrait as X-Portrait Reference's source."}),
+                "best_frame": (BEST_FRAME_CHOICES, {"default": "auto", "tooltip": "Which driving frame the faces "
+                               "are lined up on. auto: the one whose face looks most like the portrait's; index: "
+                               "the frame number below; off: no lining up (the video is framed like the portrait "
+                               "already)."}),
                 "best_frame_index": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
-                                             "tooltip": "Frame to align from when best_frame is 'index'."}),
-                "fit": (_fit_choices(), {"default": "center_crop"}),
-                "resolution": _resolution_input("Sampling resolution; must equal the Reference's."),
+                                             "tooltip": "Frame number (0 is the first) to line up on when "
+                                             "best_frame is index."}),
+                "fit": (_fit_choices(), _fit_tooltip()),
+                "resolution": _resolution_input("Size in pixels of the animation (square); set X-Portrait "
+                                                "Reference to the same value."),
             },
-            "optional": {"landmarks": (LANDMARKS, {"tooltip": "Landmark provider; dlib when not connected."})},
+            "optional": {"landmarks": (LANDMARKS, {"tooltip": "The face detector from X-Portrait Landmark "
+                                       "Provider; dlib when nothing is connected."})},
         }
 
     def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
@@ -119,12 +142,13 @@ class MotionControl:
         _single_image(source, node, "source")
         choice = {"auto": "auto", "index": int(best_frame_index), "off": None}[best_frame]
         input_name = "best_frame_index" if best_frame == "index" else "driving"
+        log.info("%s: aligning %d driving frames", node, len(driving))
         with about_input(node, input_name):
             # "transform": the local patches node detects on the aligned frames itself, so here the cheapest
             # landmark mode is enough (no second detection pass with best_frame "auto").
             controls = prepare_driving_controls(driving, source, _provider(landmarks), resolution=resolution,
                                                 best_frame=choice, fit=fit, patch_landmarks="transform",
-                                                device=host.sampling_device())
+                                                device=host.sampling_device(), hooks=host.frame_progress(node))
         motion = hint_images(controls.pose_hints)
         used = NOT_ALIGNED if controls.best_frame is None else controls.best_frame
         return motion, used, side_by_side([hint_images(controls.source_image), motion])
@@ -137,23 +161,29 @@ class LocalPatches:
     FUNCTION = "extract"
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("local_patches", "preview")
+    OUTPUT_TOOLTIPS = ("The eyes and mouth of every lined-up frame on black: the expressions the animation "
+                       "follows. Connect to the Sampler's local_patches.",
+                       "Lined-up frame and its eye and mouth patches side by side, to check them.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
-                "missing_face": (["black", "nearest"], {"default": "black", "tooltip": "A frame without a "
-                                 "face: all-black patches (the original's intent) or the nearest frame's."}),
+                "motion": ("IMAGE", {"tooltip": "Connect the motion output of X-Portrait Motion Control."}),
+                "missing_face": (["black", "nearest"], {"default": "black", "tooltip": "What a frame gets where "
+                                 "no face is found. black: no eye and mouth detail there (as the original); "
+                                 "nearest: the eye and mouth positions of the closest frame with a face."}),
             },
-            "optional": {"landmarks": (LANDMARKS, {"tooltip": "Landmark provider; dlib when not connected."})},
+            "optional": {"landmarks": (LANDMARKS, {"tooltip": "The face detector from X-Portrait Landmark "
+                                       "Provider (the same as Motion Control's); dlib when nothing is connected."})},
         }
 
     def extract(self, motion: Any, missing_face: str, landmarks: Any = None) -> tuple[Any, Any]:
         from .comfy_types import hint_images, local_patches_of_aligned
         from xportrait_core.media.video_io import side_by_side
 
-        with about_input("X-Portrait Local Patches", "motion"):
-            patches = local_patches_of_aligned(motion, _provider(landmarks), missing_face)
+        node = "X-Portrait Local Patches"
+        with about_input(node, "motion"):
+            patches = local_patches_of_aligned(motion, _provider(landmarks), missing_face, host.frame_progress(node))
         local = hint_images(patches.local_hints)
         return local, side_by_side([motion, local])

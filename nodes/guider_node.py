@@ -99,11 +99,11 @@ class Guider:
     RETURN_TYPES = (GUIDER, CORE_MODEL, LATENT)
     RETURN_NAMES = ("guider", "schedule", "start_latent")
     OUTPUT_TOOLTIPS = (
-        "For SamplerCustomAdvanced's guider input.",
-        "X-Portrait's noise schedule (SD1.5, eps) as a MODEL for BasicScheduler and other scheduler nodes. It "
-        "cannot denoise by itself: KSampler and other MODEL samplers stop with an error.",
-        "The source portrait's latent for every driving frame (the original's start: the sampler noises it to the "
-        "first sigma). For pure noise use an Empty Latent Image of the same size and frame count.",
+        "Connect to the guider input of SamplerCustomAdvanced: it makes X-Portrait do the denoising there.",
+        "X-Portrait's noise schedule, for BasicScheduler's model input (to use any core scheduler). It cannot "
+        "animate by itself: KSampler stops with an error if you connect it there.",
+        "Connect to SamplerCustomAdvanced's latent_image: the portrait repeated for every driving frame, where "
+        "the original starts. For pure noise use an Empty Latent Image of the same size and frame count.",
     )
 
     @classmethod
@@ -115,16 +115,17 @@ class Guider:
             "required": {
                 **animation_inputs(),
                 "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01,
-                                  "tooltip": "X-Portrait's guidance scale (not core CFG); 1 skips the "
-                                             "unconditional pass."}),
+                                  "tooltip": "How closely the result follows the portrait and the motion "
+                                             "(X-Portrait's own guidance, not a core CFG). 5 as the original; 1 "
+                                             "is twice as fast."}),
                 **window_inputs(),
-                "window_placement": (list(PLACEMENTS), {"default": "random", "tooltip": "random: the original's "
-                                     "wrap-around windows at a new offset every sampler step (drawn from the noise "
-                                     "seed); fixed: the same windows every step."}),
+                "window_placement": (list(PLACEMENTS), {"default": "random", "tooltip": "Where the groups of "
+                                     "frames start. random: somewhere new every sampler step (from the noise "
+                                     "seed), so joins do not show (as the original); fixed: the same places."}),
             },
             "optional": {
                 **prompt_inputs(),
-                "lora": (LORA, {"tooltip": "LoRAs from X-Portrait LoRA, merged while the sampler runs."}),
+                "lora": (LORA, {"tooltip": "Connect X-Portrait LoRA to use a LoRA, e.g. the LCM-LoRA."}),
             },
         }
 

@@ -226,6 +226,29 @@ def check_interrupt() -> bool:
     return False
 
 
+def frame_progress(what: str) -> Any:
+    """FrameHooks for a node that works frame by frame (alignment, landmarks, local patches, encoding): inside
+    ComfyUI a ProgressBar moved after every frame or small group of frames and the Cancel flag checked before
+    each (it raises ComfyUI's InterruptProcessingException); standalone progress goes to the debug log and nothing
+    interrupts."""
+    from xportrait_core.controls.frame_hooks import FrameHooks
+
+    bar = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not in_comfyui():
+            log.debug("%s: %d/%d", what, done, total)
+            return
+        if bar is None:
+            import comfy.utils
+
+            bar = comfy.utils.ProgressBar(total)
+        bar.update_absolute(done, total)
+
+    return FrameHooks(on_progress=on_progress, should_interrupt=check_interrupt)
+
+
 class SamplingProgress:
     """Progress of one sampling run: each step is TICKS_PER_STEP ticks, filled in proportion to the network rows
     evaluated so far in the step (appearance net, each ControlNet, each UNet forward), so the bar moves within the

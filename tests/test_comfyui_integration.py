@@ -28,9 +28,9 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a 
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "comfyui-xportrait"
-API_WORKFLOW = PACK_ROOT / "workflows" / "xportrait_basic_api.json"
-GUIDER_API_WORKFLOW = PACK_ROOT / "workflows" / "xportrait_guider_api.json"
-UI_WORKFLOWS = sorted(p for p in (PACK_ROOT / "workflows").glob("*.json") if not p.stem.endswith("_api"))
+API_WORKFLOW = PACK_ROOT / "workflows" / "api" / "xportrait_basic_api.json"
+GUIDER_API_WORKFLOW = PACK_ROOT / "workflows" / "api" / "xportrait_guider_api.json"
+UI_WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
 RECORDED_OBJECT_INFO = Path(__file__).parent / "data" / "object_info_xportrait.json"
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"
 CHECKPOINT = "tiny.safetensors"
@@ -121,14 +121,14 @@ class Server:
     def queue(self, prompt: dict) -> str:
         return self.post("/prompt", {"prompt": prompt, "client_id": "xportrait-test"})["prompt_id"]
 
-    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S) -> dict:
+    def wait(self, prompt_id: str, timeout: float = RUN_TIMEOUT_S, poll_s: float = 0.5) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             history = self.get(f"/history/{prompt_id}")
             if prompt_id in history and history[prompt_id]["status"].get("completed") is not None:
                 if history[prompt_id]["status"]["status_str"] in ("success", "error"):
                     return history[prompt_id]
-            time.sleep(0.5)
+            time.sleep(poll_s)
         raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s:\n{self.log()[-4000:]}")
 
 
@@ -198,7 +198,7 @@ def animation_prompt(uploaded: tuple[str, str], steps: int, seed: int) -> dict:
 def guider_prompt(uploaded: tuple[str, str], steps: int, seed: int) -> dict:
     """The guider API workflow, tiny, with few steps."""
     prompt, by_class = tiny_prompt(GUIDER_API_WORKFLOW, uploaded)
-    by_class["BasicScheduler"]["inputs"]["steps"] = steps
+    by_class["KarrasScheduler"]["inputs"]["steps"] = steps
     by_class["RandomNoise"]["inputs"]["noise_seed"] = seed
     return prompt
 
@@ -257,11 +257,13 @@ def test_post_interrupt_stops_a_running_sampler(server, uploaded, make_prompt):
 
 
 def api_from_ui(workflow: dict, object_info: dict) -> dict:
-    """What the editor's "Export (API)" makes of a UI-format graph: widget values by input order, links as
-    [source id, output slot]."""
+    """What the editor's "Export (API)" makes of a UI-format graph: widget values by input order (a linked widget
+    keeps a value too), links as [source id, output slot]; Notes are not part of a prompt."""
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] == "Note":
+            continue
         definition = object_info[node["type"]]
         linked = {entry["name"]: links[entry["link"]] for entry in node["inputs"] if entry.get("link") is not None}
         values = iter(node["widgets_values"])
@@ -269,15 +271,15 @@ def api_from_ui(workflow: dict, object_info: dict) -> dict:
         for kind in ("required", "optional"):
             for name in definition["input_order"].get(kind, []):
                 spec = definition["input"][kind][name]
-                if name in linked:
-                    inputs[name] = [str(linked[name][1]), linked[name][2]]
-                elif isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
                     inputs[name] = next(values)
                     settings = spec[1] if len(spec) > 1 else {}
                     if settings.get("control_after_generate"):
                         next(values)
                     if settings.get("image_upload") or settings.get("video_upload"):
                         next(values)
+                if name in linked:
+                    inputs[name] = [str(linked[name][1]), linked[name][2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
 
@@ -300,7 +302,7 @@ def test_every_example_workflow_runs(server, uploaded, path):
             inputs["lora_name"] = LORA
         if node["class_type"] == "XPortraitSampler":
             inputs.update(steps=2, seed=10 + UI_WORKFLOWS.index(path))
-        if node["class_type"] == "BasicScheduler":
+        if node["class_type"] in ("BasicScheduler", "KarrasScheduler"):
             inputs["steps"] = 2
         if node["class_type"] == "RandomNoise":
             inputs["noise_seed"] = 10 + UI_WORKFLOWS.index(path)
@@ -310,24 +312,30 @@ def test_every_example_workflow_runs(server, uploaded, path):
     assert result["outputs"][save_node]["images"][0]["filename"].endswith(".mp4")
 
 
+def basic_scheduler_on_the_guiders_schedule(prompt: dict, scheduler: str, steps: int) -> str:
+    """Replace the example's KarrasScheduler by BasicScheduler fed by the guider's schedule output."""
+    node = node_id(prompt, "KarrasScheduler")
+    prompt[node] = {"class_type": "BasicScheduler", "inputs": {
+        "model": [node_id(prompt, "XPortraitGuider"), 1], "scheduler": scheduler, "steps": steps, "denoise": 1.0}}
+    return node
+
+
 def karras_ancestral_with_a_lora(prompt: dict) -> None:
-    prompt[node_id(prompt, "BasicScheduler")] = {"class_type": "KarrasScheduler", "inputs": {
-        "steps": 2, "sigma_max": 14.614642, "sigma_min": 0.0291675, "rho": 7.0}}
     prompt[node_id(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = "euler_ancestral"
     prompt["90"] = {"class_type": "XPortraitLoRA", "inputs": {"lora_name": LORA, "strength": 1.0}}
     prompt[node_id(prompt, "XPortraitGuider")]["inputs"]["lora"] = ["90", 0]
 
 
 def align_your_steps_sde(prompt: dict) -> None:
-    prompt[node_id(prompt, "BasicScheduler")] = {"class_type": "AlignYourStepsScheduler", "inputs": {
+    prompt[node_id(prompt, "KarrasScheduler")] = {"class_type": "AlignYourStepsScheduler", "inputs": {
         "model_type": "SD1", "steps": 2, "denoise": 1.0}}
     prompt[node_id(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = "dpmpp_2m_sde"
 
 
 def two_stages_split_sigmas_then_disable_noise(prompt: dict) -> None:
     """Stage 1 runs the high sigmas from RandomNoise and hands its noisy latent to stage 2, which adds no noise."""
-    scheduler, sampler = node_id(prompt, "BasicScheduler"), node_id(prompt, "SamplerCustomAdvanced")
-    prompt[scheduler]["inputs"].update(scheduler="normal", steps=4)
+    scheduler = basic_scheduler_on_the_guiders_schedule(prompt, "normal", 4)
+    sampler = node_id(prompt, "SamplerCustomAdvanced")
     prompt["90"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [scheduler, 0], "step": 2}}
     prompt["91"] = {"class_type": "DisableNoise", "inputs": {}}
     prompt["92"] = {"class_type": "SamplerCustomAdvanced", "inputs": {**prompt[sampler]["inputs"],
@@ -337,8 +345,8 @@ def two_stages_split_sigmas_then_disable_noise(prompt: dict) -> None:
 
 def img2img_from_the_driving_frames(prompt: dict) -> None:
     """VAE Encode of the driving frames as the start, denoised over the low half of the sigmas with core ddim."""
-    scheduler, sampler = node_id(prompt, "BasicScheduler"), node_id(prompt, "SamplerCustomAdvanced")
-    prompt[scheduler]["inputs"].update(scheduler="ddim_uniform", steps=4)
+    scheduler = basic_scheduler_on_the_guiders_schedule(prompt, "ddim_uniform", 4)
+    sampler = node_id(prompt, "SamplerCustomAdvanced")
     prompt["90"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": [scheduler, 0], "step": 2}}
     prompt["91"] = {"class_type": "VAEEncode", "inputs": {"pixels": [node_id(prompt, "GetVideoComponents"), 0],
                                                           "vae": [node_id(prompt, "XPortraitLoadModel"), 1]}}
@@ -387,3 +395,93 @@ def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path)
     prompts_before = len(server.get("/history"))
     assert main(arguments) == 0
     assert len(server.get("/history")) == prompts_before  # nothing queued again
+
+
+# ------------------------------------------------------------------- a real portrait, a clip with sound, Cancel
+CANCEL_CLIP_FRAMES = 60
+CANCEL_RESOLUTION = 512
+CANCEL_WITHIN_S = 1.5  # Motion Control checks Cancel every 4 frames (0.25 s of work on the 2-core CPU, measured
+# 0.7 s from POST /interrupt to the prompt marked interrupted; it was 12-19 s before the checks)
+CANCEL_POLL_S = 0.02
+CANCEL_AFTER_S = 5.0  # into Motion Control: past loading the landmark model and starting its threads (a first
+# run's start-up, about 2-3 s, is not interruptible), well before the alignment's end at about 10 s
+MOTION_CONTROL_START_LOG = f"aligning {CANCEL_CLIP_FRAMES} driving frames"  # logged by the Motion Control node
+SOUND_CLIP_FRAMES = 16
+MIN_TONE_RMS = 0.05  # the clip's tone has an RMS of about 0.15 after AAC; silence is 0
+
+
+@pytest.fixture(scope="module")
+def astronaut_media(server, tmp_path_factory):
+    """scikit-image's astronaut photo and clips made from it by moving it (tests/real_media.py), uploaded."""
+    from real_media import write_driving_clip, write_portrait
+
+    folder = tmp_path_factory.mktemp("real_media")
+    portrait = write_portrait(folder / "astronaut.png")
+    long_clip = write_driving_clip(folder / "astronaut_moves_60.mp4", CANCEL_CLIP_FRAMES, fps=25)
+    sound_clip = write_driving_clip(folder / "astronaut_moves_with_sound.mp4", SOUND_CLIP_FRAMES, fps=FPS,
+                                    size=RESOLUTION)
+    return {"portrait": server.upload(portrait), "long_clip": server.upload(long_clip),
+            "sound_clip": server.upload(sound_clip), "sound_source": sound_clip}
+
+
+def test_cancel_during_motion_control_lands_within_a_few_frames(server, astronaut_media):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": astronaut_media["portrait"]}},
+        "2": {"class_type": "LoadVideo", "inputs": {"file": astronaut_media["long_clip"]}},
+        "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+        "4": {"class_type": "XPortraitMotionControl", "inputs": {
+            "driving": ["3", 0], "source": ["1", 0], "best_frame": "auto", "best_frame_index": 0,
+            "fit": "center_crop", "resolution": CANCEL_RESOLUTION}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
+    }
+    starts_before = server.log().count(MOTION_CONTROL_START_LOG)
+    prompt_id = server.queue(prompt)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while server.log().count(MOTION_CONTROL_START_LOG) == starts_before:
+        assert time.monotonic() < deadline, "Motion Control never started"
+        time.sleep(0.05)
+    time.sleep(CANCEL_AFTER_S)
+    asked = time.monotonic()
+    server.post("/interrupt")
+    result = server.wait(prompt_id, timeout=RUN_TIMEOUT_S, poll_s=CANCEL_POLL_S)
+    stopped_after = time.monotonic() - asked
+    events = [event for event, _ in result["status"]["messages"]]
+    print(f"Cancel during Motion Control ({CANCEL_CLIP_FRAMES} frames, {CANCEL_RESOLUTION} px) honoured after "
+          f"{stopped_after:.2f} s")
+    assert result["status"]["status_str"] == "error" and "execution_interrupted" in events
+    assert stopped_after < CANCEL_WITHIN_S
+
+
+def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_media):
+    import av
+
+    from real_media import audio_rms
+
+    path = PACK_ROOT / "workflows" / "X-Portrait basic animation.json"
+    prompt = api_from_ui(json.loads(path.read_text()), server.get("/object_info"))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LoadImage":
+            inputs["image"] = astronaut_media["portrait"]
+        if node["class_type"] == "LoadVideo":
+            inputs["file"] = astronaut_media["sound_clip"]
+        if "resolution" in inputs:
+            inputs["resolution"] = RESOLUTION
+        if node["class_type"] == "XPortraitLoadModel":
+            inputs["checkpoint"] = CHECKPOINT
+        if node["class_type"] == "XPortraitSampler":
+            inputs.update(steps=1, seed=3)
+    result = server.wait(server.queue(prompt))
+    assert result["status"]["status_str"] == "success", json.dumps(result["status"], indent=1)[-4000:]
+    save_node = next(node_id for node_id, node in prompt.items() if node["class_type"] == "SaveVideo")
+    saved = result["outputs"][save_node]["images"][0]
+    video = server.base / "with_sound.mp4"
+    video.write_bytes(server.get_bytes(f"/view?filename={saved['filename']}&subfolder={saved['subfolder']}"
+                                       f"&type={saved['type']}"))
+    with av.open(str(video)) as container:
+        assert len(container.streams.audio) == 1, "the output has no sound track"
+        seconds = float(container.duration / av.time_base)
+    rms = audio_rms(video)
+    print(f"output sound RMS {rms:.3f} (driving clip {audio_rms(astronaut_media['sound_source']):.3f}), {seconds:.2f} s")
+    assert rms > MIN_TONE_RMS
+    assert abs(seconds - SOUND_CLIP_FRAMES / FPS) < 0.5

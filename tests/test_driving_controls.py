@@ -227,3 +227,77 @@ def test_alignment_without_a_source_is_an_error():
 def test_driving_video_of_the_wrong_layout_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"driving video .*\(F, H, W, 3\)"):
         prepare_driving_controls(torch.rand(2, 3, 64, 64), None, GreyKeyedProvider({}), resolution=64, best_frame=None)
+
+
+# ------------------------------------------------------------------------------------------ progress, interrupt
+class CountingProvider(GreyKeyedProvider):
+    """Counts the frames it was asked to detect, so a test can tell where work stopped."""
+
+    def __init__(self, landmarks_by_grey):
+        super().__init__(landmarks_by_grey)
+        self.frames_seen = 0
+
+    def detect(self, frames_fhwc_uint8):
+        self.frames_seen += len(frames_fhwc_uint8)
+        return super().detect(frames_fhwc_uint8)
+
+
+def test_progress_moves_through_every_pass_up_to_the_frames_of_work():
+    from xportrait_core.controls.frame_hooks import FrameHooks
+
+    frames = 10
+    provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(4, 2)})
+    reports = []
+    prepare_driving_controls(grey_frames([60] * frames), grey_source(), provider, resolution=64, best_frame="auto",
+                             patch_landmarks="detect_aligned", chunk_frames=4,
+                             hooks=FrameHooks(on_progress=lambda done, total: reports.append((done, total))))
+    totals = {total for _, total in reports}
+    dones = [done for done, _ in reports]
+    # source + driving landmarks + alignment + landmarks of the aligned frames + local hints
+    assert totals == {1 + 4 * frames}
+    assert dones == sorted(dones) and dones[-1] == 1 + 4 * frames
+    assert max(b - a for a, b in zip([0] + dones, dones)) <= 4  # never more than a group of frames at a time
+
+
+def test_an_interrupt_stops_the_work_within_a_group_of_frames():
+    from xportrait_core.controls.frame_hooks import DETECT_GROUP_FRAMES, ControlsInterrupted, FrameHooks
+
+    frames = 40
+    provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
+    progress = []
+
+    cancel_at = 1 + 2 * DETECT_GROUP_FRAMES  # Cancel pressed once the source and two groups of frames are done
+
+    def cancelled() -> bool:
+        return bool(progress) and progress[-1] >= cancel_at
+
+    hooks = FrameHooks(on_progress=lambda done, total: progress.append(done), should_interrupt=cancelled)
+    with pytest.raises(ControlsInterrupted):
+        prepare_driving_controls(grey_frames([60] * frames), grey_source(), provider, resolution=64,
+                                 best_frame="auto", hooks=hooks)
+    assert provider.frames_seen == cancel_at  # not one frame detected after the check fired
+
+
+def test_an_exception_raised_by_the_host_hook_passes_through():
+    from xportrait_core.controls.frame_hooks import FrameHooks
+
+    class HostInterrupt(Exception):
+        pass
+
+    def interrupt() -> bool:
+        raise HostInterrupt()
+
+    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
+    with pytest.raises(HostInterrupt):
+        prepare_driving_controls(grey_frames([60] * 3), grey_source(), provider, resolution=64,
+                                 hooks=FrameHooks(should_interrupt=interrupt))
+
+
+def test_grouped_detection_gives_the_same_landmarks_as_one_call():
+    from xportrait_core.controls.frame_hooks import detect_landmarks
+
+    provider = GreyKeyedProvider({60: face_points_256(), 90: None, 120: face_points_256(3, 3)})
+    copies = to_uint8_fhwc(grey_frames([60, 90, 120, 60, 90, 120, 60]).permute(0, 3, 1, 2))
+    grouped, whole = detect_landmarks(provider, copies), provider.detect(copies)
+    np.testing.assert_array_equal(grouped.face_found, whole.face_found)
+    np.testing.assert_array_equal(grouped.points_68, whole.points_68)

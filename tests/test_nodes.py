@@ -298,6 +298,61 @@ def test_non_square_frames_are_an_error_naming_the_input():
         LocalPatches().extract(torch.rand(2, 64, 96, 3), "black", FixedFaceProvider())
 
 
+# ---------------------------------------------------------------------------------- progress and Cancel per frame
+class HostInterrupt(Exception):
+    """Stands for ComfyUI's InterruptProcessingException."""
+
+
+def _recording_progress(monkeypatch) -> dict[str, list[tuple[int, int]]]:
+    """host.frame_progress with the frontend's bar replaced by a record per node."""
+    from xportrait_core.controls.frame_hooks import FrameHooks
+
+    seen: dict[str, list[tuple[int, int]]] = {}
+
+    def frame_progress(what):
+        seen[what] = []
+        return FrameHooks(on_progress=lambda done, total: seen[what].append((done, total)),
+                          should_interrupt=host.check_interrupt)
+
+    monkeypatch.setattr(host, "frame_progress", frame_progress)
+    return seen
+
+
+def test_motion_control_and_local_patches_report_progress_frame_by_frame(golden, monkeypatch):
+    seen = _recording_progress(monkeypatch)
+    frames = len(golden["driving"])
+    motion, _, _ = MotionControl().align(golden["driving"], golden["source"], "auto", 0, "center_crop", RESOLUTION,
+                                         FixedFaceProvider())
+    LocalPatches().extract(motion, "black", FixedFaceProvider())
+    for node in ("X-Portrait Motion Control", "X-Portrait Local Patches"):
+        dones = [done for done, _ in seen[node]]
+        assert dones[-1] == seen[node][-1][1] and len(dones) >= frames // 4, node  # to the end, in small steps
+        assert seen[node][0][0] <= 4, node  # the bar moves after the first few frames
+
+
+def test_reference_reports_one_step_per_encoded_photo(loaded, golden, monkeypatch):
+    seen = _recording_progress(monkeypatch)
+    source = golden["source"]
+    Reference().encode(source, loaded[1], RESOLUTION, "center_crop", torch.cat([source, source]))
+    assert seen["X-Portrait Reference"] == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("node", ["motion", "patches", "reference"])
+def test_cancel_stops_the_frame_loops_and_passes_through_unwrapped(node, loaded, golden, controls, monkeypatch):
+    def interrupt():
+        raise HostInterrupt()
+
+    monkeypatch.setattr(host, "check_interrupt", interrupt)
+    with pytest.raises(HostInterrupt):
+        if node == "motion":
+            MotionControl().align(golden["driving"], golden["source"], "auto", 0, "center_crop", RESOLUTION,
+                                  FixedFaceProvider())
+        elif node == "patches":
+            LocalPatches().extract(controls[0], "black", FixedFaceProvider())
+        else:
+            Reference().encode(golden["source"], loaded[1], RESOLUTION, "center_crop")
+
+
 # --------------------------------------------------------------------------------------------------- Sampler
 def test_sampler_gives_one_unscaled_latent_per_frame_equal_to_the_core_sampler(loaded, reference, controls,
                                                                                plain_latent):
@@ -338,9 +393,6 @@ def test_progress_moves_within_the_first_window_and_ends_full(loaded, reference,
 
 
 def test_an_interrupt_raised_by_the_host_passes_through_unwrapped(loaded, reference, controls, monkeypatch):
-    class HostInterrupt(Exception):
-        pass
-
     def interrupt():
         raise HostInterrupt()
 

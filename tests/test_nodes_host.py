@@ -74,3 +74,31 @@ def test_the_interrupt_hook_raises_the_hosts_exception_when_cancel_was_pressed(f
     management.interrupted = True
     with pytest.raises(InterruptProcessingException):
         host.check_interrupt()
+
+
+def test_frame_progress_moves_one_comfyui_progress_bar_and_cancel_raises_the_hosts_exception(fake_comfyui,
+                                                                                              monkeypatch):
+    """The ProgressBar is made once, with the job's total, and moved to each absolute value reported."""
+    _, management = fake_comfyui
+    bars = []
+
+    class ProgressBar:
+        def __init__(self, total):
+            self.total, self.updates = total, []
+            bars.append(self)
+
+        def update_absolute(self, value, total=None, preview=None):
+            self.updates.append((value, total))
+
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    monkeypatch.setitem(sys.modules, "comfy.utils", utils)
+    monkeypatch.setattr(sys.modules["comfy"], "utils", utils, raising=False)
+    hooks = host.frame_progress("X-Portrait Motion Control")
+    for done in (4, 8, 10):
+        hooks.on_progress(done, 10)
+    assert [(bar.total, bar.updates) for bar in bars] == [(10, [(4, 10), (8, 10), (10, 10)])]
+    assert hooks.should_interrupt() is False
+    management.interrupted = True
+    with pytest.raises(InterruptProcessingException):
+        hooks.should_interrupt()

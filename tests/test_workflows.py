@@ -1,9 +1,15 @@
 """The example workflows in workflows/ against the node definitions they use: our nodes' live INPUT_TYPES and the
-core nodes' /object_info recorded from ComfyUI 0.3.64 (tests/data/object_info_core.json). Also: our INPUT_TYPES
-still equal the /object_info a real ComfyUI served for them (tests/data/object_info_xportrait.json)."""
+core nodes' /object_info recorded from ComfyUI 0.3.64 (tests/data/object_info_core.json); that they are what
+workflows/build_workflows.py writes now; and the canvas rules the builder promises (no overlapping nodes, no link
+under a node, fit view readable on 1920 x 1080, titled groups, a Note, the driving video's sound passed on).
+tests/ui/ checks the same files in the real frontend. Also: our INPUT_TYPES still equal the /object_info a real
+ComfyUI served for them (tests/data/object_info_xportrait.json)."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +20,21 @@ from xportrait_core.cli.batch_queue import load_workflow, locate_workflow_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
-UI_WORKFLOWS = sorted(p for p in (ROOT / "workflows").glob("*.json") if not p.stem.endswith("_api"))
-API_WORKFLOWS = sorted((ROOT / "workflows").glob("*_api.json"))
+WORKFLOWS = ROOT / "workflows"
+UI_WORKFLOWS = sorted(WORKFLOWS.glob("*.json"))  # ComfyUI lists every *.json directly in workflows/ as a template
+API_WORKFLOWS = sorted((WORKFLOWS / "api").glob("*.json"))
+BASIC = WORKFLOWS / "X-Portrait basic animation.json"
+NOTE = "Note"
+MIN_FIT_ZOOM = 0.6  # below this zoom the frontend draws nodes without their text
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # Drop-downs filled from model folders: their options depend on the machine, so only their presence is compared.
 FILE_INPUTS = {("XPortraitLoadModel", "checkpoint"), ("XPortraitLoRA", "lora_name"),
                ("XPortraitLandmarkProvider", "dlib_model")}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflows"))  # canvas_layout, next to the builder
 SEEDED_CLASS = {"xportrait_basic_api": "XPortraitSampler", "xportrait_guider_api": "RandomNoise"}
+UI_OF_API = {"xportrait_basic_api": "X-Portrait basic animation",
+             "xportrait_guider_api": "X-Portrait with core samplers (Guider)"}
 UPLOAD_WIDGET = "image"
 
 
@@ -93,7 +106,7 @@ def test_ui_workflow_uses_only_known_nodes_and_type_compatible_links(path):
     workflow = json.loads(path.read_text())
     known = definitions()
     nodes = {node["id"]: node for node in workflow["nodes"]}
-    assert all(node["type"] in known for node in nodes.values())
+    assert all(node["type"] in known or node["type"] == NOTE for node in nodes.values())
     for link_id, source, slot, target, target_slot, link_type in workflow["links"]:
         output_type = known[nodes[source]["type"]]["output"][slot]
         target_input = nodes[target]["inputs"][target_slot]
@@ -104,14 +117,15 @@ def test_ui_workflow_uses_only_known_nodes_and_type_compatible_links(path):
 
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
 def test_ui_workflow_widget_values_follow_the_definitions(path):
+    """Every widget has its value, linked or not (the frontend keeps a linked widget's value), in input order."""
     known = definitions()
     for node in json.loads(path.read_text())["nodes"]:
+        if node["type"] == NOTE:
+            continue
         linked = {entry["name"] for entry in node["inputs"] if entry.get("link") is not None}
         values = list(node["widgets_values"])
         for name, spec, required in ordered_inputs(known[node["type"]]):
-            if name in linked:
-                continue
-            assert is_widget(spec) or not required, f"{node['type']}: required input {name} is not linked"
+            assert is_widget(spec) or not required or name in linked, f"{node['type']}: required {name} not linked"
             if not is_widget(spec):
                 continue
             check_value(node["type"], name, spec, values.pop(0))
@@ -123,16 +137,122 @@ def test_ui_workflow_widget_values_follow_the_definitions(path):
         assert values == [], f"{node['type']}: extra widget values {values}"
 
 
-def test_the_five_example_workflows_exist():
-    assert [p.stem for p in UI_WORKFLOWS] == ["xportrait_basic", "xportrait_fast_lcm", "xportrait_guider",
-                                              "xportrait_init_video", "xportrait_multi_reference"]
+def test_the_five_example_workflows_exist_with_readable_names():
+    """The Templates browser of frontend 1.27.10 shows a pack template's file name as its title."""
+    assert [p.stem for p in UI_WORKFLOWS] == ["X-Portrait basic animation", "X-Portrait fast animation (LCM LoRA)",
+                                              "X-Portrait from an init video",
+                                              "X-Portrait with an extra reference photo",
+                                              "X-Portrait with core samplers (Guider)"]
+
+
+def test_only_ui_workflows_sit_where_the_templates_browser_lists_them():
+    for path in UI_WORKFLOWS:
+        workflow = json.loads(path.read_text())
+        assert isinstance(workflow.get("nodes"), list) and workflow["version"] == 0.4, path.name
+    assert API_WORKFLOWS, "the API-format graphs live in workflows/api/"
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_every_template_has_a_jpeg_thumbnail_beside_it(path):
+    """The frontend asks for <template>.jpg next to the file (custom-node templates: mediaSubtype "jpg")."""
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file(), f"missing {thumbnail.name}: see README 'UI tests' to make it"
+    assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
 
 
 def test_the_fast_workflow_samples_with_lcm_few_steps_low_cfg_and_a_lora():
-    nodes = {n["type"]: n for n in json.loads((ROOT / "workflows" / "xportrait_fast_lcm.json").read_text())["nodes"]}
+    nodes = {n["type"]: n for n in json.loads((WORKFLOWS / "X-Portrait fast animation (LCM LoRA).json").read_text())["nodes"]}
     seed, _, steps, cfg, scheduler = nodes["XPortraitSampler"]["widgets_values"][:5]
     assert (scheduler, steps <= 8, 1.0 <= cfg <= 2.0) == ("lcm", True, True)
     assert any(entry["name"] == "lora" and entry["link"] for entry in nodes["XPortraitSampler"]["inputs"])
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_the_output_video_gets_the_driving_videos_sound_and_rate(path):
+    workflow = json.loads(path.read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    sources = {}
+    for _, source, slot, target, target_slot, _ in workflow["links"]:
+        if nodes[target]["type"] == "CreateVideo":
+            sources[nodes[target]["inputs"][target_slot]["name"]] = (nodes[source], slot)
+    for name, slot in (("audio", 1), ("fps", 2)):
+        node, used_slot = sources[name]
+        assert (node["type"], used_slot) == ("GetVideoComponents", slot), name
+        loader = next(nodes[link[1]] for link in workflow["links"] if link[3] == node["id"])
+        assert loader["title"] == "Load driving video"
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_a_note_says_what_to_pick_and_where_the_files_come_from(path):
+    workflow = json.loads(path.read_text())
+    text = next(node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == NOTE)
+    loaders = [node for node in workflow["nodes"] if node["type"] in ("LoadImage", "LoadVideo", "XPortraitLoadModel",
+                                                                     "XPortraitLoRA")]
+    for node in loaders:
+        assert node.get("title", "Load X-Portrait Model") in text, node["type"]
+    checkpoint = next(n for n in loaders if n["type"] == "XPortraitLoadModel")["widgets_values"][0]
+    assert checkpoint == "model_state-415001.th" and checkpoint in text and "bytedance/X-Portrait" in text
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_nodes_sit_in_titled_groups(path):
+    workflow = json.loads(path.read_text())
+    titles = [group["title"] for group in workflow["groups"]]
+    assert titles[0] == "Inputs" and "X-Portrait" in titles and "Output" in titles
+    assert any(title.startswith("Driving") for title in titles)
+    for node in workflow["nodes"]:
+        x, y = node["pos"]
+        width, height = node["size"]
+        inside = [g for g in workflow["groups"] if g["bounding"][0] <= x and x + width <= g["bounding"][0] + g["bounding"][2]
+                  and g["bounding"][1] <= y - 30 and y + height <= g["bounding"][1] + g["bounding"][3]]
+        assert len(inside) == 1, f"node {node['id']} is in {len(inside)} groups"
+
+
+# ------------------------------------------------------------------------------------------------ the builder
+@functools.cache
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["build_workflows"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_files_are_what_the_builder_writes_now():
+    builder = _builder()
+    known = builder.definitions()
+    for name, make in builder.WORKFLOWS.items():
+        assert json.loads((WORKFLOWS / f"{name}.json").read_text()) == builder.ui_file(name, make(), known), name
+    for name, make in builder.API_WORKFLOWS.items():
+        assert json.loads((WORKFLOWS / "api" / f"{name}.json").read_text()) == builder.api_workflow(make().nodes, known)
+
+
+@pytest.mark.parametrize("name", ["X-Portrait basic animation", "X-Portrait fast animation (LCM LoRA)",
+                                  "X-Portrait from an init video", "X-Portrait with an extra reference photo"])
+def test_the_layout_keeps_nodes_apart_links_visible_and_text_readable_at_fit_view(name):
+    import canvas_layout
+
+    builder = _builder()
+    canvas, known = builder.WORKFLOWS[name](), builder.definitions()
+    layout, placed = builder.layout_of(canvas, known)
+    assert canvas_layout.overlapping_nodes(layout.boxes.values()) == []
+    assert canvas_layout.links_under_nodes(layout, placed, builder.graph_links(canvas)) == []
+    assert canvas_layout.fit_view_zoom(layout) >= MIN_FIT_ZOOM
+
+
+def test_the_layout_check_finds_a_node_on_a_link():
+    """The check can fail: a node moved onto the straight vae link of the basic graph is reported."""
+    import canvas_layout
+
+    builder = _builder()
+    canvas, known = builder.basic_canvas(), builder.definitions()
+    layout, placed = builder.layout_of(canvas, known)
+    reference = layout.boxes[5]
+    decode = layout.boxes[9]
+    reference.y = decode.y  # the vae link runs level from the model loader to VAE Decode
+    found = {(link.target, under) for link, under in canvas_layout.links_under_nodes(layout, placed,
+                                                                                     builder.graph_links(canvas))}
+    assert (9, 5) in found
 
 
 # ----------------------------------------------------------------------------------------------- API format
@@ -165,22 +285,21 @@ def test_the_batch_queue_finds_source_driving_and_seed_in_the_api_workflow(path)
 
 
 @pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.stem)
-def test_each_api_workflow_is_its_ui_workflow(path):
-    ui = json.loads((ROOT / "workflows" / f"{path.stem.removesuffix('_api')}.json").read_text())
+def test_each_api_workflow_is_its_ui_workflow_without_the_note(path):
+    ui = json.loads((WORKFLOWS / f"{UI_OF_API[path.stem]}.json").read_text())
     api = json.loads(path.read_text())
-    assert sorted((str(n["id"]), n["type"]) for n in ui["nodes"]) == sorted((k, v["class_type"]) for k, v in api.items())
+    assert sorted((str(n["id"]), n["type"]) for n in ui["nodes"] if n["type"] != NOTE) == \
+        sorted((k, v["class_type"]) for k, v in api.items())
 
 
-def test_the_guider_workflow_samples_with_core_nodes_on_the_guiders_schedule_and_start():
-    workflow = json.loads((ROOT / "workflows" / "xportrait_guider.json").read_text())
+def test_the_guider_workflow_samples_with_core_nodes_from_the_guiders_start():
+    workflow = json.loads((WORKFLOWS / "X-Portrait with core samplers (Guider).json").read_text())
     nodes = {n["id"]: n for n in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
     sampler = next(n for n in nodes.values() if n["type"] == "SamplerCustomAdvanced")
     sources = {entry["name"]: nodes[links[entry["link"]][1]]["type"] for entry in sampler["inputs"]}
     assert sources == {"noise": "RandomNoise", "guider": "XPortraitGuider", "sampler": "KSamplerSelect",
-                       "sigmas": "BasicScheduler", "latent_image": "XPortraitGuider"}
-    scheduler = next(n for n in nodes.values() if n["type"] == "BasicScheduler")
-    assert nodes[links[scheduler["inputs"][0]["link"]][1]]["type"] == "XPortraitGuider"
+                       "sigmas": "KarrasScheduler", "latent_image": "XPortraitGuider"}
 
 
 # ------------------------------------------------------------------------------------- recorded /object_info

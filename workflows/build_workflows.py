@@ -1,234 +1,274 @@
-"""Writes the example workflows of this folder (UI format, plus the API format of the basic one) from one
-description per graph, so every file uses the same node layout and the widget order of the node definitions.
+"""Writes every example file of this folder from one description per graph: the UI templates (`<title>.json`, listed
+by ComfyUI's Templates browser under the pack's name) and, in `api/`, the API format for scripts and the batch queue.
 
-    python workflows/build_workflows.py    # from the pack root; rewrites workflows/*.json
+    python workflows/build_workflows.py    # from the pack root
 
-Widget order comes from our nodes' INPUT_TYPES and, for core nodes, from tests/data/object_info_core.json (recorded
-from ComfyUI 0.3.64). tests/test_workflows.py checks the written files, not this script.
+A graph is its nodes plus a layout: titled groups of canvas columns (canvas_layout.py computes positions from node
+sizes); the files are written the way ComfyUI's frontend 1.27.10 saves them (workflow_format.py). Widget order comes
+from our nodes' INPUT_TYPES and, for core nodes, tests/data/object_info_core.json (recorded from ComfyUI 0.3.64).
+Thumbnails (`<title>.jpg`) are screenshots of each graph in the real frontend: `tests/ui/` writes them when asked
+(see README "UI tests"). tests/test_workflows.py checks the written files and that they are up to date.
 """
 from __future__ import annotations
 
 import json
+import math
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS_DIR = Path(__file__).resolve().parent
+PACK_ROOT = WORKFLOWS_DIR.parent
 sys.path.insert(0, str(PACK_ROOT))
+sys.path.insert(0, str(WORKFLOWS_DIR))
 
-from nodes import NODE_CLASS_MAPPINGS  # noqa: E402
+from canvas_layout import (Group, Layout, Link, Placed, Slots, arrange, fit_view, links_under_nodes,  # noqa: E402
+                           overlapping_nodes)
+from workflow_format import NOTE_TYPE, Definition, Node, api_workflow, definitions, ui_workflow  # noqa: E402
 
-CORE_OBJECT_INFO = PACK_ROOT / "tests" / "data" / "object_info_core.json"
-OUT_DIR = PACK_ROOT / "workflows"
-CHECKPOINT = "model_state-415001.safetensors"
+API_DIR = WORKFLOWS_DIR / "api"  # a subfolder: ComfyUI lists only the *.json directly in workflows/ as templates
+CHECKPOINT = "model_state-415001.th"  # the file the X-Portrait release publishes (README "Model files")
 LCM_LORA = "lcm-lora-sdv1-5.safetensors"
-SEED_CONTROL = "fixed"  # value the front end stores after an INT input with control_after_generate
-UPLOAD_WIDGET = "image"  # value stored for the upload button of LoadImage / LoadVideo
-COLUMN, ROW = 360, 260  # layout grid in canvas pixels
+PORTRAIT = "your_portrait.png"
+DRIVING_VIDEO = "your_driving_video.mp4"
+PREVIEW_WIDTH = 240  # loaders and previews: wide enough for a readable picture
+NOTE_ID = 20
+NOTE_WIDTH = 300
+# A Note's text area in frontend 1.27.10: 10 px monospace (6 px a character, 11.2 px a line), 20 px narrower than
+# the node (280 px at NOTE_WIDTH: 46 characters), inside 26 px of node margins and padding (measured in the browser).
+NOTE_CHAR_WIDTH = 6
+NOTE_TEXT_INSET = 20
+NOTE_LINE_HEIGHT = 11.2
+NOTE_MARGINS = 26
+PREVIEWS = {"LoadImage": "image", "LoadVideo": "video", "PreviewImage": "image", "SaveVideo": "video"}
+# Group colours from the frontend's palette (LGraphCanvas.node_colors ... groupcolor).
+BLUE, GREEN, PURPLE, BROWN = "#3f789e", "#8A8", "#a1309b", "#b06634"
 
 
 @dataclass
-class Node:
-    id: int
-    type: str
-    title: str
-    column: int
-    row: int
-    widgets: dict[str, Any] = field(default_factory=dict)
-    links: dict[str, tuple[int, int]] = field(default_factory=dict)  # input name -> (source node id, output slot)
+class Canvas:
+    """One example graph: its nodes, its groups of columns, and layout hints (node id -> input whose link should
+    run straight, or None for none; node id -> nodes whose bottom it must stay below)."""
+
+    nodes: list[Node]
+    groups: list[Group]
+    level: dict[int, str | None] = field(default_factory=dict)
+    below: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    note_width: int = NOTE_WIDTH
+
+    def node(self, node_id: int) -> Node:
+        return next(node for node in self.nodes if node.id == node_id)
 
 
-def _definitions() -> dict[str, dict[str, Any]]:
-    """class -> {"inputs": [(name, spec)...] in order, "outputs": [(name, type)...]}."""
-    core = json.loads(CORE_OBJECT_INFO.read_text())
-    result = {}
-    for name, info in core.items():
-        specs = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
-        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-        result[name] = {"inputs": [(n, specs[n]) for n in order], "outputs": list(zip(info["output_name"],
-                                                                                      info["output"]))}
-    for name, cls in NODE_CLASS_MAPPINGS.items():
-        types = cls.INPUT_TYPES()
-        specs = {**types.get("required", {}), **types.get("optional", {})}
-        result[name] = {"inputs": list(specs.items()), "outputs": list(zip(cls.RETURN_NAMES, cls.RETURN_TYPES))}
-    return result
-
-
-def _is_widget(spec: list | tuple) -> bool:
-    kind = spec[0]
-    return isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-
-
-def _widget_values(node: Node, definition: dict[str, Any]) -> list[Any]:
-    values = []
-    for name, spec in definition["inputs"]:
-        if not _is_widget(spec) or name in node.links:
-            continue
-        options = spec[1] if len(spec) > 1 else {}
-        values.append(node.widgets.get(name, options.get("default")))
-        if options.get("control_after_generate"):
-            values.append(SEED_CONTROL)
-        if options.get("image_upload") or options.get("video_upload"):
-            values.append(UPLOAD_WIDGET)
-    return values
-
-
-def ui_workflow(nodes: list[Node]) -> dict[str, Any]:
-    definitions = _definitions()
-    links, outputs = [], {}
-    for node in nodes:
-        for input_name, (source, slot) in node.links.items():
-            link_type = definitions[_node(nodes, source).type]["outputs"][slot][1]
-            links.append([len(links) + 1, source, slot, node.id, input_name, link_type])
-            outputs.setdefault((source, slot), []).append(len(links))
-    ui_nodes = []
-    for order, node in enumerate(nodes):
-        definition = definitions[node.type]
-        inputs = []
-        for name, spec in definition["inputs"]:
-            if name not in node.links:
-                continue
-            link_id = next(link[0] for link in links if link[3] == node.id and link[4] == name)
-            entry = {"name": name, "type": "COMBO" if isinstance(spec[0], list) else spec[0], "link": link_id}
-            if _is_widget(spec):
-                entry["widget"] = {"name": name}
-            inputs.append(entry)
-        ui_nodes.append({
-            "id": node.id, "type": node.type, "title": node.title, "pos": [node.column * COLUMN, node.row * ROW],
-            "size": [320, 200], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
-            "outputs": [{"name": name, "type": kind, "links": outputs.get((node.id, slot), []), "slot_index": slot}
-                        for slot, (name, kind) in enumerate(definition["outputs"])],
-            "properties": {"Node name for S&R": node.type}, "widgets_values": _widget_values(node, definition),
-        })
-    ui_links = [[link_id, source, slot, target, _input_slot(ui_nodes, target, name), kind]
-                for link_id, source, slot, target, name, kind in links]
-    return {"last_node_id": max(n.id for n in nodes), "last_link_id": len(links), "nodes": ui_nodes,
-            "links": ui_links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
-
-
-def _node(nodes: list[Node], node_id: int) -> Node:
-    return next(n for n in nodes if n.id == node_id)
-
-
-def _input_slot(ui_nodes: list[dict], node_id: int, name: str) -> int:
-    node = next(n for n in ui_nodes if n["id"] == node_id)
-    return next(i for i, entry in enumerate(node["inputs"]) if entry["name"] == name)
-
-
-def api_workflow(nodes: list[Node]) -> dict[str, Any]:
-    definitions = _definitions()
-    prompt = {}
-    for node in nodes:
-        inputs: dict[str, Any] = {}
-        for name, spec in definitions[node.type]["inputs"]:
-            if name in node.links:
-                source, slot = node.links[name]
-                inputs[name] = [str(source), slot]
-            elif _is_widget(spec):
-                options = spec[1] if len(spec) > 1 else {}
-                if name in node.widgets or "default" in options:
-                    inputs[name] = node.widgets.get(name, options.get("default"))
-        prompt[str(node.id)] = {"class_type": node.type, "inputs": inputs, "_meta": {"title": node.title}}
-    return prompt
+def note_node(text: str) -> Node:
+    return Node(NOTE_ID, NOTE_TYPE, "Read me first", widgets={"text": text})
 
 
 # ---------------------------------------------------------------------------------------------------- graphs
-def basic_graph(**sampler_widgets: Any) -> list[Node]:
+BASIC_NOTE = f"""Pick 3 files, then Run.
+1. Load driving video: the motion to follow (its sound is kept).
+2. Load source portrait: the face to animate.
+3. Load X-Portrait Model: {CHECKPOINT} from github.com/bytedance/X-Portrait, in models/xportrait/."""
+
+
+def basic_canvas(**sampler_widgets: Any) -> Canvas:
     sampler = {"seed": 0, "steps": 30, "cfg": 5.0, "scheduler": "ddim", **sampler_widgets}
-    return [
-        Node(1, "XPortraitLoadModel", "Load X-Portrait Model", 0, 0, {"checkpoint": CHECKPOINT}),
-        Node(2, "LoadImage", "Load source portrait", 0, 1, {"image": "source.png"}),
-        Node(3, "LoadVideo", "Load driving video", 0, 2, {"file": "driving.mp4"}),
-        Node(4, "GetVideoComponents", "Driving frames", 1, 2, links={"video": (3, 0)}),
-        Node(5, "XPortraitReference", "X-Portrait Reference", 1, 0, links={"source": (2, 0), "vae": (1, 1)}),
-        Node(6, "XPortraitMotionControl", "X-Portrait Motion Control", 2, 2,
-             links={"driving": (4, 0), "source": (2, 0)}),
-        Node(7, "XPortraitLocalPatches", "X-Portrait Local Patches", 3, 2, links={"motion": (6, 0)}),
-        Node(8, "XPortraitSampler", "X-Portrait Sampler", 4, 0, sampler,
+    nodes = [
+        Node(1, "XPortraitLoadModel", widgets={"checkpoint": CHECKPOINT}),
+        Node(2, "LoadImage", "Load source portrait", {"image": PORTRAIT}),
+        Node(3, "LoadVideo", "Load driving video", {"file": DRIVING_VIDEO}),
+        Node(4, "GetVideoComponents", "Split driving video", links={"video": (3, 0)}),
+        Node(5, "XPortraitReference", links={"source": (2, 0), "vae": (1, 1)}),
+        Node(6, "XPortraitMotionControl", links={"driving": (4, 0), "source": (2, 0)}),
+        Node(7, "XPortraitLocalPatches", links={"motion": (6, 0)}),
+        Node(8, "XPortraitSampler", widgets=sampler,
              links={"model": (1, 0), "reference": (5, 0), "motion": (6, 0), "local_patches": (7, 0)}),
-        Node(9, "VAEDecode", "VAE Decode", 5, 0, links={"samples": (8, 0), "vae": (1, 1)}),
-        Node(10, "CreateVideo", "Create Video", 6, 0, links={"images": (9, 0), "fps": (4, 2)}),
-        Node(11, "SaveVideo", "Save Video", 7, 0, {"filename_prefix": "video/xportrait"}, links={"video": (10, 0)}),
-        Node(12, "PreviewImage", "Motion preview", 3, 3, links={"images": (6, 2)}),
-        Node(13, "PreviewImage", "Local patches preview", 4, 3, links={"images": (7, 1)}),
+        Node(9, "VAEDecode", links={"samples": (8, 0), "vae": (1, 1)}),
+        Node(10, "CreateVideo", links={"images": (9, 0), "audio": (4, 1), "fps": (4, 2)}),
+        Node(11, "SaveVideo", widgets={"filename_prefix": "video/xportrait"}, links={"video": (10, 0)}),
+        Node(12, "PreviewImage", "Motion preview", links={"images": (6, 2)}),
+        Node(13, "PreviewImage", "Local patches preview", links={"images": (7, 1)}),
+        note_node(BASIC_NOTE),
     ]
-
-
-def fast_lcm_graph() -> list[Node]:
-    nodes = basic_graph(steps=4, cfg=1.5, scheduler="lcm")
-    nodes.append(Node(14, "XPortraitLoRA", "LCM-LoRA (SD1.5)", 3, 0, {"lora_name": LCM_LORA, "strength": 1.0}))
-    _node(nodes, 8).links["lora"] = (14, 0)
-    return nodes
-
-
-def multi_reference_graph() -> list[Node]:
-    nodes = basic_graph()
-    nodes += [
-        Node(14, "LoadImage", "Load extra reference 1", 0, 3, {"image": "reference_1.png"}),
-        Node(15, "LoadImage", "Load extra reference 2", 0, 4, {"image": "reference_2.png"}),
-        Node(16, "ImageBatch", "Extra references", 1, 3, links={"image1": (14, 0), "image2": (15, 0)}),
-        Node(17, "XPortraitLandmarkProvider", "Face landmarks", 1, 4, {"provider": "dlib", "dlib_model": "bundled"}),
+    groups = [
+        Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1]}),
+        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7, 12], 4: [8, 13]}),
+        Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
+        Group("Output", BROWN, {5: [9], 6: [10], 7: [11]}),
     ]
-    _node(nodes, 5).links["extra_references"] = (16, 0)
-    _node(nodes, 6).links["landmarks"] = (17, 0)
-    _node(nodes, 7).links["landmarks"] = (17, 0)
-    return nodes
+    level = {6: "source", 8: "reference", 9: "vae", 10: "audio", 11: None}
+    below = {4: (6, 7, 8, 12, 13)}
+    return Canvas(nodes, groups, level, below)
 
 
-def init_video_graph() -> list[Node]:
-    nodes = basic_graph(start="init_video", denoise=0.6)
-    nodes += [
-        Node(14, "LoadVideo", "Load init video", 2, 4, {"file": "init.mp4"}),
-        Node(15, "GetVideoComponents", "Init frames", 3, 4, links={"video": (14, 0)}),
+LCM_NOTE = BASIC_NOTE.replace("Pick 3 files", "Pick 4 files") + f"""
+4. LCM-LoRA (SD1.5): latent-consistency/lcm-lora-sdv1-5 (Hugging Face) saved as models/loras/{LCM_LORA}."""
+
+
+def fast_lcm_canvas() -> Canvas:
+    canvas = basic_canvas(steps=4, cfg=1.5, scheduler="lcm")
+    canvas.nodes.append(Node(14, "XPortraitLoRA", "LCM-LoRA (SD1.5)", {"lora_name": LCM_LORA, "strength": 1.0}))
+    canvas.node(8).links["lora"] = (14, 0)
+    canvas.node(NOTE_ID).widgets["text"] = LCM_NOTE
+    _group(canvas, "X-Portrait").columns[3].insert(0, 14)
+    return canvas
+
+
+EXTRA_REFERENCE = "your_second_photo.png"
+MULTI_REFERENCE_NOTE = BASIC_NOTE.replace("Pick 3 files", "Pick 4 files") + """
+4. Load extra reference: another photo of the same person."""
+
+
+def multi_reference_canvas() -> Canvas:
+    canvas = basic_canvas()
+    canvas.nodes.append(Node(14, "LoadImage", "Load extra reference", {"image": EXTRA_REFERENCE}))
+    canvas.node(5).links["extra_references"] = (14, 0)
+    canvas.node(NOTE_ID).widgets["text"] = MULTI_REFERENCE_NOTE
+    driving = _group(canvas, "Driving video")
+    driving.title = "Driving video and extra photo"
+    driving.columns[1].insert(0, 14)
+    canvas.level[14] = None
+    return canvas
+
+
+INIT_VIDEO = "your_init_video.mp4"
+INIT_VIDEO_NOTE = BASIC_NOTE.replace("Pick 3 files", "Pick 4 files") + """
+4. Load init video: the video to start from."""
+
+
+def init_video_canvas() -> Canvas:
+    canvas = basic_canvas(start="init_video", denoise=0.6)
+    canvas.nodes += [
+        Node(14, "LoadVideo", "Load init video", {"file": INIT_VIDEO}),
+        Node(15, "GetVideoComponents", "Split init video", links={"video": (14, 0)}),
     ]
-    _node(nodes, 8).links["init_images"] = (15, 0)
-    return nodes
+    canvas.node(8).links["init_images"] = (15, 0)
+    canvas.node(NOTE_ID).widgets["text"] = INIT_VIDEO_NOTE
+    driving = _group(canvas, "Driving video")
+    driving.title = "Driving and init videos"
+    driving.columns[1].insert(0, 14)
+    _group(canvas, "X-Portrait").columns[3].append(15)
+    canvas.level.update({14: None, 15: None})
+    return canvas
 
 
-def guider_graph() -> list[Node]:
+GUIDER_NOTE_WIDTH = 250
+GUIDER_NOTE = BASIC_NOTE + """
+Sampling runs in core nodes: any sampler in Core sampler; steps in Core schedule (or BasicScheduler on the
+guider's schedule output, for other schedulers). The noise seed also places the windows."""
+
+
+def guider_canvas() -> Canvas:
     """X-Portrait through the core sampling nodes: X-Portrait Guider -> SamplerCustomAdvanced with KSamplerSelect,
     BasicScheduler on the guider's schedule and RandomNoise (whose seed also draws the window offsets)."""
-    return [
-        Node(1, "XPortraitLoadModel", "Load X-Portrait Model", 0, 0, {"checkpoint": CHECKPOINT}),
-        Node(2, "LoadImage", "Load source portrait", 0, 1, {"image": "source.png"}),
-        Node(3, "LoadVideo", "Load driving video", 0, 2, {"file": "driving.mp4"}),
-        Node(4, "GetVideoComponents", "Driving frames", 1, 2, links={"video": (3, 0)}),
-        Node(5, "XPortraitReference", "X-Portrait Reference", 1, 0, links={"source": (2, 0), "vae": (1, 1)}),
-        Node(6, "XPortraitMotionControl", "X-Portrait Motion Control", 2, 2,
-             links={"driving": (4, 0), "source": (2, 0)}),
-        Node(7, "XPortraitLocalPatches", "X-Portrait Local Patches", 3, 2, links={"motion": (6, 0)}),
-        Node(8, "XPortraitGuider", "X-Portrait Guider", 3, 0, {"cfg": 5.0},
+    canvas = basic_canvas()
+    canvas.nodes = [node for node in canvas.nodes if node.id not in (8, 12, 13)]  # no Sampler, no previews
+    canvas.nodes += [
+        Node(8, "XPortraitGuider", widgets={"cfg": 5.0},
              links={"model": (1, 0), "reference": (5, 0), "motion": (6, 0), "local_patches": (7, 0)}),
-        Node(9, "KSamplerSelect", "Core sampler", 4, 1, {"sampler_name": "dpmpp_2m"}),
-        Node(10, "BasicScheduler", "Core schedule", 4, 2, {"scheduler": "karras", "steps": 20, "denoise": 1.0},
-             links={"model": (8, 1)}),
-        Node(11, "RandomNoise", "Noise and window offsets", 4, 3, {"noise_seed": 0}),
-        Node(12, "SamplerCustomAdvanced", "SamplerCustomAdvanced", 5, 0,
-             links={"noise": (11, 0), "guider": (8, 0), "sampler": (9, 0), "sigmas": (10, 0),
-                    "latent_image": (8, 2)}),
-        Node(13, "VAEDecode", "VAE Decode", 6, 0, links={"samples": (12, 0), "vae": (1, 1)}),
-        Node(14, "CreateVideo", "Create Video", 7, 0, links={"images": (13, 0), "fps": (4, 2)}),
-        Node(15, "SaveVideo", "Save Video", 8, 0, {"filename_prefix": "video/xportrait_guider"},
-             links={"video": (14, 0)}),
+        Node(14, "KSamplerSelect", "Core sampler", {"sampler_name": "dpmpp_2m"}),
+        Node(15, "KarrasScheduler", "Core schedule", {"steps": 20, "sigma_max": 14.614642, "sigma_min": 0.0291675,
+                                                       "rho": 7.0}),
+        Node(16, "RandomNoise", "Noise and window offsets", {"noise_seed": 0}),
+        Node(17, "SamplerCustomAdvanced", links={"noise": (16, 0), "guider": (8, 0), "sampler": (14, 0),
+                                                  "sigmas": (15, 0), "latent_image": (8, 2)}),
     ]
+    canvas.node(9).links["samples"] = (17, 0)
+    canvas.node(11).widgets["filename_prefix"] = "video/xportrait_guider"
+    canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
+    canvas.groups = [
+        Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1]}),
+        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7], 4: [8, 14, 16, 15]}),
+        Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
+        Group("Core sampling", PURPLE, {5: [17]}),
+        Group("Output", BROWN, {6: [9], 7: [10], 8: [11]}),
+    ]
+    canvas.level = {6: "source", 8: "reference", 9: "vae", 10: "audio", 11: None, 14: None, 15: None, 16: None,
+                    17: "guider"}
+    canvas.below = {}
+    canvas.note_width = GUIDER_NOTE_WIDTH  # one column more than the others: a narrower note keeps zoom >= 60%
+    return canvas
 
 
-WORKFLOWS = {
-    "xportrait_basic": basic_graph,
-    "xportrait_fast_lcm": fast_lcm_graph,
-    "xportrait_multi_reference": multi_reference_graph,
-    "xportrait_init_video": init_video_graph,
-    "xportrait_guider": guider_graph,
+def _group(canvas: Canvas, title: str) -> Group:
+    return next(group for group in canvas.groups if group.title == title)
+
+
+WORKFLOWS: dict[str, Callable[[], Canvas]] = {
+    "X-Portrait basic animation": basic_canvas,
+    "X-Portrait fast animation (LCM LoRA)": fast_lcm_canvas,
+    "X-Portrait with an extra reference photo": multi_reference_canvas,
+    "X-Portrait from an init video": init_video_canvas,
+    "X-Portrait with core samplers (Guider)": guider_canvas,
 }
-API_WORKFLOWS = {"xportrait_basic_api": basic_graph, "xportrait_guider_api": guider_graph}
+API_WORKFLOWS = {"xportrait_basic_api": basic_canvas, "xportrait_guider_api": guider_canvas}
+
+
+# ---------------------------------------------------------------------------------------------------- layout
+def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
+    result = {}
+    for node in canvas.nodes:
+        if node.type == NOTE_TYPE:
+            per_line = (canvas.note_width - NOTE_TEXT_INSET) // NOTE_CHAR_WIDTH
+            lines = sum(len(textwrap.wrap(line, per_line)) or 1 for line in node.widgets["text"].splitlines())
+            result[node.id] = Placed(node.id, node.title, Slots((), (), ("text",)), width=canvas.note_width,
+                                     height=math.ceil(lines * NOTE_LINE_HEIGHT + NOTE_MARGINS))
+            continue
+        definition = known[node.type]
+        slots = Slots(tuple(name for name, _, _ in definition.sockets()),
+                      tuple(name for name, _ in definition.outputs), tuple(definition.widget_rows()))
+        title = node.title or definition.display_name
+        preview = PREVIEWS.get(node.type)
+        level_input = canvas.level.get(node.id, next(iter(node.links), None))
+        level_with = None
+        if level_input is not None:
+            source, slot = node.links[level_input]
+            level_with = (level_input, source, slot)
+        result[node.id] = Placed(node.id, title, slots, preview, PREVIEW_WIDTH if preview else None,
+                                 level_with=level_with, below=canvas.below.get(node.id, ()))
+    return result
+
+
+def graph_links(canvas: Canvas) -> list[Link]:
+    return [Link(source, slot, node.id, input_name) for node in canvas.nodes
+            for input_name, (source, slot) in node.links.items()]
+
+
+def layout_of(canvas: Canvas, known: dict[str, Definition]) -> tuple[Layout, dict[int, Placed]]:
+    placed = _placed(canvas, known)
+    return arrange(canvas.groups, placed, graph_links(canvas)), placed
+
+
+def ui_file(name: str, canvas: Canvas, known: dict[str, Definition]) -> dict[str, Any]:
+    layout, _ = layout_of(canvas, known)
+    sizes = {box.node_id: (box.x, box.y, box.width, box.height) for box in layout.boxes.values()}
+    return ui_workflow(name, canvas.nodes, sizes, layout.groups, fit_view(layout), known)
+
+
+def check_layout(name: str, canvas: Canvas, known: dict[str, Definition]) -> None:
+    layout, placed = layout_of(canvas, known)
+    problems = [f"nodes {a} and {b} overlap" for a, b in overlapping_nodes(layout.boxes.values())]
+    problems += [f"the link into node {link.target}.{link.input_name} runs under node {under}"
+                 for link, under in links_under_nodes(layout, placed, graph_links(canvas))]
+    if problems:
+        raise ValueError(f"{name}: " + "; ".join(problems))
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=1) + "\n")
 
 
 def main() -> None:
-    for name, graph in WORKFLOWS.items():
-        (OUT_DIR / f"{name}.json").write_text(json.dumps(ui_workflow(graph()), indent=1) + "\n")
-    for name, graph in API_WORKFLOWS.items():
-        (OUT_DIR / f"{name}.json").write_text(json.dumps(api_workflow(graph()), indent=1) + "\n")
+    known = definitions()
+    API_DIR.mkdir(exist_ok=True)
+    for name, make in WORKFLOWS.items():
+        canvas = make()
+        check_layout(name, canvas, known)
+        write_json(WORKFLOWS_DIR / f"{name}.json", ui_file(name, canvas, known))
+    for name, make in API_WORKFLOWS.items():
+        write_json(API_DIR / f"{name}.json", api_workflow(make().nodes, known))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 
 from ..media.image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from .alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine, find_best_frame, transform_points
+from .frame_hooks import FrameCounter, FrameHooks, detect_landmarks
 from .landmarks import FaceLandmarks, LandmarkProvider
 from .local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
 
@@ -41,7 +42,8 @@ MISSING_FACE_MODES = ("black", "nearest")
 PATCH_LANDMARK_MODES = ("detect_aligned", "transform")
 SAMPLING_RESOLUTION = 512  # the released X-Portrait model samples at 512 px
 LATENT_FACTOR = 8  # the VAE downsamples by 8, so the resolution must be a multiple of it
-DEFAULT_CHUNK_FRAMES = 16  # frames resized and warped at once; bounds the peak memory of long videos
+DEFAULT_CHUNK_FRAMES = 4  # frames resized and warped at once: bounds the peak memory of long videos, and an
+# interrupt is checked between chunks (a chunk of 4 takes about 0.2 s at 512 px on a 2-core CPU)
 
 
 class SourceFaceNotFoundError(ValueError):
@@ -109,8 +111,9 @@ def _landmark_copies(frames_fchw: torch.Tensor, device: torch.device, chunk: int
     return np.concatenate(copies, axis=0)
 
 
-def _source_landmarks(source_fchw: torch.Tensor, provider: LandmarkProvider, device: torch.device) -> np.ndarray:
-    found = provider.detect(_landmark_copies(source_fchw, device, 1))
+def _source_landmarks(source_fchw: torch.Tensor, provider: LandmarkProvider, device: torch.device,
+                      counter: FrameCounter) -> np.ndarray:
+    found = detect_landmarks(provider, _landmark_copies(source_fchw, device, 1), counter)
     if not found.face_found[0]:
         raise SourceFaceNotFoundError(
             f"No face was found in the source image (the portrait to animate) by the '{provider.name}' landmark "
@@ -135,6 +138,7 @@ def _choose_alignment(
     best_frame: BestFrame,
     device: torch.device,
     chunk_frames: int,
+    counter: FrameCounter,
 ) -> _AlignmentChoice:
     if best_frame is None:
         return _AlignmentChoice(None, None, None, None)
@@ -145,15 +149,15 @@ def _choose_alignment(
         raise ValueError(
             f"best_frame is {best_frame}, but the driving video has {frame_count} frames (0..{frame_count - 1})."
         )
-    source_points = _source_landmarks(source_fchw, provider, device)
+    source_points = _source_landmarks(source_fchw, provider, device, counter)
     if best_frame == "auto":
-        driving = provider.detect(_landmark_copies(driving_fchw, device, chunk_frames))
+        driving = detect_landmarks(provider, _landmark_copies(driving_fchw, device, chunk_frames), counter)
         chosen = find_best_frame(source_points, driving.points_68, driving.face_found)
         if chosen is None:
             logger.warning("No face found in any driving frame: the driving video is not aligned to the source.")
             return _AlignmentChoice(None, source_points, None, driving)
         return _AlignmentChoice(chosen, source_points, driving.points_68[chosen], driving)
-    one = provider.detect(_landmark_copies(driving_fchw[best_frame : best_frame + 1], device, 1))
+    one = detect_landmarks(provider, _landmark_copies(driving_fchw[best_frame : best_frame + 1], device, 1), counter)
     if not one.face_found[0]:
         logger.warning("No face found in best frame %d: the driving video is not aligned to the source.", best_frame)
         return _AlignmentChoice(None, source_points, None, None)
@@ -167,12 +171,14 @@ def _aligned_pose_hints(
     device: torch.device,
     chunk_frames: int,
     keep_landmark_copies: bool,
+    counter: FrameCounter,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """(F, 3, R, R) pose hints in [-1, 1], and (F, 256, 256, 3) uint8 copies of the aligned frames if asked."""
     frame_count = driving_fchw.shape[0]
     pose_hints = torch.empty(frame_count, 3, resolution, resolution, dtype=torch.float32, device=device)
     copies = []
     for start in range(0, frame_count, chunk_frames):
+        counter.check()
         frames = resize_square_fchw(driving_fchw[start : start + chunk_frames].to(device, torch.float32), resolution)
         if affine is not None:
             frames = align_frames_fchw(frames, affine)
@@ -180,7 +186,31 @@ def _aligned_pose_hints(
         if keep_landmark_copies:
             # The original detects on a 256 px uint8 copy of the aligned [0, 1] frame.
             copies.append(to_uint8_fhwc(resize_square_fchw(frames, LANDMARK_GRID)))
+        counter.advance(frames.shape[0])
     return pose_hints, (np.concatenate(copies, axis=0) if keep_landmark_copies else None)
+
+
+def local_hints_in_chunks(pose_hints_fchw: torch.Tensor, centres: torch.Tensor, chunk_frames: int,
+                          counter: FrameCounter) -> torch.Tensor:
+    """`local_hints_fchw` over chunks of frames (peak memory), checking for an interrupt before each chunk."""
+    local_hints = torch.empty_like(pose_hints_fchw)
+    for start in range(0, pose_hints_fchw.shape[0], chunk_frames):
+        counter.check()
+        stop = start + chunk_frames
+        local_hints[start:stop] = local_hints_fchw(pose_hints_fchw[start:stop], centres[start:stop])
+        counter.advance(local_hints[start:stop].shape[0])
+    return local_hints
+
+
+def _frames_of_work(frame_count: int, best_frame: BestFrame, patch_landmarks: str) -> int:
+    """Frames the passes of `prepare_driving_controls` go through, for progress: landmarks of the source and of the
+    driving frames (all with "auto", one for an index), alignment, patch landmarks, local hints."""
+    work = 2 * frame_count  # alignment, local hints
+    if best_frame is not None:
+        work += 1 + (frame_count if best_frame == "auto" else 1)
+    if patch_landmarks == "detect_aligned" or best_frame != "auto":
+        work += frame_count  # a detection pass of its own for the patch landmarks
+    return work
 
 
 def prepare_driving_controls(
@@ -194,6 +224,7 @@ def prepare_driving_controls(
     patch_landmarks: PatchLandmarks = "detect_aligned",
     device: torch.device | str | None = None,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    hooks: FrameHooks | None = None,
 ) -> DrivingControls:
     """Pose and local hints for X-Portrait from a driving video and a source portrait.
 
@@ -204,6 +235,8 @@ def prepare_driving_controls(
     frame with a face). fit: "center_crop", "pad" or "resize" (see `image_fit`). patch_landmarks: see module doc.
     device: where resizing and warping run (and the hints live); None = CUDA when available, else CPU.
     Frames already aligned elsewhere only need best_frame=None: the pose hints are then the fitted frames.
+    hooks: progress after every frame or group of frames, over all passes (`frame_hooks`); its interrupt check
+    runs before each and stops with `ControlsInterrupted`.
     """
     _check_options(resolution, best_frame, missing_face, patch_landmarks)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -212,33 +245,31 @@ def prepare_driving_controls(
     if source_fchw is not None and source_fchw.shape[0] != 1:
         raise ValueError(f"The source image must be a single image; got {source_fchw.shape[0]} frames.")
 
-    choice = _choose_alignment(driving_fchw, source_fchw, provider, best_frame, device, chunk_frames)
+    frame_count = driving_fchw.shape[0]
+    counter = FrameCounter(hooks, _frames_of_work(frame_count, best_frame, patch_landmarks))
+    choice = _choose_alignment(driving_fchw, source_fchw, provider, best_frame, device, chunk_frames, counter)
     affine_256 = affine = None
     if choice.best_frame is not None:
         affine_256 = alignment_affine(choice.source_points_256, choice.best_points_256, LANDMARK_GRID)
         affine = alignment_affine(choice.source_points_256, choice.best_points_256, resolution)
 
-    frame_count = driving_fchw.shape[0]
     pose_hints, aligned_copies = _aligned_pose_hints(
-        driving_fchw, affine, resolution, device, chunk_frames, keep_landmark_copies=patch_landmarks == "detect_aligned"
+        driving_fchw, affine, resolution, device, chunk_frames, patch_landmarks == "detect_aligned", counter
     )
     if aligned_copies is not None:
-        measured = provider.detect(aligned_copies)
+        measured = detect_landmarks(provider, aligned_copies, counter)
         points, face_found = measured.points_68, measured.face_found
     else:
         driving_landmarks = choice.driving_landmarks
         if driving_landmarks is None:
-            driving_landmarks = provider.detect(_landmark_copies(driving_fchw, device, chunk_frames))
+            driving_landmarks = detect_landmarks(provider, _landmark_copies(driving_fchw, device, chunk_frames), counter)
         points, face_found = driving_landmarks.points_68, driving_landmarks.face_found
         if affine_256 is not None:
             points = transform_points(points, affine_256)
 
     points, usable = landmarks_for_patches(points, face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
-    local_hints = torch.empty_like(pose_hints)
-    for start in range(0, frame_count, chunk_frames):
-        stop = start + chunk_frames
-        local_hints[start:stop] = local_hints_fchw(pose_hints[start:stop], centres[start:stop])
+    local_hints = local_hints_in_chunks(pose_hints, centres, chunk_frames, counter)
 
     missing = int((~face_found).sum())
     if missing:

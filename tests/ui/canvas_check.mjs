@@ -1,0 +1,197 @@
+// Drives ComfyUI's real web frontend in headless Chromium and measures each template as an artist meets it.
+// Called by tests/ui/test_canvas.py: `node canvas_check.mjs job.json`.
+// job.json: {url, chromium, playwrightCore (the package's folder), artifacts, portrait, video, templates: [{name, file}]};
+// prints one JSON report.
+// Per template: load it by a drop event, note dialogs and console errors, read the widget values, save it the way
+// the editor does (Ctrl+S) and fetch the saved file, pick the portrait and the video in the loaders, fit the view,
+// then measure node rectangles, links drawn under nodes and the zoom, and take a screenshot.
+import fs from 'fs';
+import path from 'path';
+import { pathToFileURL } from 'url';
+
+const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+const { chromium } = await import(pathToFileURL(path.join(job.playwrightCore, 'index.mjs')).href);
+const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync'];
+const VIEWPORT = { width: 1920, height: 1080 };
+const SETTLE_MS = 1500; // the frontend finishes loading previews and layout after its promises resolve
+const LINK_STROKE = 5; // links are 3 px wide with a 1 px border on each side
+const SAMPLE_STEP = 4; // graph pixels between points tested inside a node
+const END_MARGIN = 24; // a link may run this far inside the node it starts or ends at (slots sit inside its edges)
+const STEP_TIMEOUT_MS = 60000; // any one browser step or request; a stuck one fails the run instead of hanging it
+const TEMPLATE_TIMEOUT_MS = 300000;
+
+function fetchWithin(url) {
+  return fetch(url, { signal: AbortSignal.timeout(STEP_TIMEOUT_MS) });
+}
+
+function within(ms, promise, what) {
+  let timer;
+  const expired = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms); });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
+
+async function openApp(browser) {
+  const context = await browser.newContext({ viewport: VIEWPORT, acceptDownloads: false });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT_MS);
+  const consoleErrors = [];
+  const phase = { name: 'startup' }; // errors are told apart by when they happen: startup, load, picking
+  page.on('console', (message) => {
+    if (message.type() === 'error') {
+      consoleErrors.push({ phase: phase.name, text: message.text(), url: message.location().url || '' });
+    }
+  });
+  page.on('pageerror', (error) => consoleErrors.push({ phase: phase.name, text: String(error), url: '' }));
+  await page.goto(job.url);
+  await page.waitForFunction(() => window.app?.graph && window.app?.canvas && window.app?.extensionManager, null,
+    { timeout: 120000 });
+  await page.waitForTimeout(SETTLE_MS);
+  return { context, page, consoleErrors, phase };
+}
+
+async function dropFile(page, name, text) {
+  const transfer = await page.evaluateHandle(([content, fileName]) => {
+    const data = new DataTransfer();
+    data.items.add(new File([content], fileName, { type: 'application/json' }));
+    return data;
+  }, [text, name]);
+  await page.dispatchEvent('#graph-canvas', 'drop', { dataTransfer: transfer });
+  await page.waitForTimeout(SETTLE_MS);
+}
+
+async function saveLikeTheEditor(page, fileName) {
+  await page.mouse.click(VIEWPORT.width / 2, VIEWPORT.height - 60); // focus the canvas (an empty spot low down)
+  await page.keyboard.press('Control+s');
+  await page.waitForTimeout(800);
+  await page.keyboard.press('Enter'); // accept the file name the save prompt offers
+  await page.waitForTimeout(SETTLE_MS);
+  const reply = await fetchWithin(`${job.url}/api/userdata/${encodeURIComponent(`workflows/${fileName}`)}`);
+  return reply.ok ? await reply.json() : { error: `saved file not found (HTTP ${reply.status})` };
+}
+
+function graphState(page) {
+  return page.evaluate(() => {
+    const graph = window.app.graph;
+    return {
+      nodes: graph._nodes.map((node) => ({
+        id: node.id, type: node.type, title: node.title, rect: [...node.boundingRect],
+        size: [...node.size], widgets: (node.widgets || []).filter((w) => w.serialize !== false).map((w) => w.value),
+        unknown: node.constructor?.nodeData === undefined && node.type !== 'Note' && node.type !== 'MarkdownNote',
+        // a text box (the Note's) that needs scrolling shows less than its text
+        textHidden: (node.widgets || []).some((w) => w.element && w.element.scrollHeight > w.element.clientHeight + 1),
+      })),
+      scale: window.app.canvas.ds.scale,
+    };
+  });
+}
+
+async function pickFiles(page) {
+  await page.evaluate(([portrait, video]) => {
+    for (const node of window.app.graph._nodes) {
+      const widget = node.widgets?.find((w) => (node.type === 'LoadImage' && w.name === 'image')
+        || (node.type === 'LoadVideo' && w.name === 'file'));
+      if (!widget) continue;
+      widget.value = node.type === 'LoadImage' ? portrait : video;
+      widget.callback?.(widget.value);
+    }
+  }, [job.portrait, job.video]);
+  await page.waitForTimeout(3 * SETTLE_MS);
+}
+
+async function measure(page) {
+  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView'));
+  await page.waitForTimeout(SETTLE_MS);
+  return page.evaluate(([stroke, step, endMargin]) => {
+    const app = window.app;
+    app.canvas.setDirty(true, true);
+    app.canvas.draw(true, true);
+    const nodes = app.graph._nodes;
+    const rects = new Map(nodes.map((node) => [node.id, [...node.boundingRect]]));
+    const overlaps = [];
+    for (let i = 0; i < nodes.length; i++) {
+      for (let j = i + 1; j < nodes.length; j++) {
+        const [ax, ay, aw, ah] = rects.get(nodes[i].id);
+        const [bx, by, bw, bh] = rects.get(nodes[j].id);
+        if (ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah) overlaps.push([nodes[i].id, nodes[j].id]);
+      }
+    }
+    const context = document.createElement('canvas').getContext('2d');
+    context.lineWidth = stroke;
+    const linksUnder = [];
+    const links = app.graph._links ?? app.graph.links;
+    for (const link of links.values()) {
+      if (!link.path) { linksUnder.push([link.id, null, 'link was not drawn']); continue; }
+      for (const node of nodes) {
+        const [x, y, w, h] = rects.get(node.id);
+        const ends = node.id === link.origin_id || node.id === link.target_id;
+        const left = x + (ends ? endMargin : 0), right = x + w - (ends ? endMargin : 0);
+        let under = false;
+        for (let px = left; px <= right && !under; px += step) {
+          for (let py = y; py <= y + h && !under; py += step) under = context.isPointInStroke(link.path, px, py);
+        }
+        if (under) linksUnder.push([link.id, node.id, `${link.origin_id}:${link.origin_slot} -> ${link.target_id}:${link.target_slot}`]);
+      }
+    }
+    const all = [...rects.values(), ...app.graph._groups.map((group) => [...group._bounding])];
+    const bounds = [Math.min(...all.map((r) => r[0])), Math.min(...all.map((r) => r[1])),
+      Math.max(...all.map((r) => r[0] + r[2])), Math.max(...all.map((r) => r[1] + r[3]))];
+    const box = app.canvas.canvas.getBoundingClientRect();
+    return { scale: app.canvas.ds.scale, offset: [...app.canvas.ds.offset], canvas: [app.canvas.canvas.width,
+      app.canvas.canvas.height], canvasOnPage: [box.left, box.top], bounds, overlaps, linksUnder };
+  }, [LINK_STROKE, SAMPLE_STEP, END_MARGIN]);
+}
+
+function dialogTexts(page) {
+  return page.evaluate(() => [...document.querySelectorAll('.p-dialog')].map((dialog) => dialog.innerText.slice(0, 500)));
+}
+
+async function checkTemplate(browser, template) {
+  const { context, page, consoleErrors, phase } = await openApp(browser);
+  const text = fs.readFileSync(template.file, 'utf8');
+  const fileName = path.basename(template.file);
+  phase.name = 'load';
+  await dropFile(page, fileName, text);
+  const report = { name: template.name, dialogsAfterLoad: await dialogTexts(page), loaded: await graphState(page) };
+  report.saved = await saveLikeTheEditor(page, fileName);
+  phase.name = 'picking';
+  await pickFiles(page);
+  report.afterPicking = await graphState(page);
+  report.measured = await measure(page);
+  await page.waitForTimeout(500);
+  report.screenshot = path.join(job.artifacts, `${template.name}.png`);
+  await page.screenshot({ path: report.screenshot });
+  report.consoleErrors = consoleErrors;
+  await context.close();
+  return report;
+}
+
+async function checkTemplatesBrowser(browser) {
+  // What the Templates browser lists for the pack, and whether each card's thumbnail and file load.
+  const { context, page } = await openApp(browser);
+  const listed = await (await fetchWithin(`${job.url}/workflow_templates`)).json();
+  const cards = [];
+  for (const [module, names] of Object.entries(listed)) {
+    for (const name of names) {
+      const base = `${job.url}/api/workflow_templates/${encodeURIComponent(module)}/${encodeURIComponent(name)}`;
+      const thumbnail = await fetchWithin(`${base}.jpg`);
+      const workflow = await (await fetchWithin(`${base}.json`)).json();
+      cards.push({ module, name, thumbnailStatus: thumbnail.status,
+        thumbnailType: thumbnail.headers.get('content-type'), isUiWorkflow: Array.isArray(workflow.nodes) });
+    }
+  }
+  await context.close();
+  return cards;
+}
+
+const browser = await chromium.launch({ executablePath: job.chromium, args: CHROMIUM_FLAGS });
+try {
+  const reports = [];
+  for (const template of job.templates) {
+    reports.push(await within(TEMPLATE_TIMEOUT_MS, checkTemplate(browser, template), `checking ${template.name}`));
+  }
+  const templatesBrowser = await checkTemplatesBrowser(browser);
+  process.stdout.write(JSON.stringify({ reports, templatesBrowser }));
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,292 @@
+"""Where the example graphs' nodes go on the canvas, computed from node sizes, and the checks that keep them readable.
+
+A layout is a grid of canvas columns; each titled group holds some of them (groups may sit under one another) and, in
+each of its columns, a top-to-bottom list of nodes. Node sizes follow the ComfyUI frontend's own minimum-size rule
+(LiteGraph `computeSize` in frontend 1.27.10) plus room for the image or video preview a loader or preview node
+shows, so the frontend never has to grow a node (which would push it over its neighbour, or change the file on save).
+Columns are as wide as their widest node; a node sits below the one above it, or lower when one of its links should
+run straight (`level_with`) or when it must stay under other nodes (`below`). `arrange` then moves down any node a
+link would run under, until none does.
+
+The checks measure what the frontend draws: node rectangles with their title bars, and links as the frontend's
+cubic splines between slot positions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+# LiteGraph geometry of ComfyUI frontend 1.27.10 (measured in the browser: LiteGraph.NODE_TITLE_HEIGHT etc.).
+TITLE_HEIGHT = 30
+SLOT_HEIGHT = 20
+SLOT_Y = 0.7 * SLOT_HEIGHT  # a slot's centre below the node's top, for slot row 0
+SLOT_INSET = SLOT_HEIGHT // 2  # slots sit this far inside the node's left and right edges
+WIDGET_ROW = 24  # height of one widget row
+WIDGETS_TOP_MARGIN = 6  # below the last slot row, where widgets start
+WIDGET_SLOT_Y = 10  # a linked widget's input slot, below the widget row's top
+BODY_PADDING_WITH_WIDGETS = 14
+BODY_PADDING_WITHOUT_WIDGETS = 6
+MIN_WIDTH = 140  # LiteGraph.NODE_WIDTH
+MIN_WIDTH_WITH_WIDGETS = 210  # 1.5 x NODE_WIDTH
+TITLE_CHAR_WIDTH = 7  # average width of a title character at the frontend's 14 px title font (6.8 measured)
+TITLE_PADDING = 40  # title box and collapse dot left of the text, margin right of it
+# Preview areas the frontend 1.27.10 adds below a node's widgets: an image preview needs at least 220 px, a video
+# preview 320 px (measured: LoadImage grows to 314 px, LoadVideo to 394 px once a file is picked).
+PREVIEW_HEIGHT = {"image": 220, "video": 320}
+# Spline links: control points this far along the slot direction (frontend: max(30, distance / 4)).
+SPLINE_MIN_CONTROL = 30
+SPLINE_CONTROL_FRACTION = 0.25
+LINK_SAMPLES = 64
+LINK_HALF_WIDTH = 3  # the frontend strokes links 3 px wide plus a 1 px border
+# Fit view (frontend command Comfy.Canvas.FitView: fitViewToSelectionAnimated): the bounds of all nodes and groups
+# padded by 10 px, fitted at 75 % of the canvas.
+FIT_PADDING = 10
+FIT_ZOOM = 0.75
+# The graph canvas of a 1920 x 1080 window in frontend 1.27.10 (the side bar and top bars take the rest).
+CANVAS_1080P = (1856, 1002)
+
+COLUMN_GAP = 50
+LINK_CLEARANCE = 12  # space kept between a link and the title bar of a node it passes over
+MAX_SETTLE_ROUNDS = 20
+NODE_GAP = 28  # between a node's bottom and the next node's title bar
+GROUP_PADDING = 8
+GROUP_TITLE_HEIGHT = 34  # a group title bar at font size 24 is 1.4 x 24 px high
+GROUP_GAP = 20
+
+
+@dataclass(frozen=True)
+class Slots:
+    """What decides a node's size and slot positions: socket (non-widget) inputs, outputs, widget rows."""
+
+    sockets: tuple[str, ...]
+    outputs: tuple[str, ...]
+    widgets: tuple[str, ...]  # widget rows in order, including companions (seed control, upload button)
+
+    def min_height(self) -> int:
+        rows = max(1, len(self.sockets), len(self.outputs))
+        padding = BODY_PADDING_WITH_WIDGETS if self.widgets else BODY_PADDING_WITHOUT_WIDGETS
+        return rows * SLOT_HEIGHT + WIDGET_ROW * len(self.widgets) + padding
+
+    def min_width(self, title: str) -> int:
+        base = MIN_WIDTH_WITH_WIDGETS if self.widgets else MIN_WIDTH
+        return max(base, TITLE_PADDING + TITLE_CHAR_WIDTH * len(title))
+
+    def input_y(self, name: str) -> float:
+        """A linked input's slot centre below the node's top (sockets by row, widgets at their row)."""
+        if name in self.sockets:
+            return self.sockets.index(name) * SLOT_HEIGHT + SLOT_Y
+        rows = max(1, len(self.sockets), len(self.outputs))
+        return rows * SLOT_HEIGHT + WIDGETS_TOP_MARGIN + WIDGET_ROW * self.widgets.index(name) + WIDGET_SLOT_Y
+
+    def output_y(self, slot: int) -> float:
+        return slot * SLOT_HEIGHT + SLOT_Y
+
+
+@dataclass
+class Box:
+    """A node on the canvas: pos is the body's top-left corner (the title bar is above it)."""
+
+    node_id: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def rect(self) -> tuple[float, float, float, float]:
+        """(left, top, right, bottom) including the title bar."""
+        return self.x, self.y - TITLE_HEIGHT, self.x + self.width, self.y + self.height
+
+
+@dataclass
+class Placed:
+    """One node's layout inputs: its slots, the preview it will show, and placement hints."""
+
+    node_id: int
+    title: str
+    slots: Slots
+    preview: str | None = None
+    width: int | None = None
+    height: int | None = None  # for nodes whose content is not widget rows (a Note's text)
+    level_with: tuple[str, int, int] | None = None  # (input name, source node id, source output slot)
+    below: tuple[int, ...] = ()  # node ids whose bottom this node's title must clear
+
+    def size(self) -> tuple[int, int]:
+        height = max(self.height or 0, self.slots.min_height() + (PREVIEW_HEIGHT[self.preview] if self.preview else 0))
+        width = max(self.width or 0, self.slots.min_width(self.title))
+        return width, height
+
+
+@dataclass
+class Group:
+    """A titled group: canvas column index -> its nodes top to bottom. A group starts at the top of the canvas, or
+    under the groups named in `below` (which share some of its columns)."""
+
+    title: str
+    color: str
+    columns: dict[int, list[int]]
+    below: tuple[str, ...] = ()
+
+
+@dataclass
+class Layout:
+    boxes: dict[int, Box] = field(default_factory=dict)
+    groups: list[tuple[str, str, tuple[float, float, float, float]]] = field(default_factory=list)  # title, colour, x,y,w,h
+
+
+def place(groups: Sequence[Group], nodes: dict[int, Placed], min_y: dict[int, float] | None = None) -> Layout:
+    """Canvas columns as wide as their widest node, left to right; each group's nodes top to bottom in its columns.
+    min_y: node id -> lowest allowed top of its body (set by `arrange` to clear links)."""
+    min_y = min_y or {}
+    widths: dict[int, int] = {}
+    for group in groups:
+        for column, members in group.columns.items():
+            widths[column] = max([widths.get(column, 0)] + [nodes[node_id].size()[0] for node_id in members])
+    lefts, x = {}, 0.0
+    for column in sorted(widths):
+        lefts[column], x = x, x + widths[column] + COLUMN_GAP
+    layout = Layout()
+    bottoms: dict[str, float] = {}
+    for group in groups:
+        top = 0.0
+        if group.below:
+            top = (max(bottoms[title] for title in group.below) + GROUP_GAP + GROUP_TITLE_HEIGHT + GROUP_PADDING
+                   + TITLE_HEIGHT)
+        for column, members in group.columns.items():
+            cursor = top
+            for node_id in members:
+                node = nodes[node_id]
+                _, height = node.size()
+                y = max(cursor, min_y.get(node_id, cursor))
+                if node.level_with is not None:
+                    y = max(y, _level_y(node, layout))
+                for other in node.below:
+                    y = max(y, layout.boxes[other].rect[3] + NODE_GAP + TITLE_HEIGHT)
+                y = math.ceil(y)  # the frontend keeps positions as float32: whole pixels survive a save unchanged
+                layout.boxes[node_id] = Box(node_id, lefts[column], y, widths[column], height)
+                cursor = y + height + NODE_GAP + TITLE_HEIGHT
+        bounds = _group_bounds(group, layout)
+        bottoms[group.title] = bounds[1] + bounds[3]
+        layout.groups.append((group.title, group.color, bounds))
+    return layout
+
+
+def _level_y(node: Placed, layout: Layout) -> float:
+    input_name, source, slot = node.level_with
+    source_box = layout.boxes[source]
+    return source_box.y + SLOT_Y + slot * SLOT_HEIGHT - node.slots.input_y(input_name)
+
+
+def _group_bounds(group: Group, layout: Layout) -> tuple[float, float, float, float]:
+    """(x, y, width, height) around the group's nodes, with padding and the title bar."""
+    rects = [layout.boxes[node_id].rect for members in group.columns.values() for node_id in members]
+    left = min(r[0] for r in rects) - GROUP_PADDING
+    top = min(r[1] for r in rects) - GROUP_PADDING - GROUP_TITLE_HEIGHT
+    right = max(r[2] for r in rects) + GROUP_PADDING
+    bottom = max(r[3] for r in rects) + GROUP_PADDING
+    return left, top, right - left, bottom - top
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+def overlapping_nodes(boxes: Iterable[Box]) -> list[tuple[int, int]]:
+    """Pairs of nodes whose rectangles (title bars included) intersect."""
+    boxes = list(boxes)
+    pairs = []
+    for index, first in enumerate(boxes):
+        for second in boxes[index + 1:]:
+            a, b = first.rect, second.rect
+            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                pairs.append((first.node_id, second.node_id))
+    return pairs
+
+
+@dataclass(frozen=True)
+class Link:
+    source: int
+    slot: int
+    target: int
+    input_name: str
+
+
+def link_points(link: Link, layout: Layout, nodes: dict[int, Placed]) -> list[tuple[float, float]]:
+    source, target = layout.boxes[link.source], layout.boxes[link.target]
+    start = (source.x + source.width + 1 - SLOT_INSET, source.y + nodes[link.source].slots.output_y(link.slot))
+    end = (target.x + SLOT_INSET, target.y + nodes[link.target].slots.input_y(link.input_name))
+    return spline_points(start, end)
+
+
+def links_under_nodes(layout: Layout, nodes: dict[int, Placed], links: Iterable[Link]) -> list[tuple[Link, int]]:
+    """(link, node) for every link that runs under a node."""
+    found = []
+    for link in links:
+        points = link_points(link, layout, nodes)
+        for box in layout.boxes.values():
+            if link_under_node(points, box, ends_here=box.node_id in (link.source, link.target)):
+                found.append((link, box.node_id))
+    return found
+
+
+def arrange(groups: Sequence[Group], nodes: dict[int, Placed], links: Sequence[Link]) -> Layout:
+    """`place`, then move every node that a link runs under (other than the link's own ends) down until the link
+    passes above its title bar; repeated until nothing moves (each round only moves nodes down)."""
+    min_y: dict[int, float] = {}
+    for _ in range(MAX_SETTLE_ROUNDS):
+        layout = place(groups, nodes, min_y)
+        moved = False
+        for link, node_id in links_under_nodes(layout, nodes, links):
+            if node_id in (link.source, link.target):
+                continue
+            left, _, right, _ = layout.boxes[node_id].rect
+            lowest = max(y for x, y in link_points(link, layout, nodes) if left - LINK_CLEARANCE < x < right + LINK_CLEARANCE)
+            wanted = lowest + LINK_CLEARANCE + TITLE_HEIGHT
+            if wanted > min_y.get(node_id, -math.inf):
+                min_y[node_id], moved = wanted, True
+        if not moved:
+            return layout
+    raise ValueError(f"links still run under nodes after {MAX_SETTLE_ROUNDS} rounds of moving nodes down; change the "
+                     "columns or the level hints of this graph")
+
+
+def spline_points(start: tuple[float, float], end: tuple[float, float]) -> list[tuple[float, float]]:
+    """Points along the frontend's link from an output slot (leaving right) to an input slot (entering left)."""
+    distance = math.dist(start, end)
+    control = max(SPLINE_MIN_CONTROL, distance * SPLINE_CONTROL_FRACTION)
+    p0, p1, p2, p3 = start, (start[0] + control, start[1]), (end[0] - control, end[1]), end
+    points = []
+    for index in range(LINK_SAMPLES + 1):
+        t = index / LINK_SAMPLES
+        a, b, c, d = (1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3
+        points.append((a * p0[0] + b * p1[0] + c * p2[0] + d * p3[0], a * p0[1] + b * p1[1] + c * p2[1] + d * p3[1]))
+    return points
+
+
+def link_under_node(points: Sequence[tuple[float, float]], box: Box, ends_here: bool) -> bool:
+    """Whether a link drawn through `points` runs under `box`. A link's own end nodes may hold it within the slot
+    margin (slots sit inside the node's edges)."""
+    left, top, right, bottom = box.rect
+    margin = SLOT_HEIGHT + LINK_HALF_WIDTH if ends_here else -LINK_HALF_WIDTH
+    return any(left + margin < x < right - margin and top - LINK_HALF_WIDTH < y < bottom + LINK_HALF_WIDTH
+               for x, y in points)
+
+
+def _fit_bounds(layout: Layout) -> tuple[float, float, float, float]:
+    """(left, top, width, height) the frontend fits: nodes with title bars, and groups, padded."""
+    rects = [box.rect for box in layout.boxes.values()]
+    rects += [(x, y, x + width, y + height) for _, _, (x, y, width, height) in layout.groups]
+    left, top = min(r[0] for r in rects) - FIT_PADDING, min(r[1] for r in rects) - FIT_PADDING
+    return left, top, max(r[2] for r in rects) + FIT_PADDING - left, max(r[3] for r in rects) + FIT_PADDING - top
+
+
+def fit_view_zoom(layout: Layout, canvas: tuple[int, int] = CANVAS_1080P) -> float:
+    """The zoom the frontend's "fit view" picks for this layout on a canvas of `canvas` pixels."""
+    _, _, width, height = _fit_bounds(layout)
+    return min(FIT_ZOOM * canvas[0] / width, FIT_ZOOM * canvas[1] / height)
+
+
+def fit_view(layout: Layout, canvas: tuple[int, int] = CANVAS_1080P) -> dict:
+    """The view (`extra.ds`: scale and offset) that "fit view" gives, stored so a template opens fitted."""
+    left, top, width, height = _fit_bounds(layout)
+    scale = math.floor(fit_view_zoom(layout, canvas) * 1000) / 1000  # the frontend keeps the offset as float32:
+    offset = [round(-left - width / 2 + canvas[0] / scale / 2), round(-top - height / 2 + canvas[1] / scale / 2)]
+    return {"scale": scale, "offset": offset}  # whole pixels and a short scale survive a save unchanged
