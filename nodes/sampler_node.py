@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from . import host
-from .errors import XPortraitInputError, about_input
+from .errors import XPortraitInputError, about_input, input_error
 from .types import CATEGORY, LORA, MODEL, REFERENCE
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,9 @@ MAX_STEPS = 1000  # the DDPM schedule has 1000 timesteps
 MAX_CFG = 30.0
 WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
 MAX_WINDOW = 64
+# The node input that sets each SamplerOptions field, so that an error names what the user can change.
+INPUT_OF_OPTION = {"steps": "steps", "cfg": "cfg", "seed": "seed", "scheduler": "scheduler", "window": "window",
+                   "overlap": "overlap", "placement": "window_placement", "start": "start", "strength": "denoise"}
 
 
 def _sampler_choices() -> dict[str, list[str]]:
@@ -82,11 +85,16 @@ class Sampler:
                denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
         from .comfy_types import SamplingSetup
+        from xportrait_core.sampling.sampler import SamplerOptions
 
+        options = SamplerOptions(steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, window=window,
+                                 overlap=overlap, placement=window_placement, start=start, strength=denoise)
+        _check_options(options)
         networks = model.model
         setup = SamplingSetup(networks, reference)
         with about_input(NODE, "motion"):
             setup.add_hints(motion, local_patches)
+        steps_run = _check_options(options, setup.frames)
         with about_input(NODE, "positive"):
             context = setup.context(positive, "positive conditioning")
         with about_input(NODE, "negative"):
@@ -99,24 +107,17 @@ class Sampler:
                                           f"are {'connected' if init_images is not None else 'not connected'}.")
             with host.loaded(model), about_input(NODE, "init_images"):
                 init_latents = setup.init_latents(init_images)
-        options, progress = self._options_and_progress(setup, seed, steps, cfg, scheduler, window, overlap,
-                                                       window_placement, start, denoise)
+        progress = self._progress(setup, options, steps_run)
         conditioning = setup.conditioning(context, uncond_context)
         return (self._run(model, conditioning, options, init_latents, progress, lora or ()),)
 
     @staticmethod
-    def _options_and_progress(setup: Any, seed: int, steps: int, cfg: float, scheduler: str, window: int,
-                              overlap: int, placement: str, start: str, denoise: float) -> tuple[Any, Any]:
-        from .comfy_types import scheduler_steps, windows_per_step
-        from xportrait_core.sampling.sampler import SamplerOptions
+    def _progress(setup: Any, options: Any, steps_run: int) -> Any:
+        from .comfy_types import windows_per_step
 
-        options = SamplerOptions(steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, window=window,
-                                 overlap=overlap, placement=placement, start=start, strength=denoise)
-        with about_input(NODE, "denoise"):
-            steps_run = scheduler_steps(options)
         with about_input(NODE, "overlap"):
             windows = windows_per_step(setup.frames, options)
-        return options, host.SamplingProgress(steps_run, windows)
+        return host.SamplingProgress(steps_run, windows)
 
     @staticmethod
     def _run(model: Any, conditioning: Any, options: Any, init_latents: Any, progress: Any, loras: tuple) -> dict:
@@ -130,8 +131,20 @@ class Sampler:
             for choice in loras:
                 with about_input(NODE, "lora"):
                     merged.enter_context(lora_applied(networks, choice.path, choice.strength))
-            with about_input(NODE, "window"):
+            # The options and inputs are checked above; what sampling itself can still report is about the model
+            # (its precision going non-finite, above all).
+            with about_input(NODE, "model"):
                 result = sample(networks, conditioning, options, init_latents=init_latents, hooks=hooks)
         log.info("X-Portrait sampled %d frames; network evaluations %s", result.latents.shape[0],
                  result.evaluation_counts)
         return to_comfy_latent(result.latents, networks.config.vae.scale_factor)
+
+
+def _check_options(options: Any, frames: int | None = None) -> int:
+    """The steps the scheduler will run, or an error naming the node input of the first option that cannot work."""
+    from xportrait_core.sampling.option_checks import SamplerOptionError, check_sampler_options
+
+    try:
+        return check_sampler_options(options, frames)
+    except SamplerOptionError as error:
+        raise input_error(NODE, INPUT_OF_OPTION.get(error.option, error.option), error.detail) from error

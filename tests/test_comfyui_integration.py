@@ -251,8 +251,9 @@ def api_from_ui(workflow: dict, object_info: dict) -> dict:
                 if name in linked:
                     inputs[name] = [str(linked[name][1]), linked[name][2]]
                 elif isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                    inputs[name] = next(values)
                     settings = spec[1] if len(spec) > 1 else {}
+                    # A trailing widget the file lacks keeps its default, as in the front end's LGraphNode.configure.
+                    inputs[name] = next(values, settings.get("default"))
                     if settings.get("control_after_generate"):
                         next(values)
                     if settings.get("image_upload") or settings.get("video_upload"):
