@@ -13,14 +13,24 @@ import sys
 import tomllib
 from pathlib import Path
 
-from nodes.requirements_check import module_of, requirements
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST_MODULES = {"comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server",
                 "execution", "node_helpers"}
 PROVIDED_BY_THE_HOST = {"torch"}  # never listed: ComfyUI's own build (README, "Install")
 OPTIONAL = {"xformers", "mediapipe"}  # used when installed, never required
 COMFYUI_OWN = {"numpy", "pillow"}  # ComfyUI itself cannot start without these
+
+
+def module_of(distribution: str) -> str:
+    from nodes.requirements_check import module_of as module_of_distribution
+
+    return module_of_distribution(distribution)
+
+
+def requirements() -> dict[str, str]:
+    from nodes.requirements_check import requirements as listed
+
+    return listed()
 
 
 def third_party_modules() -> set[str]:
@@ -144,3 +154,24 @@ def test_the_readmes_test_section_installs_the_test_requirements():
     section = readme.split("## Test", 1)[1].split("\n## ", 1)[0]
     assert "pip install -r requirements.txt -r requirements-test.txt" in section
     assert section.index("requirements-test.txt") < section.index("python -m pytest -q tests")
+
+
+def test_pip_install_dot_packages_every_module_and_the_demos_data(tmp_path):
+    """`pip install .` (a wheel of a copy of the checkout, so nothing is written into it) holds every module of
+    xportrait_core and the demo's landmark file (once it held no `landmarks` subpackage)."""
+    import zipfile
+
+    copy = tmp_path / "checkout"
+    shutil.copytree(REPO_ROOT / "xportrait_core", copy / "xportrait_core",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, copy / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", ".",
+                            "-w", str(tmp_path / "wheel")], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = zipfile.ZipFile(next((tmp_path / "wheel").glob("*.whl")))
+    expected = {path.relative_to(copy).as_posix() for path in (copy / "xportrait_core").rglob("*")
+                if path.suffix in (".py", ".json")}
+    assert expected <= set(wheel.namelist())
+    assert "xportrait_core/controls/landmarks/dlib_provider.py" in expected
+    assert "xportrait_core/cli/data/astronaut_landmarks_256.json" in expected

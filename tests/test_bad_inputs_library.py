@@ -122,6 +122,16 @@ def test_a_16_bit_greyscale_png_reads_as_it_looks_not_almost_white(tmp_path, por
     assert float((frames - expected).abs().max()) <= EIGHT_BIT_STEP / 2
 
 
+def test_a_16_bit_png_that_pillow_opens_as_32_bit_integers_reads_as_it_looks(portrait_rgb):
+    """Older Pillow versions open 16-bit greyscale PNGs in mode "I"; the values are still 0..65535."""
+    from xportrait_core.media.video_io import image_to_rgb8
+
+    grey8 = np.asarray(Image.fromarray(portrait_rgb).convert("L"))
+    image = Image.fromarray(grey8.astype(np.int32) * 257)
+    assert image.mode == "I"
+    assert int(np.abs(image_to_rgb8(image).astype(int) - grey8[..., None]).max()) == 0
+
+
 def test_a_16_bit_greyscale_portrait_still_has_its_face_found(tmp_path, portrait_rgb):
     from xportrait_core.controls.landmarks import DlibLandmarkProvider
     from xportrait_core.media.image_fit import to_uint8_fhwc

@@ -9,7 +9,7 @@ import pytest
 
 from test_comfy_queue import api_workflow, batch, fakes, settings_for  # noqa: F401 (fixtures)
 from xportrait_core.cli import batch_queue
-from xportrait_core.cli.batch_queue import QueueInterrupted, run_queue
+from xportrait_core.cli.batch_queue import run_queue
 from xportrait_core.cli.main import main
 from xportrait_core.cli.queue_state import DONE, PENDING, RUNNING, QueueState
 
@@ -62,6 +62,8 @@ def test_prompt_ids_are_saved_before_the_prompt_is_posted(fakes, batch, monkeypa
 
 
 def test_ctrl_c_can_cancel_this_batchs_prompts_and_only_those(fakes, batch, monkeypatch):
+    from xportrait_core.cli.batch_queue import QueueInterrupted
+
     fake = fakes(run_time_s=SLOW_RUN_S, foreign_backlog=1)
     stop_once_all_are_queued(monkeypatch, fake, 4, KeyboardInterrupt)
     with pytest.raises(QueueInterrupted) as stopped:

@@ -5,10 +5,12 @@ Heavy modules (torch, the networks) are imported when a command runs, so ``--hel
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from .arg_types import finite_float, positive_float, positive_int, whole_number
 
@@ -279,23 +281,24 @@ def _report(animation) -> None:
           f"frames without a face: {controls.frames_without_face}; network evaluations (frames): {counts}")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """What a command reports as `error: <message>` with exit status 2: all the library's errors for people."""
-    from ..controls.landmarks import LandmarkModelNotFoundError
+def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The command, with the library's errors for people (ValueError and its kin, a missing landmark model or
+    package) printed as `error: <message>` and exit status 2 instead of a traceback."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from ..controls.landmarks import LandmarkModelNotFoundError
 
-    return (ValueError, LandmarkModelNotFoundError, ImportError)
+        try:
+            return command(args)
+        except (ValueError, LandmarkModelNotFoundError, ImportError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    return run
 
 
 # ---------------------------------------------------------------------------------------------------- commands
+@_reported
 def run_animate(args: argparse.Namespace) -> int:
-    try:
-        return _animate(args)
-    except _user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-
-def _animate(args: argparse.Namespace) -> int:
     from ..controls.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
     from ..controls.landmarks import DlibLandmarkProvider
     from ..media.video_io import read_video
@@ -361,15 +364,8 @@ def _demo_provider(choice: str, clip):
         return clip.replay_provider(), "the clip's exact landmarks", "transform"
 
 
+@_reported
 def run_demo(args: argparse.Namespace) -> int:
-    try:
-        return _demo(args)
-    except _user_errors() as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-
-def _demo(args: argparse.Namespace) -> int:
     from ..media.safe_output import check_output_path
     from ..model.tiny_model import build_random_model
     from ..pipeline import animate
@@ -404,15 +400,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reported
 def run_convert(args: argparse.Namespace) -> int:
     from ..model.checkpoint import convert_to_safetensors
 
-    try:
-        counts = convert_to_safetensors(args.source, args.destination, fp16=args.fp16,
-                                        text_num_heads=args.text_num_heads)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    counts = convert_to_safetensors(args.source, args.destination, fp16=args.fp16, text_num_heads=args.text_num_heads)
     print(f"wrote {args.destination}: {counts['tensors']} tensors ({counts['cast_to_fp16']} cast to fp16), "
           "read back and verified")
     return 0
