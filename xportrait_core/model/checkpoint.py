@@ -256,9 +256,8 @@ def check_text_heads(state_dict: Mapping[str, torch.Tensor], name: str, text_num
                 f"the head count ({TEXT_HEADS_OPTION})")
         return
     if text_num_heads < 1 or width % text_num_heads:
-        divisors = [n for n in range(1, width + 1) if width % n == 0 and n <= width // 8] or [1]
         raise TextHeadsError(f"{name!r}: a head count of {text_num_heads} does not divide the text encoder's "
-                             f"width {width}; give one of {divisors} (the model's training configuration says "
+                             f"width {width}; give a divisor of {width} (the model's training configuration says "
                              "which)")
 
 
