@@ -1,10 +1,11 @@
 """The ComfyUI nodes of X-Portrait (classic V1 node classes). Heavy modules are imported inside node functions."""
-from . import host
+from . import host, requirements_check
 from .control_nodes import LocalPatches, MotionControl, Reference
 from .guider_node import Guider
 from .loader_nodes import LandmarkProvider, LoadModel, LoRA
 from .sampler_node import Sampler
 
+requirements_check.report_missing()
 host.register_model_folders()
 
 NODE_CLASS_MAPPINGS = {

@@ -21,11 +21,10 @@ from xportrait_core.controls.driving_controls import DEFAULT_CHUNK_FRAMES, MISSI
 from xportrait_core.controls.frame_hooks import FrameCounter, FrameHooks, detect_landmarks
 from xportrait_core.controls.landmarks import LandmarkProvider
 from xportrait_core.controls.local_patches import landmarks_for_patches, patch_centres
-from xportrait_core.media.image_fit import images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from xportrait_core.media.image_fit import check_resolution, images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from xportrait_core.model.xportrait_model import XPortraitModel
 from xportrait_core.networks.config import VAEConfig
 from xportrait_core.sampling.guidance import Conditioning
-from xportrait_core.sampling.sampler import SamplerOptions
 
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
 VAE_PREFIX = "first_stage_model."
@@ -175,23 +174,6 @@ def local_patches_of_aligned(aligned_fhwc: torch.Tensor, provider: LandmarkProvi
 
 
 # -------------------------------------------------------------------------------------------------- progress
-def scheduler_steps(options: SamplerOptions) -> int:
-    """Steps the scheduler will run for these options (fewer than asked for below denoise 1, and for the original
-    DDIM's rounding); raises the scheduler's ValueErrors for a step count or strength that cannot work."""
-    from xportrait_core.sampling.schedulers import make_scheduler
-
-    return len(make_scheduler(options.scheduler, options.steps, options.strength).timesteps)
-
-
-def windows_per_step(frames: int, options: SamplerOptions) -> int:
-    """Windows denoised per step over `frames` frames; raises the window planner's ValueErrors. The count does not
-    depend on the random offset, so step 0's plan sizes every step."""
-    from xportrait_core.sampling.windows import WindowPlanner
-
-    planner = WindowPlanner(frames, options.window, options.overlap, options.placement, options.seed)
-    return len(planner.starts_for_step(0))
-
-
 # --------------------------------------------------------------------------------------- sampler node inputs
 class SamplingSetup:
     """Turns the sampler node's ComfyUI inputs into the core's: scaled reference latents, hints, contexts and the
@@ -213,6 +195,7 @@ class SamplingSetup:
 
     def add_hints(self, motion_fhwc: torch.Tensor, local_fhwc: torch.Tensor) -> None:
         pose, local = image_hints(motion_fhwc, "motion"), image_hints(local_fhwc, "local patches")
+        check_resolution(pose.shape[-1], "the motion frames' size")
         if pose.shape != local.shape:
             raise ValueError(f"motion is {tuple(motion_fhwc.shape)} but local patches {tuple(local_fhwc.shape)}; "
                              "both come from the same driving video (Local Patches takes Motion Control's output).")

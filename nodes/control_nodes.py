@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from . import host
-from .errors import XPortraitInputError, about_input
+from .errors import XPortraitInputError, about_input, input_error
 from .loader_nodes import landmark_provider
 from .types import CATEGORY, LANDMARKS, REFERENCE
 
@@ -80,7 +80,11 @@ class Reference:
         from xportrait_core.controls.frame_hooks import FrameCounter
         from xportrait_core.pipeline import to_model_images
 
+        from xportrait_core.media.image_fit import check_resolution
+
         node = "X-Portrait Reference"
+        with about_input(node, "resolution"):
+            check_resolution(resolution)
         _single_image(source, node, "source")
         batches = [("source", source)] + ([("extra_references", extra_references)]
                                           if extra_references is not None else [])
@@ -135,20 +139,28 @@ class MotionControl:
     def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
               resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
         from .comfy_types import hint_images
+        from xportrait_core.controls.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
+        from xportrait_core.media.image_fit import check_resolution
         from xportrait_core.media.video_io import side_by_side
-        from xportrait_core.controls.driving_controls import prepare_driving_controls
 
         node = "X-Portrait Motion Control"
+        with about_input(node, "resolution"):
+            check_resolution(resolution)
         _single_image(source, node, "source")
         choice = {"auto": "auto", "index": int(best_frame_index), "off": None}[best_frame]
         input_name = "best_frame_index" if best_frame == "index" else "driving"
         log.info("%s: aligning %d driving frames", node, len(driving))
-        with about_input(node, input_name):
-            # "transform": the local patches node detects on the aligned frames itself, so here the cheapest
-            # landmark mode is enough (no second detection pass with best_frame "auto").
-            controls = prepare_driving_controls(driving, source, _provider(landmarks), resolution=resolution,
-                                                best_frame=choice, fit=fit, patch_landmarks="transform",
-                                                device=host.sampling_device(), hooks=host.frame_progress(node))
+        try:
+            with about_input(node, input_name):
+                # "transform": the local patches node detects on the aligned frames itself, so here the cheapest
+                # landmark mode is enough (no second detection pass with best_frame "auto").
+                controls = prepare_driving_controls(driving, source, _provider(landmarks), resolution=resolution,
+                                                    best_frame=choice, fit=fit, patch_landmarks="transform",
+                                                    device=host.sampling_device(), hooks=host.frame_progress(node))
+        except XPortraitInputError as error:
+            if isinstance(error.__cause__, SourceFaceNotFoundError):  # the source is at fault, not the driving video
+                raise input_error(node, "source", error.__cause__.reworded("best_frame 'off'")) from error.__cause__
+            raise
         motion = hint_images(controls.pose_hints)
         used = NOT_ALIGNED if controls.best_frame is None else controls.best_frame
         return motion, used, side_by_side([hint_images(controls.source_image), motion])

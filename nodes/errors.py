@@ -16,6 +16,11 @@ class XPortraitInputError(ValueError):
     """A node input that cannot be used, with the node's and the input's name in the message."""
 
 
+def input_error(node: str, input_name: str, error: BaseException | str) -> XPortraitInputError:
+    """`<node>, input '<input_name>': <message>`, for errors that belong to another input than the block's."""
+    return XPortraitInputError(f"{node}, input '{input_name}': {error}")
+
+
 @contextlib.contextmanager
 def about_input(node: str, input_name: str) -> Iterator[None]:
     """Re-raise the core's user-facing errors as `<node>, input '<input_name>': <message>`."""
@@ -24,4 +29,4 @@ def about_input(node: str, input_name: str) -> Iterator[None]:
     except XPortraitInputError:
         raise
     except REPORTED as error:
-        raise XPortraitInputError(f"{node}, input '{input_name}': {error}") from error
+        raise input_error(node, input_name, error) from error

@@ -19,6 +19,7 @@ from .sampling_inputs import (
     MAX_CFG,
     animation_inputs,
     networks_with_loras,
+    sampling_model,
     prepared_conditioning,
     prompt_inputs,
     window_inputs,
@@ -81,7 +82,8 @@ class GuidedRun:
             self.conditioning.latent_size, self.window, self.window, len(self.conditioning.reference_latents))
         with networks_with_loras(NODE, self.model, self.loras, activations) as networks:
             with about_input(NODE, "window"):
-                denoiser = SigmaSpaceDenoiser(networks, self.conditioning, self.cfg, planner, sigmas,
+                denoiser = SigmaSpaceDenoiser(sampling_model(self.model, networks), self.conditioning, self.cfg,
+                                              planner, sigmas,
                                               should_interrupt=host.check_interrupt)
             yield denoiser
         log.info("X-Portrait guider: %d frames, %d denoiser calls over %d sampler steps, window offsets %s",

@@ -171,18 +171,27 @@ class ManagedModel:
     model: "XPortraitModel"
     name: str
     patcher: Any = field(default=None, repr=False)
+    compile_mode: str = "off"  # xportrait_core.model.compilation.COMPILE_MODES
 
 
-def manage(model: "XPortraitModel", name: str) -> ManagedModel:
+def manage(model: "XPortraitModel", name: str, compile_mode: str = "off") -> ManagedModel:
     if not in_comfyui():
-        return ManagedModel(model, name)
+        return ManagedModel(model, name, compile_mode=compile_mode)
     import comfy.model_management as mm
     import comfy.model_patcher
 
     patcher = comfy.model_patcher.ModelPatcher(_patchable(model), load_device=mm.get_torch_device(),
                                                offload_device=mm.unet_offload_device())
     model.execution_device = patcher.load_device  # layers left on the offload device cast to it per call
-    return ManagedModel(model, name, patcher)
+    return ManagedModel(model, name, patcher, compile_mode)
+
+
+def fully_loaded(managed: ManagedModel) -> bool:
+    """Whether every weight is on the sampling device (inside ComfyUI a low-VRAM load streams some from the offload
+    device per call; CUDA graphs cannot record such copies)."""
+    if managed.patcher is None:
+        return True
+    return not getattr(managed.patcher.model, "model_lowvram", False)
 
 
 @contextlib.contextmanager

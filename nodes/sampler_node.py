@@ -5,13 +5,14 @@ import logging
 from typing import Any
 
 from . import host
-from .errors import XPortraitInputError, about_input
+from .errors import XPortraitInputError, about_input, input_error
 from .sampling_inputs import (
     MAX_CFG,
     animation_inputs,
     networks_with_loras,
     prepared_conditioning,
     prompt_inputs,
+    sampling_model,
     window_inputs,
 )
 from .types import CATEGORY, LORA
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 NODE = "X-Portrait Sampler"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 MAX_STEPS = 1000  # the DDPM schedule has 1000 timesteps
+# The node input that sets each SamplerOptions field, so that an error names what the user can change.
+INPUT_OF_OPTION = {"steps": "steps", "cfg": "cfg", "seed": "seed", "scheduler": "scheduler", "window": "window",
+                   "overlap": "overlap", "placement": "window_placement", "start": "start", "strength": "denoise"}
 
 
 def _sampler_choices() -> dict[str, list[str]]:
@@ -85,8 +89,14 @@ class Sampler:
                cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,
                denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
+        from xportrait_core.sampling.sampler import SamplerOptions
+
+        options = SamplerOptions(steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, window=window,
+                                 overlap=overlap, placement=window_placement, start=start, strength=denoise)
+        _check_options(options)
         setup, conditioning = prepared_conditioning(NODE, model.model, reference, motion, local_patches, positive,
                                                     negative)
+        steps_run = _check_options(options, setup.frames)
         init_latents = None
         if init_images is not None or start == "init_video":
             if start != "init_video" or init_images is None:
@@ -95,23 +105,8 @@ class Sampler:
                                           f"are {'connected' if init_images is not None else 'not connected'}.")
             with host.loaded(model), about_input(NODE, "init_images"):
                 init_latents = setup.init_latents(init_images)
-        options, progress = self._options_and_progress(setup, seed, steps, cfg, scheduler, window, overlap,
-                                                       window_placement, start, denoise)
+        progress = host.SamplingProgress(steps_run)
         return (self._run(model, conditioning, options, init_latents, progress, lora or ()),)
-
-    @staticmethod
-    def _options_and_progress(setup: Any, seed: int, steps: int, cfg: float, scheduler: str, window: int,
-                              overlap: int, placement: str, start: str, denoise: float) -> tuple[Any, Any]:
-        from .comfy_types import scheduler_steps, windows_per_step
-        from xportrait_core.sampling.sampler import SamplerOptions
-
-        options = SamplerOptions(steps=steps, cfg=cfg, seed=seed, scheduler=scheduler, window=window,
-                                 overlap=overlap, placement=placement, start=start, strength=denoise)
-        with about_input(NODE, "denoise"):
-            steps_run = scheduler_steps(options)
-        with about_input(NODE, "overlap"):
-            windows_per_step(setup.frames, options)  # checks the window geometry before any work
-        return options, host.SamplingProgress(steps_run)
 
     @staticmethod
     def _run(model: Any, conditioning: Any, options: Any, init_latents: Any, progress: Any, loras: tuple) -> dict:
@@ -123,8 +118,21 @@ class Sampler:
         activations = model.model.window_activation_bytes(conditioning.latent_size, options.window, options.window,
                                                           len(conditioning.reference_latents))
         with networks_with_loras(NODE, model, loras, activations) as networks:
-            with about_input(NODE, "window"):
-                result = sample(networks, conditioning, options, init_latents=init_latents, hooks=hooks)
+            # The options and inputs are checked above; what sampling itself can still report is about the model
+            # (its precision going non-finite, above all).
+            with about_input(NODE, "model"):
+                result = sample(sampling_model(model, networks), conditioning, options, init_latents=init_latents,
+                                hooks=hooks)
         log.info("X-Portrait sampled %d frames; network evaluations %s", result.latents.shape[0],
                  result.evaluation_counts)
         return to_comfy_latent(result.latents, networks.config.vae.scale_factor)
+
+
+def _check_options(options: Any, frames: int | None = None) -> int:
+    """The steps the scheduler will run, or an error naming the node input of the first option that cannot work."""
+    from xportrait_core.sampling.option_checks import SamplerOptionError, check_sampler_options
+
+    try:
+        return check_sampler_options(options, frames)
+    except SamplerOptionError as error:
+        raise input_error(NODE, INPUT_OF_OPTION.get(error.option, error.option), error.detail) from error

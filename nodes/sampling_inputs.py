@@ -3,11 +3,14 @@ into the core's conditioning, and the networks loaded for a run with the chosen 
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Iterator, Sequence
 
 from . import host
 from .errors import about_input
 from .types import MODEL, REFERENCE
+
+log = logging.getLogger(__name__)
 
 MAX_CFG = 30.0
 WINDOW_STEP = 16  # the motion modules see windows of a multiple of 16 frames
@@ -75,3 +78,15 @@ def networks_with_loras(node: str, model: Any, loras: Sequence[Any], memory_requ
             with about_input(node, "lora"):
                 merged.enter_context(lora_applied(networks, choice.path, choice.strength))
         yield networks
+
+
+def sampling_model(managed: Any, networks: Any) -> Any:
+    """What to sample with: the networks, or their CUDA-graphed wrapper when the loader asked for cuda_graphs and
+    the weights are all on the GPU (a low-VRAM load streams weights, which graphs cannot record: eager then)."""
+    from xportrait_core.model.compilation import accelerated
+
+    mode = managed.compile_mode
+    if mode == "cuda_graphs" and not host.fully_loaded(managed):
+        log.info("cuda_graphs skipped for this run: the model is only partly on the GPU")
+        mode = "off"
+    return accelerated(networks, "off" if mode == "compile_blocks" else mode)

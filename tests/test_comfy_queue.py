@@ -1,8 +1,9 @@
 """Batch queue into ComfyUI servers (xportrait_core.cli.batch_queue), against in-process fake servers.
 
 FakeComfy answers the routes the queue uses with the reply shapes of ComfyUI 0.3.64's server.py and
-execution.py: POST /upload/image, POST /prompt (400 with error/node_errors on invalid graphs),
-GET /queue, GET /history/{prompt_id}, GET /view. Prompts "run" for a fixed time after each other.
+execution.py: POST /upload/image, POST /prompt (400 with error/node_errors on invalid graphs; the client's
+prompt_id is taken), GET /queue, GET /history/{prompt_id}, GET /view, POST /queue {"delete": [...]} and
+POST /interrupt {"prompt_id": ...}. Prompts "run" for a fixed time after each other.
 """
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ class FakeComfy:
         self.accepted: list[dict] = []  # {"prompt_id", "number", "prompt", "client_id", "finish_at"}
         self.foreign = [[i, f"foreign-{i}", {}, {}, []] for i in range(foreign_backlog)]
         self.history: dict[str, dict] = {}
+        self.deleted: list[str] = []  # prompt ids removed from the queue by POST /queue
+        self.interrupted: list[str] = []  # prompt ids stopped by POST /interrupt while running
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -96,10 +99,20 @@ class FakeComfy:
 
     # -- state
 
+    def unfinished(self) -> list[dict]:
+        """Accepted prompts not yet finished, running one first."""
+        return [i for i in self.accepted if i["prompt_id"] not in self.history and i["prompt_id"] not in self.deleted]
+
+    def forget_everything(self) -> None:
+        """What a server restart does: the queue and the history are gone."""
+        with self.lock:
+            self.deleted += [item["prompt_id"] for item in self.unfinished()]
+            self.history.clear()
+
     def _finish_due_prompts(self) -> None:
         now = time.monotonic()
-        for item in self.accepted:
-            if item["finish_at"] <= now and item["prompt_id"] not in self.history:
+        for item in self.unfinished():
+            if item["finish_at"] <= now:
                 self._record_history(item)
 
     def _record_history(self, item: dict) -> None:
@@ -166,7 +179,7 @@ class FakeComfy:
                     fake._finish_due_prompts()
                     if url.path == "/queue":
                         waiting = [[i["number"], i["prompt_id"], i["prompt"], {}, [SAVE_NODE]]
-                                   for i in fake.accepted if i["prompt_id"] not in fake.history]
+                                   for i in fake.unfinished()]
                         return self._reply(200, {"queue_running": waiting[:1],
                                                  "queue_pending": waiting[1:] + fake.foreign})
                     if url.path.startswith("/history/"):
@@ -186,6 +199,18 @@ class FakeComfy:
                     return self._upload(body)
                 if self.path == "/prompt":
                     return self._prompt(json.loads(body))
+                if self.path == "/queue":
+                    with fake.lock:
+                        fake.deleted += [i["prompt_id"] for i in fake.unfinished()[1:]
+                                         if i["prompt_id"] in json.loads(body).get("delete", [])]
+                    return self._reply(200, body=b"")
+                if self.path == "/interrupt":
+                    with fake.lock:
+                        running = fake.unfinished()[:1]
+                        if running and running[0]["prompt_id"] == json.loads(body).get("prompt_id"):
+                            fake.interrupted.append(running[0]["prompt_id"])
+                            fake.deleted.append(running[0]["prompt_id"])
+                    return self._reply(200, body=b"")
                 self._reply(404, {})
 
             def _upload(self, body: bytes):
@@ -209,9 +234,9 @@ class FakeComfy:
                                  "message": "Prompt outputs failed validation", "details": "", "extra_info": {}}
                         return self._reply(400, {"error": error, "node_errors": node_errors})
                     fake._finish_due_prompts()
-                    running = [i["finish_at"] for i in fake.accepted if i["prompt_id"] not in fake.history]
+                    running = [i["finish_at"] for i in fake.unfinished()]
                     start = max(running + [time.monotonic()])
-                    item = {"prompt_id": str(uuid.uuid4()), "number": len(fake.accepted),
+                    item = {"prompt_id": request.get("prompt_id") or str(uuid.uuid4()), "number": len(fake.accepted),
                             "prompt": request["prompt"], "client_id": request.get("client_id"),
                             "finish_at": start + fake.run_time_s}
                     fake.accepted.append(item)

@@ -54,8 +54,9 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, extra_env: dict[str, str] | None = None) -> None:
         self.base = base
+        self.extra_env = extra_env or {}
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "comfyui.log"
@@ -67,7 +68,8 @@ class Server:
                    "--base-directory", str(self.base), "--database-url", f"sqlite:///{self.base}/user/comfyui.db",
                    "--disable-api-nodes", "--preview-method", "auto"]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, **self.extra_env})
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -147,6 +149,14 @@ def _write_inputs(folder: Path) -> tuple[Path, Path]:
     return source, driving
 
 
+def comfyui_base(base: Path) -> Path:
+    """A ComfyUI base directory with the pack linked into custom_nodes under the name `git clone` gives it."""
+    for folder in ("custom_nodes", "models/xportrait", "input", "output", "temp", "user"):
+        (base / folder).mkdir(parents=True, exist_ok=True)
+    (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
+    return base
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     import torch
@@ -155,10 +165,7 @@ def server(tmp_path_factory):
     from xportrait_core.model.checkpoint import save_model_checkpoint
     from xportrait_core.model.tiny_model import build_random_model
 
-    base = tmp_path_factory.mktemp("comfyui_base")
-    for folder in ("custom_nodes", "models/xportrait", "input", "output", "temp", "user"):
-        (base / folder).mkdir(parents=True, exist_ok=True)
-    (base / "custom_nodes" / PACK_LINK_NAME).symlink_to(PACK_ROOT, target_is_directory=True)
+    base = comfyui_base(tmp_path_factory.mktemp("comfyui_base"))
     save_model_checkpoint(build_random_model(seed=0), base / "models" / "xportrait" / CHECKPOINT)
     (base / "models" / "loras").mkdir()
     save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32), f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2)},
@@ -272,12 +279,13 @@ def api_from_ui(workflow: dict, object_info: dict) -> dict:
             for name in definition["input_order"].get(kind, []):
                 spec = definition["input"][kind][name]
                 if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
-                    inputs[name] = next(values)
                     settings = spec[1] if len(spec) > 1 else {}
+                    # A trailing widget the file lacks keeps its default, as in the front end's LGraphNode.configure.
+                    inputs[name] = next(values, settings.get("default"))
                     if settings.get("control_after_generate"):
-                        next(values)
+                        next(values, None)
                     if settings.get("image_upload") or settings.get("video_upload"):
-                        next(values)
+                        next(values, None)
                 if name in linked:
                     inputs[name] = [str(linked[name][1]), linked[name][2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
@@ -485,3 +493,22 @@ def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_med
     print(f"output sound RMS {rms:.3f} (driving clip {audio_rms(astronaut_media['sound_source']):.3f}), {seconds:.2f} s")
     assert rms > MIN_TONE_RMS
     assert abs(seconds - SOUND_CLIP_FRAMES / FPS) < 0.5
+
+
+def test_with_a_requirement_missing_comfyui_still_lists_every_node_and_says_what_to_install(tmp_path):
+    """A real ComfyUI whose Python cannot import diffusers (a sitecustomize hides it, as if not installed): all seven
+    nodes are served (the Sampler does not drop out) and the console has one line naming it and the pip command."""
+    hide = tmp_path / "hide_diffusers"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['diffusers'] = None  # as if not installed\n")
+    running = Server(comfyui_base(tmp_path / "base"), {"PYTHONPATH": str(hide)})
+    running.start()
+    try:
+        assert OUR_NODES <= set(running.get("/object_info"))
+        log = running.log()
+    finally:
+        running.stop()
+    lines = [line for line in log.splitlines() if "X-Portrait: missing Python packages" in line]
+    assert len(lines) == 1, log[-4000:]
+    assert 'missing Python packages diffusers>=0.27 ' in lines[0] and '-m pip install "diffusers>=0.27"' in lines[0]
+    assert not [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_LINK_NAME in line]

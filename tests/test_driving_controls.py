@@ -207,9 +207,9 @@ def test_default_fit_is_center_crop():
     assert torch.allclose(controls.pose_hints, torch.full_like(controls.pose_hints, 60 / 255 * 2 - 1))
 
 
-@pytest.mark.parametrize("resolution", [0, 100, 513])
-def test_resolution_must_be_a_multiple_of_8(resolution):
-    with pytest.raises(ValueError, match="multiple of 8"):
+@pytest.mark.parametrize("resolution", [0, 72, 100, 513])
+def test_resolution_must_be_a_multiple_of_64(resolution):
+    with pytest.raises(ValueError, match="multiple of 64"):
         prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution, best_frame=None)
 
 

@@ -23,7 +23,7 @@ ALLOWED = {
     "networks": set(),
     "media": set(),
     "controls": {"media"},
-    "model": {"networks"},
+    "model": {"networks", "media"},  # media only for safe_output: checkpoints are written like every output
     "sampling": {"model", "networks"},
     "pipeline": {"sampling", "controls", "model", "networks", "media"},
     "cli": {"root", "pipeline", "sampling", "controls", "model", "networks", "media"},
@@ -34,6 +34,7 @@ ALLOWED = {
 FORBIDDEN_MODULES = {
     "controls": {"xportrait_core.media.video_io"},  # controls see frames, never files
     "sampling": {"xportrait_core.media.video_io"},
+    "model": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
 }
 HOST_MODULES = ("comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server",
                 "execution", "node_helpers")

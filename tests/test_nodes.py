@@ -270,7 +270,7 @@ def test_the_default_dlib_provider_finds_the_golden_faces(golden):
 
 
 def test_a_source_without_a_face_is_an_error_naming_the_input(golden):
-    with pytest.raises(XPortraitInputError, match="input 'driving': No face was found in the source image"):
+    with pytest.raises(XPortraitInputError, match="input 'source': No face was found in the source image"):
         MotionControl().align(golden["driving"], torch.zeros(1, 64, 64, 3), "auto", 0, "center_crop", RESOLUTION,
                               FixedFaceProvider(faceless=(0,)))
 
@@ -420,7 +420,7 @@ def test_a_motion_resolution_other_than_the_references_is_an_error(loaded, refer
 
 
 def test_an_overlap_as_long_as_the_window_is_an_error_naming_the_input(loaded, reference, controls):
-    with pytest.raises(XPortraitInputError, match="input 'overlap': window overlap must be in"):
+    with pytest.raises(XPortraitInputError, match="input 'overlap': must be a whole number from 0 to 15"):
         run_sampler(loaded, reference, controls, overlap=16)
 
 

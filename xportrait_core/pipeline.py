@@ -12,14 +12,16 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file
 
 from .controls.driving_controls import DrivingControls, prepare_driving_controls
 from .controls.landmarks import LandmarkProvider
-from .media.image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw
-from .model.lora import LoraPatch, apply_lora
+from .media.image_fit import (DEFAULT_FIT, FitMode, check_resolution, fit_square_fchw, images_to_fchw,
+                              resize_square_fchw)
+from .model.lora import LoraFileError, LoraPatch, apply_lora, read_lora
 from .model.xportrait_model import XPortraitModel
+from .sampling.finite_check import PRECISION_ADVICE, NonFiniteError, frame_ranges, non_finite_frames
 from .sampling.guidance import Conditioning
+from .sampling.option_checks import check_sampler_options
 from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
 
 log = logging.getLogger(__name__)
@@ -31,8 +33,7 @@ LATENT_DOWNSAMPLE = 8  # VAE: 8 pixels per latent cell
 def to_model_images(images_fhwc: torch.Tensor, resolution: int, fit: FitMode = DEFAULT_FIT,
                     what: str = "image") -> torch.Tensor:
     """IMAGE (B, H, W, 3) or (H, W, 3) in [0, 1] -> (B, 3, R, R) in [-1, 1], squared by ``fit``."""
-    if resolution % LATENT_DOWNSAMPLE:
-        raise ValueError(f"resolution must be a multiple of {LATENT_DOWNSAMPLE}, got {resolution}")
+    check_resolution(resolution)
     frames = fit_square_fchw(images_to_fchw(images_fhwc, what), fit)
     return resize_square_fchw(frames, resolution) * 2 - 1
 
@@ -74,13 +75,18 @@ def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, resolution
 
 
 def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
-    """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original)."""
+    """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original). NonFiniteError
+    when the VAE's output holds NaN or inf (clamping would hide it as black frames)."""
     frames = []
     chunk = model.vae_frames_per_call(LATENT_DOWNSAMPLE * latents.shape[-2], LATENT_DOWNSAMPLE * latents.shape[-1])
     with torch.no_grad():
-        for part in latents.split(chunk):
-            images = model.decode_latents(part).float().clamp(-1, 1)
-            frames.append(((images + 1) / 2).permute(0, 2, 3, 1).cpu())
+        for first, part in zip(range(0, latents.shape[0], chunk), latents.split(chunk)):
+            images = model.decode_latents(part).float()
+            bad = [first + index for index in non_finite_frames(images)]
+            if bad:
+                raise NonFiniteError(f"decoding went non-finite (NaN or infinite pixels) in frames {frame_ranges(bad)};"
+                                     f" the result would be black, so nothing was written. {PRECISION_ADVICE}.", bad)
+            frames.append(((images.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu())
     return torch.cat(frames)
 
 
@@ -91,7 +97,12 @@ def lora_applied(model: XPortraitModel, lora_path: str | os.PathLike | None,
     if not lora_path or strength == 0:
         yield None
         return
-    patch = apply_lora(model.unet, load_file(str(lora_path)), strength)
+    try:
+        patch = apply_lora(model.unet, read_lora(lora_path), strength)
+    except LoraFileError:
+        raise
+    except ValueError as error:  # no layer fits this UNet: a LoRA of another base model
+        raise LoraFileError(f"LoRA file '{os.path.basename(str(lora_path))}': {error}") from error
     log.info("LoRA %s: %d layers merged at strength %g", os.path.basename(str(lora_path)),
              len(patch.applied), strength)
     try:
@@ -114,13 +125,19 @@ def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torc
             options: SamplerOptions = SamplerOptions(), extra_references: Sequence[torch.Tensor] = (),
             reference_posterior: str = "mean", init_frames_fhwc: torch.Tensor | None = None,
             lora_path: str | os.PathLike | None = None, lora_strength: float = 1.0,
-            hooks: SamplerHooks | None = None) -> Animation:
-    """Animate one portrait with a driving video, end to end, with the empty-prompt context."""
-    controls = prepare_driving_controls(driving_fhwc, source_fhwc, provider, resolution=resolution,
-                                        best_frame=best_frame, missing_face=missing_face, fit=fit,
-                                        patch_landmarks=patch_landmarks)
+            hooks: SamplerHooks | None = None, controls: DrivingControls | None = None) -> Animation:
+    """Animate one portrait with a driving video, end to end, with the empty-prompt context.
+
+    controls: the driving controls when already prepared (e.g. by the command line before loading the model, so that
+    a source without a face is reported at once); otherwise they are prepared here from the arguments above."""
+    check_resolution(resolution)
+    if controls is None:
+        controls = prepare_driving_controls(driving_fhwc, source_fhwc, provider, resolution=resolution,
+                                            best_frame=best_frame, missing_face=missing_face, fit=fit,
+                                            patch_landmarks=patch_landmarks)
     pose, local = controls.pose_hints.cpu(), controls.local_hints.cpu()
     frames = pose.shape[0]
+    check_sampler_options(options, frames)
     generator = torch.Generator().manual_seed(options.seed)
     references = [controls.source_image.cpu()] + [to_model_images(image, resolution, fit, "extra reference")
                                                    for image in extra_references]

@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .comfy_client import (
     DEFAULT_TIMEOUT_S,
@@ -287,9 +287,9 @@ class QueueRunner:
         """Run until every job is done or failed; return the counts per status.
 
         Raises NoServerAvailableError when no server answers (jobs not finished stay pending in the state).
+        Jobs still running from an interrupted run are waited for and collected, not queued again: their prompt
+        ids were recorded before they were queued.
         """
-        for job in self.state.with_status(RUNNING):
-            self.state.update(job, status=PENDING, server=None, prompt_id=None)
         self._report("starting")
         while self.state.with_status(PENDING) or self.state.with_status(RUNNING):
             self._reprobe_down_servers()
@@ -340,7 +340,11 @@ class QueueRunner:
             offset = job.index if self.settings.seed_policy == "increment" else 0
             prompt = patch_workflow(self.settings.workflow, self.settings.inputs, source_name, driving_name,
                                     self.settings.seed, offset)
-            prompt_id = server.client.submit_prompt(prompt, self.client_id)
+            # The id is saved before the prompt exists on the server: however this run ends, the next one finds
+            # the prompt (queued, running or finished) instead of rendering the job a second time.
+            prompt_id = str(uuid.uuid4())
+            self.state.update(job, status=RUNNING, server=url, prompt_id=prompt_id, error=None)
+            accepted_id = server.client.submit_prompt(prompt, self.client_id, prompt_id)
         except ServerUnreachableError as error:
             self._server_lost(url, error)
             return
@@ -351,8 +355,31 @@ class QueueRunner:
             self._attempt_failed(job, url, f"submitting to {url} failed: {error}")
             return
         server.queue_length += 1
-        self.state.update(job, status=RUNNING, server=url, prompt_id=prompt_id, error=None)
-        logger.info("%s queued on %s (prompt %s)", job.job_id, url, prompt_id)
+        if accepted_id != prompt_id:  # a server that does not take the client's id
+            self.state.update(job, prompt_id=accepted_id)
+        logger.info("%s queued on %s (prompt %s)", job.job_id, url, accepted_id)
+
+    def cancel(self, jobs: list[Job]) -> list[Job]:
+        """Cancel the prompts of these running jobs on their servers (waiting ones deleted, a running one
+        interrupted) and make the jobs pending again; returns the jobs whose server could not be reached (they stay
+        running in the state, so a re-run collects or re-queues them)."""
+        by_server: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_server.setdefault(job.server, []).append(job)
+        unreachable: list[Job] = []
+        for url, server_jobs in by_server.items():
+            server = self.servers.get(url)
+            try:
+                if server is None:
+                    raise ServerUnreachableError(url, "not among this run's --server addresses")
+                server.client.cancel_prompts([job.prompt_id for job in server_jobs])
+            except ComfyError as error:
+                logger.warning("could not cancel %d prompts on %s: %s", len(server_jobs), url, error)
+                unreachable += server_jobs
+                continue
+            for job in server_jobs:
+                self.state.update(job, status=PENDING, server=None, prompt_id=None)
+        return unreachable
 
     def _upload(self, server: _Server, path: Path) -> str:
         key = str(path.resolve())
@@ -459,12 +486,37 @@ class QueueRunner:
                     counts[FAILED], counts[RUNNING], counts[PENDING], event)
 
 
-def run_queue(settings: QueueSettings, jobs: list[Job], state_path: Path) -> QueueState:
-    """Merge `jobs` into the state at `state_path` (finished ones are skipped) and run the rest."""
+class QueueInterrupted(Exception):
+    """The run was interrupted (Ctrl-C); `in_flight` prompts of this batch were still queued or running on servers,
+    of which `cancelled` were cancelled there (the others keep running and are collected by a re-run)."""
+
+    def __init__(self, in_flight: int, cancelled: int, state_path: Path) -> None:
+        self.in_flight = in_flight
+        self.cancelled = cancelled
+        self.state_path = state_path
+        super().__init__(f"interrupted with {in_flight} prompts on the servers, {cancelled} cancelled")
+
+
+def run_queue(settings: QueueSettings, jobs: list[Job], state_path: Path,
+              should_cancel: Callable[[list[Job]], bool] | None = None) -> QueueState:
+    """Merge `jobs` into the state at `state_path` (finished ones are skipped; ones still running from an interrupted
+    run are collected) and run the rest.
+
+    should_cancel(in-flight jobs): asked on Ctrl-C while prompts of this batch are queued or running on servers;
+    True cancels them there. Without it they keep running and a re-run collects them. Either way QueueInterrupted
+    is raised."""
     state = QueueState.load(state_path)
     state.merge_plan(jobs)
     skipped = len(state.with_status(DONE))
     if skipped:
         logger.info("%d of %d jobs already done in %s; skipping them.", skipped, len(jobs), state_path)
-    QueueRunner(settings, state).run()
+    runner = QueueRunner(settings, state)
+    try:
+        runner.run()
+    except KeyboardInterrupt:
+        in_flight = state.with_status(RUNNING)
+        cancelled = 0
+        if in_flight and should_cancel is not None and should_cancel(in_flight):
+            cancelled = len(in_flight) - len(runner.cancel(in_flight))
+        raise QueueInterrupted(len(in_flight), cancelled, state_path) from None
     return state

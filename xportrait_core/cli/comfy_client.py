@@ -1,7 +1,7 @@
 """A small standard-library HTTP client for the part of ComfyUI's API a batch queue needs.
 
 Routes and reply shapes follow ComfyUI's server.py (0.3.x): POST /upload/image, POST /prompt,
-GET /queue, GET /history/{prompt_id}, GET /view.
+GET /queue, GET /history/{prompt_id}, GET /view, and to cancel: POST /queue (delete), POST /interrupt.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
+
+from ..media.safe_output import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +126,24 @@ class ComfyClient:
         subfolder = reply.get("subfolder") or ""
         return f"{subfolder}/{reply['name']}" if subfolder else reply["name"]
 
-    def submit_prompt(self, prompt: dict[str, Any], client_id: str) -> str:
-        """Queue an API-format workflow; return its prompt_id. Raises WorkflowRejectedError on HTTP 400."""
-        body = json.dumps({"prompt": prompt, "client_id": client_id}).encode()
-        reply = self._json("POST", "/prompt", body, "application/json")
+    def submit_prompt(self, prompt: dict[str, Any], client_id: str, prompt_id: str | None = None) -> str:
+        """Queue an API-format workflow; return its prompt_id. Raises WorkflowRejectedError on HTTP 400.
+
+        prompt_id: the id to queue it under (ComfyUI takes the client's id, server.py post_prompt), so that it can be
+        recorded before the prompt can start; a server that picks its own id answers with that one."""
+        payload: dict[str, Any] = {"prompt": prompt, "client_id": client_id}
+        if prompt_id is not None:
+            payload["prompt_id"] = prompt_id
+        reply = self._json("POST", "/prompt", json.dumps(payload).encode(), "application/json")
         return reply["prompt_id"]
+
+    def cancel_prompts(self, prompt_ids: list[str]) -> None:
+        """Remove these prompts from the server's waiting queue (POST /queue delete) and stop the one of them that
+        is running (POST /interrupt with its prompt_id: ComfyUI interrupts only when that prompt is the running
+        one, so other users' work is never stopped)."""
+        self._request_json("POST", "/queue", {"delete": prompt_ids})
+        for prompt_id in prompt_ids:
+            self._request_json("POST", "/interrupt", {"prompt_id": prompt_id})
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The /history entry of a finished prompt, or None while it is queued or running."""
@@ -136,13 +151,17 @@ class ComfyClient:
         return reply.get(prompt_id)
 
     def download(self, output: OutputFile, destination: Path) -> None:
-        """Save one output file (GET /view) to `destination`."""
+        """Save one output file (GET /view) to `destination`, whole or not at all (`atomic_output`)."""
         query = urllib.parse.urlencode({"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
         destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(destination.name + ".part")
-        with self._open("GET", f"/view?{query}") as response, partial.open("wb") as file:
+        with atomic_output(destination) as partial, self._open("GET", f"/view?{query}") as response, \
+                partial.open("wb") as file:
             shutil.copyfileobj(response, file, DOWNLOAD_CHUNK_BYTES)
-        partial.replace(destination)
+
+    def _request_json(self, method: str, route: str, payload: dict[str, Any]) -> None:
+        """Send a JSON body to a route that answers with an empty body."""
+        with self._open(method, route, json.dumps(payload).encode(), "application/json") as response:
+            response.read()
 
     def _json(
         self, method: str, route: str, body: bytes | None = None, content_type: str | None = None,

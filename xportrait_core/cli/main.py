@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Callable, NoReturn
 
 from .. import __version__
 from .batch_queue import (
@@ -20,6 +21,7 @@ from .batch_queue import (
     SEED_POLICIES,
     NoServerAvailableError,
     QueueInputError,
+    QueueInterrupted,
     QueueSettings,
     collect_pairs,
     load_workflow,
@@ -28,9 +30,10 @@ from .batch_queue import (
     read_pairs_file,
     run_queue,
 )
+from .arg_types import positive_float, positive_int
 from .comfy_client import DEFAULT_TIMEOUT_S
 from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
-from .queue_state import DONE, FAILED, QueueStateError
+from .queue_state import DONE, FAILED, Job, QueueStateError
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -39,12 +42,21 @@ EXIT_NO_SERVER = 3
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
 DEFAULT_QUEUE_OUTPUT = Path("xportrait_output")
 STATE_FILE_NAME = "queue_state.json"
+INTERRUPT_POLICIES = ("ask", "keep", "cancel")
 
 logger = logging.getLogger(__name__)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, reporting a bad argument in one line (which argument, what is wrong, where help is) instead
+    of the whole usage block; the sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (options: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m xportrait_core",
         description="X-Portrait portrait animation: animate locally, try the pipeline with nothing downloaded, "
                     "convert checkpoints, batch-run on ComfyUI servers.",
@@ -99,12 +111,12 @@ def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
     servers = parser.add_argument_group("servers")
     servers.add_argument("--server", dest="servers", action="append", metavar="URL",
                          help=f"ComfyUI server address; repeat for several (default: {DEFAULT_SERVER})")
-    servers.add_argument("--max-queue", type=_positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
+    servers.add_argument("--max-queue", type=positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
                          help="queue a job on a server only while its queue (anyone's prompts, running or "
                               f"waiting) is shorter than N (default: {DEFAULT_MAX_QUEUE})")
-    servers.add_argument("--poll-interval", type=_positive_float, default=DEFAULT_POLL_INTERVAL_S, metavar="S",
+    servers.add_argument("--poll-interval", type=positive_float, default=DEFAULT_POLL_INTERVAL_S, metavar="S",
                          help=f"seconds between progress checks (default: {DEFAULT_POLL_INTERVAL_S})")
-    servers.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
+    servers.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
                          help=f"seconds to wait for one HTTP reply (default: {DEFAULT_TIMEOUT_S:g})")
 
     workflow = parser.add_argument_group("workflow patching")
@@ -126,9 +138,14 @@ def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
                      help=f"folder for the downloaded outputs, one sub-folder per job (default: {DEFAULT_QUEUE_OUTPUT})")
     run.add_argument("--state", type=Path, metavar="FILE",
                      help=f"resumable state file (default: OUTPUT/{STATE_FILE_NAME})")
-    run.add_argument("--max-attempts", type=_positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
+    run.add_argument("--max-attempts", type=positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
                      help="tries per job before it is marked failed; a server going away does not count "
                           f"(default: {DEFAULT_MAX_ATTEMPTS})")
+    run.add_argument("--on-interrupt", choices=INTERRUPT_POLICIES, default="ask",
+                     help="what Ctrl-C does with this batch's prompts still queued or running on the servers: "
+                          "ask (in a terminal; without one, e.g. in a script or cron, they are kept), keep (they "
+                          "finish and the next run collects them), cancel (removed from the servers' queues, the "
+                          "running one interrupted) (default: ask)")
     parser.set_defaults(func=run_queue_command)
 
 
@@ -157,16 +174,15 @@ def run_queue_command(args: argparse.Namespace) -> int:
             poll_interval_s=args.poll_interval,
             request_timeout_s=args.timeout,
         )
-        state = run_queue(settings, plan_jobs(pairs), state_path)
+        state = run_queue(settings, plan_jobs(pairs), state_path, _cancel_decision(args.on_interrupt))
     except (QueueInputError, QueueStateError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NoServerAvailableError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_NO_SERVER
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; progress is saved in {state_path}. Run the same command again to resume.",
-              file=sys.stderr)
+    except QueueInterrupted as stop:
+        print(_interrupted_message(stop), file=sys.stderr)
         return EXIT_INTERRUPTED
 
     failed = state.with_status(FAILED)
@@ -176,24 +192,34 @@ def run_queue_command(args: argparse.Namespace) -> int:
     return EXIT_JOBS_FAILED if failed else EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _cancel_decision(policy: str) -> Callable[[list[Job]], bool]:
+    """What Ctrl-C does with the prompts still on the servers: the --on-interrupt policy; "ask" asks only in a
+    terminal (a script or a scheduled run is never left waiting for an answer: it keeps them)."""
+    def decide(in_flight: list[Job]) -> bool:
+        if policy != "ask":
+            return policy == "cancel"
+        if not sys.stdin.isatty():
+            return False
+        sys.stderr.write(f"\n{len(in_flight)} prompts of this batch are still queued or running on the servers. "
+                         "Cancel them there? [y/N] ")
+        sys.stderr.flush()
+        try:
+            return sys.stdin.readline().strip().lower() in ("y", "yes")
+        except KeyboardInterrupt:  # a second Ctrl-C: leave them
+            return False
+    return decide
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+def _interrupted_message(stop: QueueInterrupted) -> str:
+    kept = stop.in_flight - stop.cancelled
+    parts = [f"\ninterrupted; progress is saved in {stop.state_path}."]
+    if stop.cancelled:
+        parts.append(f"Cancelled this batch's {stop.cancelled} prompts on the servers.")
+    if kept:
+        parts.append(f"{kept} prompts keep running on the servers and are collected by the next run "
+                     "(--on-interrupt cancel cancels them instead).")
+    parts.append("Run the same command again to resume.")
+    return " ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,4 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        # Outputs are written to temporary files and renamed when complete, so stopping anywhere is safe.
+        print("interrupted (Ctrl-C): stopped; no file was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED

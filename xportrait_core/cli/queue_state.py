@@ -1,15 +1,16 @@
 """The resumable record of a batch queue run: one entry per job, saved atomically after every change.
 
-A re-run reads the file, keeps finished jobs as they are and runs the rest again, so an interrupted
-batch (Ctrl-C, a crash, servers gone) never repeats or loses work.
+A re-run reads the file, keeps finished jobs as they are, collects the prompts an interrupted run left queued or
+running on the servers, and runs the rest again, so an interrupted batch (Ctrl-C, a crash, servers gone) never
+repeats or loses work.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from ..media.safe_output import atomic_output
 
 STATE_FORMAT_VERSION = 1
 
@@ -71,15 +72,16 @@ class QueueState:
     def merge_plan(self, planned: list[Job]) -> None:
         """Adopt this run's plan, keeping what earlier runs achieved.
 
-        A job with the same id, source and driving keeps its record when it is done; a job left running
-        by an interrupted run, or failed, is made pending again with fresh attempts (a re-run is a
-        retry). Jobs no longer in the plan are dropped from the record.
+        A job with the same id, source and driving keeps its record when it is done, and when it is still running
+        from an interrupted run (its prompt id and server are kept, so the prompt is collected instead of rendered
+        again); a failed job is made pending again with fresh attempts (a re-run is a retry). Jobs no longer in
+        the plan are dropped from the record.
         """
         merged: list[Job] = []
         for job in planned:
             previous = self.jobs.get(job.job_id)
             same_inputs = previous is not None and (previous.source, previous.driving) == (job.source, job.driving)
-            if same_inputs and previous.status == DONE:
+            if same_inputs and (previous.status == DONE or (previous.status == RUNNING and previous.prompt_id)):
                 merged.append(previous)
             else:
                 merged.append(Job(job_id=job.job_id, source=job.source, driving=job.driving, index=job.index))
@@ -102,13 +104,5 @@ class QueueState:
         """Write to a temporary file beside the target, then rename: a crash never leaves half a file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"version": STATE_FORMAT_VERSION, "jobs": [asdict(job) for job in self.jobs.values()]}
-        handle, temporary = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w") as file:
-                json.dump(payload, file, indent=2)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_output(self.path) as partial:
+            partial.write_text(json.dumps(payload, indent=2))

@@ -27,7 +27,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..media.image_fit import DEFAULT_FIT, FitMode, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from ..media.image_fit import (DEFAULT_FIT, RELEASED_RESOLUTION, FitMode, check_resolution, fit_square_fchw,
+                               images_to_fchw, resize_square_fchw, to_uint8_fhwc)
 from .alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine, find_best_frame, transform_points
 from .frame_hooks import FrameCounter, FrameHooks, detect_landmarks
 from .landmarks import FaceLandmarks, LandmarkProvider
@@ -40,14 +41,27 @@ MissingFace = Literal["black", "nearest"]
 PatchLandmarks = Literal["detect_aligned", "transform"]
 MISSING_FACE_MODES = ("black", "nearest")
 PATCH_LANDMARK_MODES = ("detect_aligned", "transform")
-SAMPLING_RESOLUTION = 512  # the released X-Portrait model samples at 512 px
-LATENT_FACTOR = 8  # the VAE downsamples by 8, so the resolution must be a multiple of it
+SAMPLING_RESOLUTION = RELEASED_RESOLUTION  # the released X-Portrait model samples at 512 px
 DEFAULT_CHUNK_FRAMES = 4  # frames resized and warped at once: bounds the peak memory of long videos, and an
 # interrupt is checked between chunks (a chunk of 4 takes about 0.2 s at 512 px on a 2-core CPU)
 
 
 class SourceFaceNotFoundError(ValueError):
-    """No face was found in the source image, so the driving video cannot be aligned to it."""
+    """No face was found in the source image, so the driving video cannot be aligned to it.
+
+    The message names the option that switches alignment off as the caller spells it: `best_frame=None` here,
+    `reworded("--best-frame none")` for the command line, `reworded("best_frame 'off'")` for the node."""
+
+    def __init__(self, provider_name: str, alignment_off: str = "best_frame=None") -> None:
+        self.provider_name = provider_name
+        super().__init__(
+            f"No face was found in the source image (the portrait to animate) by the '{provider_name}' landmark "
+            "provider, so the driving video cannot be aligned to it. Use a source with a clearly visible, roughly "
+            f"frontal face (at least about a fifth of the image wide), or switch alignment off ({alignment_off}) "
+            "for driving frames that are already aligned.")
+
+    def reworded(self, alignment_off: str) -> "SourceFaceNotFoundError":
+        return SourceFaceNotFoundError(self.provider_name, alignment_off)
 
 
 @dataclass(frozen=True)
@@ -89,11 +103,7 @@ class DrivingControls:
 
 
 def _check_options(resolution: int, best_frame: BestFrame, missing_face: str, patch_landmarks: str) -> None:
-    if not isinstance(resolution, int) or resolution < LATENT_FACTOR or resolution % LATENT_FACTOR:
-        raise ValueError(
-            f"resolution must be a positive multiple of {LATENT_FACTOR} (the VAE's downsampling), e.g. "
-            f"{SAMPLING_RESOLUTION} for the released model; got {resolution!r}."
-        )
+    check_resolution(resolution)
     if not (best_frame is None or best_frame == "auto" or (isinstance(best_frame, int) and best_frame >= 0)):
         raise ValueError(f'best_frame must be "auto", a frame index >= 0, or None (no alignment); got {best_frame!r}.')
     if missing_face not in MISSING_FACE_MODES:
@@ -115,11 +125,7 @@ def _source_landmarks(source_fchw: torch.Tensor, provider: LandmarkProvider, dev
                       counter: FrameCounter) -> np.ndarray:
     found = detect_landmarks(provider, _landmark_copies(source_fchw, device, 1), counter)
     if not found.face_found[0]:
-        raise SourceFaceNotFoundError(
-            f"No face was found in the source image (the portrait to animate) by the '{provider.name}' landmark "
-            "provider, so the driving video cannot be aligned to it. Use a source with a clearly visible, roughly "
-            "frontal face (at least about a fifth of the image wide), or disable alignment (best_frame=None)."
-        )
+        raise SourceFaceNotFoundError(provider.name)
     return found.points_68[0]
 
 

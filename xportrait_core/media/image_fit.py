@@ -21,10 +21,29 @@ import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
+# Latents are an eighth of the pixels and the UNets halve them three times (the appearance net's skips must match):
+# the sampling resolution must be a multiple of 8 x 2**3 pixels.
+RESOLUTION_MULTIPLE = 64
+RELEASED_RESOLUTION = 512  # what the released X-Portrait model was trained at
+
 FitMode = Literal["center_crop", "pad", "resize"]
 FIT_MODES: tuple[str, ...] = ("center_crop", "pad", "resize")
 DEFAULT_FIT: FitMode = "center_crop"
 UINT8_MAX = 255
+
+
+def check_resolution(resolution: object, what: str = "resolution") -> None:
+    """ValueError unless `resolution` is a whole multiple of 64 pixels, naming the nearest sizes that work; `what` is
+    how the caller's user sets it (e.g. "--resolution")."""
+    if isinstance(resolution, int) and not isinstance(resolution, bool) and resolution >= RESOLUTION_MULTIPLE \
+            and resolution % RESOLUTION_MULTIPLE == 0:
+        return
+    near = ""
+    if isinstance(resolution, (int, float)) and not isinstance(resolution, bool) and resolution > 0:
+        below = max(RESOLUTION_MULTIPLE, int(resolution) // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE)
+        near = f" (nearest: {below} or {below + RESOLUTION_MULTIPLE})"
+    raise ValueError(f"{what} must be a multiple of {RESOLUTION_MULTIPLE} pixels (the model downsamples by 64), "
+                     f"e.g. {RELEASED_RESOLUTION} for the released model; got {resolution!r}{near}.")
 
 
 def images_to_fchw(images: torch.Tensor, what: str) -> torch.Tensor:

@@ -17,12 +17,18 @@ import av
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
+
+from .safe_output import atomic_output
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FOLDER_FPS = 25.0  # frame folders and single images carry no rate; 25 fps is the common video default
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+# Pillow's modes for 16-bit greyscale (a 16-bit PNG opens as "I;16", or as 32-bit "I" in older Pillow versions);
+# PNG stores at most 16 bits per sample, so these hold 0..65535.
+SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})
+SIXTEEN_BIT_MAX = 65535
 WRITABLE_SUFFIXES = (".mp4", ".webm", ".gif")
 # x264 quality: 18 is visually near-lossless, small enough for comparison clips.
 DEFAULT_CRF = 18
@@ -61,6 +67,7 @@ def read_video(
     max_frames: int | None = None,
     frame_step: int = 1,
     default_fps: float = DEFAULT_FOLDER_FPS,
+    what: str = "input",
 ) -> VideoClip:
     """Read a video file, a folder of frames or a single image as a `VideoClip`.
 
@@ -69,6 +76,7 @@ def read_video(
     max_frames: keep at most this many frames (after stepping); None keeps all.
     frame_step: keep every n-th frame; the returned fps is divided by it (not for a single image).
     default_fps: rate for folders and images, which carry none.
+    what: what the file is to the caller ("source image", "driving video", ...), named in error messages.
     """
     path = Path(path)
     if frame_step < 1:
@@ -76,18 +84,18 @@ def read_video(
     if max_frames is not None and max_frames < 1:
         raise VideoReadError(f"max_frames must be 1 or more (or None for all), got {max_frames}.")
     if not path.exists():
-        raise VideoReadError(f"Driving input {path} does not exist. Give a video file, a folder of frames or an image.")
+        raise VideoReadError(f"The {what} {path} does not exist. Give a video file, a folder of frames or an image.")
 
     if path.is_dir():
         frames_uint8, fps = _read_frame_folder(path, max_frames, frame_step), default_fps / frame_step
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         frames_uint8, fps = [_read_image(path)], default_fps
     else:
-        frames_uint8, source_fps = _read_container(path, max_frames, frame_step, default_fps)
+        frames_uint8, source_fps = _read_container(path, max_frames, frame_step, default_fps, what)
         fps = source_fps / frame_step
 
     if not frames_uint8:
-        raise VideoReadError(f"{path} holds no frames. Check that the file is a video and is not empty.")
+        raise VideoReadError(f"The {what} {path} holds no frames. Check that the file is a video and is not empty.")
     stacked = torch.from_numpy(np.stack(frames_uint8))
     return VideoClip(frames=stacked.to(torch.float32) / 255.0, fps=fps)
 
@@ -95,9 +103,23 @@ def read_video(
 def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return image_to_rgb8(ImageOps.exif_transpose(image))
     except (OSError, ValueError) as error:
         raise VideoReadError(f"Cannot read image {path}: {error}. Is it a valid png/jpg/webp file?") from error
+
+
+def image_to_rgb8(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 of any Pillow image, scaled by its real bit depth.
+
+    Pillow's own convert("RGB") clips 16-bit greyscale at 255 instead of scaling it, which turns a normal photo
+    almost white (and its face undetectable); those are scaled from 0..65535 here. Palette,
+    grey + alpha, CMYK and the rest convert as Pillow does (an alpha channel is dropped, as ComfyUI's LoadImage
+    keeps colour and alpha apart)."""
+    if image.mode in SIXTEEN_BIT_GREY_MODES:
+        grey = np.asarray(image, dtype=np.float64)
+        scaled = np.clip(np.round(grey / SIXTEEN_BIT_MAX * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(scaled[..., None], 3, axis=-1)
+    return np.asarray(image.convert("RGB"))
 
 
 def _read_frame_folder(folder: Path, max_frames: int | None, frame_step: int) -> list[np.ndarray]:
@@ -123,15 +145,16 @@ def _read_frame_folder(folder: Path, max_frames: int | None, frame_step: int) ->
 
 
 def _read_container(
-    path: Path, max_frames: int | None, frame_step: int, default_fps: float
+    path: Path, max_frames: int | None, frame_step: int, default_fps: float, what: str
 ) -> tuple[list[np.ndarray], float]:
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as error:
-        raise VideoReadError(f"Cannot open video {path}: {error}. Is it a video file PyAV/FFmpeg can decode?") from error
+        raise VideoReadError(f"Cannot open video {path} (the {what}): {error}. Is it a video file PyAV/FFmpeg can "
+                             f"decode, or an image ({', '.join(sorted(IMAGE_SUFFIXES))})?") from error
     with container:
         if not container.streams.video:
-            raise VideoReadError(f"{path} has no video stream (audio only?). Give a file with video.")
+            raise VideoReadError(f"{path} (the {what}) has no video stream (audio only?). Give a file with video.")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else default_fps
@@ -154,7 +177,8 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, crf: int = D
     .mp4: H.264, yuv420p (plays everywhere); .webm: VP9, yuv420p; .gif: 256-colour palette per frame
     (GIF delays are in 1/100 s, so odd rates are rounded). yuv420p needs even width and height, so odd
     sizes are padded by repeating the last row/column; the padded size is what reads back.
-    crf: quality for mp4/webm (lower is better). Returns the written path.
+    crf: quality for mp4/webm (lower is better). Returns the written path. The video is written beside `path` and
+    renamed over it when complete (`safe_output.atomic_output`): a failure never leaves a partial file there.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -166,14 +190,18 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, crf: int = D
         raise VideoWriteError(f"fps must be positive to write {path}, got {fps}.")
 
     frames_uint8 = (frames.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
     rate = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
-    if suffix == ".gif":
-        _write_gif(path, frames_uint8, rate)
-    else:
-        codec = "libx264" if suffix == ".mp4" else "libvpx-vp9"
-        options = {"crf": str(crf)} if suffix == ".mp4" else {"crf": str(crf), "b:v": "0"}
-        _encode(path, pad_to_even(frames_uint8), rate, codec=codec, pix_fmt="yuv420p", options=options)
+    try:
+        with atomic_output(path) as partial:
+            if suffix == ".gif":
+                _write_gif(partial, frames_uint8, rate)
+            else:
+                codec = "libx264" if suffix == ".mp4" else "libvpx-vp9"
+                options = {"crf": str(crf)} if suffix == ".mp4" else {"crf": str(crf), "b:v": "0"}
+                _encode(partial, pad_to_even(frames_uint8), rate, codec=codec, pix_fmt="yuv420p", options=options)
+    except (av.FFmpegError, OSError) as error:
+        raise VideoWriteError(f"Writing {path} failed ({error}); any earlier file there is unchanged. Check the free "
+                              "disk space and the folder's permissions.") from error
     return path
 
 
@@ -190,38 +218,32 @@ def pad_to_even(frames_uint8: np.ndarray) -> np.ndarray:
 def _encode(
     path: Path, frames_uint8: np.ndarray, rate: Fraction, codec: str, pix_fmt: str, options: dict[str, str]
 ) -> None:
-    try:
-        with av.open(str(path), mode="w") as container:
-            stream = container.add_stream(codec, rate=rate, options=options)
-            stream.width = frames_uint8.shape[2]
-            stream.height = frames_uint8.shape[1]
-            stream.pix_fmt = pix_fmt
-            stream.time_base = 1 / rate
-            for index, frame_rgb in enumerate(frames_uint8):
-                frame = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
-                frame.pts = index
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-    except av.FFmpegError as error:
-        raise VideoWriteError(f"Encoding {path} with {codec} failed: {error}.") from error
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=rate, options=options)
+        stream.width = frames_uint8.shape[2]
+        stream.height = frames_uint8.shape[1]
+        stream.pix_fmt = pix_fmt
+        stream.time_base = 1 / rate
+        for index, frame_rgb in enumerate(frames_uint8):
+            frame = av.VideoFrame.from_ndarray(frame_rgb, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 def _write_gif(path: Path, frames_uint8: np.ndarray, rate: Fraction) -> None:
     # FFmpeg's scaler cannot turn rgb24 into pal8, so Pillow quantizes each frame to its own palette.
     # (Pillow's own GIF writer is not used: it merges identical consecutive frames, changing the count.)
-    try:
-        with av.open(str(path), mode="w") as container:
-            stream = container.add_stream("gif", rate=rate)
-            stream.width = frames_uint8.shape[2]
-            stream.height = frames_uint8.shape[1]
-            stream.pix_fmt = "pal8"
-            for index, frame_rgb in enumerate(frames_uint8):
-                frame = av.VideoFrame.from_ndarray(_to_palette_image(frame_rgb), format="pal8")
-                frame.pts = index
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-    except av.FFmpegError as error:
-        raise VideoWriteError(f"Encoding GIF {path} failed: {error}.") from error
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("gif", rate=rate)
+        stream.width = frames_uint8.shape[2]
+        stream.height = frames_uint8.shape[1]
+        stream.pix_fmt = "pal8"
+        for index, frame_rgb in enumerate(frames_uint8):
+            frame = av.VideoFrame.from_ndarray(_to_palette_image(frame_rgb), format="pal8")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
 
 
 def _to_palette_image(frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,9 +20,11 @@ from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..networks.config import (APPEARANCE_PREFIX, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX,
-                     XPortraitConfig)
+from ..media.safe_output import atomic_output, check_output_path
+from ..networks.config import (APPEARANCE_PREFIX, CLIP_HEAD_WIDTH, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX,
+                               UNET_PREFIX, VAE_PREFIX, XPortraitConfig)
 from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers
+from .finite_weights import describe_non_finite, non_finite_tensors
 from .xportrait_model import XPortraitModel, ldm_schedule_buffers, precision_plan
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,20 @@ OPTIONAL_KEYS = (f"{TEXT_PREFIX}transformer.text_model.embeddings.position_ids",
 SCHEDULE_KEYS = tuple(ldm_schedule_buffers())
 SCHEDULE_TOLERANCE = 1e-6
 TEXT_HEADS_METADATA = "xportrait.text_num_heads"  # head count of a text encoder narrower than CLIP's
+TEXT_EMBEDDING_KEY = f"{TEXT_PREFIX}transformer.text_model.embeddings.token_embedding.weight"  # (vocab, width)
+TEXT_HEADS_OPTION = ("--text-num-heads N on the command line, text_num_heads on Load X-Portrait Model, "
+                     "text_num_heads=N in Python")
+FP16_MAX = torch.finfo(torch.float16).max  # 65504: larger weights become inf when stored in fp16
 KEYS_SHOWN = 8  # how many key names an error lists before "... and N more"
 REAL_CHECKPOINT = "model_state-415001.th"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used, with what it is and what to do."""
+
+
+class TextHeadsError(CheckpointError):
+    """The text encoder's head count cannot be derived from the file, or the one given does not fit it."""
 
 
 @dataclass
@@ -65,6 +75,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``state_dict`` or a bare state dict, via ``torch.load(weights_only=True)`` (memory-mapped when the
     file allows it)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file in it "
+                              f"({REAL_CHECKPOINT} or a converted .safetensors)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; put {REAL_CHECKPOINT} (or a "
                               "converted .safetensors) there, e.g. ComfyUI/models/xportrait/")
@@ -201,6 +214,7 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
     if foreign:
         raise CheckpointError(f"{name!r} is {foreign}, not an X-Portrait checkpoint; X-Portrait needs "
                               f"{REAL_CHECKPOINT} (or its .safetensors conversion)")
+    check_text_heads(state_dict, name, text_num_heads)
     try:
         config = XPortraitConfig.from_state_dict(state_dict, text_num_heads=text_num_heads)
     except KeyError as err:
@@ -215,6 +229,7 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
         model = XPortraitModel(config, ops)
     report = check_state_dict(state_dict, name, model.state_dict())
     report.config = config
+    check_finite(state_dict, name)
     if not report.text_encoder:
         model.cond_stage_model = None
     ignored = set(report.ignored_keys)
@@ -236,21 +251,53 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
     return model, report
 
 
-def _text_heads_from_metadata(path: Path) -> int | None:
+def check_text_heads(state_dict: Mapping[str, torch.Tensor], name: str, text_num_heads: int | None) -> None:
+    """The text encoder's head count must be derivable (CLIP's 64-wide heads) or given, and divide its width."""
+    embedding = state_dict.get(TEXT_EMBEDDING_KEY)
+    if embedding is None:
+        return
+    width = int(embedding.shape[1])
+    if text_num_heads is None:
+        if width % CLIP_HEAD_WIDTH and width > 0:
+            raise TextHeadsError(
+                f"{name!r}: its text encoder is {width} wide, not a multiple of CLIP's {CLIP_HEAD_WIDTH}-wide "
+                f"heads, and the file does not record its head count ('{TEXT_HEADS_METADATA}' metadata); give "
+                f"the head count ({TEXT_HEADS_OPTION})")
+        return
+    if text_num_heads < 1 or width % text_num_heads:
+        raise TextHeadsError(f"{name!r}: a head count of {text_num_heads} does not divide the text encoder's "
+                             f"width {width}; give a divisor of {width} (the model's training configuration says "
+                             "which)")
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], name: str) -> None:
+    """Weights holding NaN or inf render black or noise frames without any error: refuse them, naming them."""
+    damaged = non_finite_tensors(state_dict)
+    if damaged:
+        raise CheckpointError(f"{name!r} is damaged: {describe_non_finite(damaged, state_dict)}. A model with such "
+                              "weights renders black or noise; download (or convert) the checkpoint again")
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
     if path.suffix.lower() != SAFETENSORS_SUFFIX:
-        return None
+        return {}
     with safe_open(str(path), framework="pt") as handle:
-        value = (handle.metadata() or {}).get(TEXT_HEADS_METADATA)
+        return dict(handle.metadata() or {})
+
+
+def _text_heads_from_metadata(path: Path) -> int | None:
+    value = _safetensors_metadata(path).get(TEXT_HEADS_METADATA)
     return int(value) if value else None
 
 
 def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> None:
-    """Write a model's state dict as ``.safetensors`` (used to make tiny test checkpoints)."""
+    """Write a model's state dict as ``.safetensors`` (used to make tiny test checkpoints), atomically."""
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"format": "pt", "xportrait": "checkpoint"}
     if model.config.text is not None:
         metadata[TEXT_HEADS_METADATA] = str(model.config.text.num_heads)
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_output(path) as partial:
+        save_file(tensors, str(partial), metadata=metadata)
 
 
 def _keeps_float32(key: str) -> bool:
@@ -258,31 +305,49 @@ def _keeps_float32(key: str) -> bool:
     return key in SCHEDULE_KEYS or key.endswith(".pe")
 
 
-def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike,
-                           fp16: bool = False) -> dict[str, int]:
-    """Convert a checkpoint to ``.safetensors`` (optionally parameters in fp16; schedule and position
-    tables stay float32), then read it back and verify every tensor equals the source (or its fp16
-    cast) exactly. Returns counts of tensors written and cast."""
+def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike, fp16: bool = False,
+                           text_num_heads: int | None = None) -> dict[str, int]:
+    """Convert a checkpoint to ``.safetensors`` (optionally parameters in fp16; schedule and position tables stay
+    float32), then read it back and verify every tensor equals the source (or its fp16 cast) exactly. Returns
+    counts of tensors written and cast.
+
+    The destination is checked before the source is read (a .safetensors name in a writable folder, not the source
+    itself) and written atomically: nothing is ever left half-written, and the source is never touched. The text
+    encoder's head count is kept: from the source's metadata, or `text_num_heads` (needed, and recorded, for a text
+    encoder narrower than CLIP's 64-wide heads)."""
+    source, destination = Path(source), Path(destination)
+    check_output_path(destination, "destination", (SAFETENSORS_SUFFIX,), {"source checkpoint": source})
     state = read_state_dict(source)
     foreign = identify_foreign_checkpoint(state)
     if foreign:
-        raise CheckpointError(f"{Path(source).name!r} is {foreign}, not an X-Portrait checkpoint")
+        raise CheckpointError(f"{source.name!r} is {foreign}, not an X-Portrait checkpoint")
+    check_finite(state, source.name)
+    metadata = {**_safetensors_metadata(source), "format": "pt", "xportrait": "checkpoint", "source": source.name}
+    heads = text_num_heads if text_num_heads is not None else _text_heads_from_metadata(source)
+    try:
+        check_text_heads(state, source.name, heads)
+    except TextHeadsError:
+        if heads is not None:
+            raise
+        log.warning("%s: its text encoder's head count is unknown, so loading the converted file will ask for it; "
+                    "convert with --text-num-heads N to record it", source.name)
+    if heads is not None and TEXT_EMBEDDING_KEY in state:
+        metadata[TEXT_HEADS_METADATA] = str(heads)
     converted, cast = {}, 0
     for key, tensor in state.items():
         tensor = tensor.detach().contiguous()
         if fp16 and tensor.is_floating_point() and tensor.dtype != torch.float16 and not _keeps_float32(key):
+            if tensor.numel() and float(tensor.abs().max()) > FP16_MAX:
+                raise CheckpointError(f"{source.name!r}: tensor '{key}' holds values beyond fp16's range "
+                                      f"({FP16_MAX:g}), which would become infinite; convert without --fp16")
             tensor = tensor.to(torch.float16)
             cast += 1
         converted[key] = tensor.clone()
-    destination = Path(destination)
-    partial = destination.with_name(destination.name + ".partial")
-    save_file(converted, str(partial), metadata={"format": "pt", "xportrait": "checkpoint",
-                                                 "source": Path(source).name})
-    written = load_file(str(partial))
-    if written.keys() != converted.keys() or any(
-            written[k].dtype != v.dtype or not torch.equal(written[k], v) for k, v in converted.items()):
-        partial.unlink()
-        raise CheckpointError(f"verification of {destination.name!r} failed: the file read back differs; "
-                              "nothing was written (check free disk space)")
-    os.replace(partial, destination)
+    with atomic_output(destination) as partial:
+        save_file(converted, str(partial), metadata=metadata)
+        written = load_file(str(partial))
+        if written.keys() != converted.keys() or any(
+                written[k].dtype != v.dtype or not torch.equal(written[k], v) for k, v in converted.items()):
+            raise CheckpointError(f"verification of {destination.name!r} failed: the file read back differs from "
+                                  "what was written (a failing disk or file system?); nothing was written there")
     return {"tensors": len(converted), "cast_to_fp16": cast}

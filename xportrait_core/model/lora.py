@@ -19,13 +19,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from ..networks.unet_key_map import diffusers_to_ldm_unet_names
+from .finite_weights import describe_non_finite, non_finite_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +137,34 @@ def parse_lora(state_dict: Mapping[str, torch.Tensor]) -> ParsedLora:
         alpha = float(roles["alpha"]) if "alpha" in roles else None
         layers[ldm] = LoraLayer(down=roles["down"], up=roles["up"], alpha=alpha)
     return ParsedLora(layers=layers, unmatched=unmatched, text_encoder_keys=text_keys)
+
+
+class LoraFileError(ValueError):
+    """A LoRA file that cannot be used; the message names the file."""
+
+
+def read_lora(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a LoRA file, checked before any merging: a readable .safetensors file holding finite values
+    and at least one SD1.5 UNet LoRA layer. LoraFileError, naming the file, otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise LoraFileError(f"LoRA file '{path}' {problem}; give an SD1.5 LoRA .safetensors file")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise LoraFileError(f"LoRA file '{path.name}' could not be read as .safetensors ({error}): it is truncated or "
+                            "in another format; LoRAs are read from .safetensors files only") from error
+    damaged = non_finite_tensors(tensors)
+    if damaged:
+        raise LoraFileError(f"LoRA file '{path.name}' is damaged: {describe_non_finite(damaged, tensors)}; download "
+                            "it again")
+    if not parse_lora(tensors).layers:
+        shown = list(tensors)[:UNMATCHED_SHOWN]
+        raise LoraFileError(f"'{path.name}' is not an SD1.5 LoRA: none of its {len(tensors)} tensors (e.g. {shown}) "
+                            "is a LoRA down/up pair of an SD1.5 UNet layer (kohya lora_unet_..., diffusers/PEFT "
+                            "unet....lora_A); pick an SD1.5 LoRA file")
+    return tensors
 
 
 @dataclass

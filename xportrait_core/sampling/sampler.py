@@ -16,6 +16,7 @@ from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 
+from .finite_check import check_finite_latents
 from .guidance import LATENT_CHANNELS, Conditioning, GuidedModel, WindowedGuidedDenoiser, check_conditioning
 from .schedulers import Scheduler, make_scheduler
 from .windows import WindowPlanner
@@ -111,12 +112,14 @@ def denoise_loop(
     generator: torch.Generator | None = None,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
-    """Run every step of `scheduler` from start latents (F, 4, h, w); returns the final latents (F, 4, h, w)."""
+    """Run every step of `scheduler` from start latents (F, 4, h, w); returns the final latents (F, 4, h, w).
+    Raises NonFiniteError at the first step whose latents hold NaN or inf (naming the step and the frames)."""
     total = len(scheduler.timesteps)
     for step_index, timestep in enumerate(scheduler.timesteps):
         eps = denoiser(scheduler.model_input(latents, step_index), timestep, step_index)
         result = scheduler.step(latents, eps, step_index, generator)
         latents = result.latents
+        check_finite_latents(latents, step_index, total)
         if on_step is not None:
             on_step(step_index, total, result.denoised)
     return latents

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
 
 from ..model.schedule import DDPM_TRAIN_STEPS, LAST_TRAIN_TIMESTEP, LINEAR_END, LINEAR_START, ddpm_schedule, q_sample
 
 SCHEDULERS: tuple[str, ...] = ("ddim", "euler", "dpmpp_2m", "lcm")
+DIFFUSERS_REQUIREMENT = "diffusers>=0.27"  # as requirements.txt: the oldest with set_begin_index and LCM's strength
 
 # SD1.5's own scheduler config (steps_offset 1, "leading" spacing); diffusers' "scaled_linear" is the LDM "linear".
 SD15_DIFFUSERS_CONFIG = dict(
@@ -129,6 +129,14 @@ class DiffusersScheduler:
     def __init__(self, name: str, steps: int, strength: float = 1.0, device: torch.device | str = "cpu") -> None:
         if not 1 <= steps <= DDPM_TRAIN_STEPS:
             raise ValueError(f"steps must be in [1, {DDPM_TRAIN_STEPS}], got {steps}")
+        # Imported here: only these schedulers need diffusers, so the original's DDIM (and the pack's node list)
+        # work while it is missing.
+        try:
+            from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler, LCMScheduler
+        except ImportError as error:
+            raise ImportError(f"the {name} scheduler needs the Python package diffusers, which is not installed: "
+                              f'pip install "{DIFFUSERS_REQUIREMENT}" (ddim needs nothing more)') from error
+
         self.name = name
         if name == "lcm":
             # LCM picks its own timesteps for a strength (from its 50 "original" steps), nothing to skip.
