@@ -13,6 +13,8 @@ One JSON line per run, the same fields as the original's harness prints:
   conditioning: driving controls, reference latent, empty-prompt context;
 - sampling_s: `sample` (DDIM, cfg, windows of 16 with overlap 4); decode_s: `decode_to_images`;
 - end_to_end_s = prep + sampling + decode, ending with the decoded, clamped frames on the CPU;
+  end_to_end_cpu_s: the CPU time the process used meanwhile (about threads x end_to_end_s when the cores were
+  free: much less means other work shared them; load_average_1m is the machine's load when the run started);
 - peak_rss_*_mib: peak resident memory of each phase (the kernel's high-water mark, reset at each phase
   start through /proc/self/clear_refs); peak_rss_mib: of the whole process (imports and load included).
 
@@ -76,6 +78,7 @@ DEFAULT_THREADS = 2          # the development machine's cores
 TOP_OPERATORS = 15
 KIB = 1024
 PHASES = ("load", "prep", "sampling", "decode")
+RUN_PHASES = PHASES[1:]  # end to end: everything after the model is loaded
 TIMED_FIELDS = ("end_to_end_s", "sampling_s", "decode_s", "prep_s")
 MEMORY_FIELDS = ("peak_rss_mib", "peak_rss_sampling_mib", "peak_rss_decode_mib")
 
@@ -98,26 +101,51 @@ def _can_reset_peak() -> bool:
         return False
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _load_average() -> float | None:
+    try:
+        with open("/proc/loadavg") as handle:
+            return float(handle.read().split()[0])
+    except OSError:
+        return None
+
+
 class PhaseMeter:
     """Wall time and peak RSS per phase. On Linux the peak is the kernel's high-water mark (VmHWM), reset at
-    each phase start; elsewhere only the whole process's ru_maxrss is known and phase peaks are None."""
+    each phase start; elsewhere only the whole process's ru_maxrss is known and phase peaks are None.
+    `reset_peak` lets a finer meter (the profile's per-network peaks) reset the mark inside a phase without
+    losing the phase's peak: the mark is folded into it first."""
 
     def __init__(self) -> None:
         self.per_phase = _can_reset_peak()
         self.overall_kib = 0
+        self._phase_kib = 0
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self.peak_mib: dict[str, float | None] = {}
+
+    def reset_peak(self) -> None:
+        if self.per_phase:
+            self._phase_kib = max(self._phase_kib, _status_kib("VmHWM"))
+            _can_reset_peak()
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         if self.per_phase:
-            self.overall_kib = max(self.overall_kib, _status_kib("VmHWM"))
+            self.overall_kib = max(self.overall_kib, _status_kib("VmHWM"), self._phase_kib)
+            self._phase_kib = 0
             _can_reset_peak()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         yield
         self.seconds[name] = time.perf_counter() - start
+        self.cpu_seconds[name] = _cpu_seconds() - cpu_start
         if self.per_phase:
-            peak = _status_kib("VmHWM")
+            peak = max(_status_kib("VmHWM"), self._phase_kib)
             self.overall_kib = max(self.overall_kib, peak)
             self.peak_mib[name] = peak / KIB
         else:
@@ -125,7 +153,7 @@ class PhaseMeter:
 
     def overall_mib(self) -> float:
         if self.per_phase:
-            return max(self.overall_kib, _status_kib("VmHWM")) / KIB
+            return max(self.overall_kib, self._phase_kib, _status_kib("VmHWM")) / KIB
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB  # KiB on Linux
 
 
@@ -195,6 +223,7 @@ def run_pipeline(settings: RunSettings, meter: PhaseMeter,
     """One end-to-end run in this process; returns its JSON row and the frames (F, R, R, 3).
     on_model(model) is called after loading (the profiler wraps the networks there)."""
     torch.set_num_threads(settings.threads)
+    load_average = _load_average()
     with meter.phase("load"):
         model, _ = load_model(settings.weights, precision="fp32", attention_backend="sdpa")
     if on_model is not None:
@@ -225,7 +254,9 @@ def run_pipeline(settings: RunSettings, meter: PhaseMeter,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         **{f"{phase}_s": round(meter.seconds[phase], 3) for phase in PHASES},
-        "end_to_end_s": round(sum(meter.seconds[phase] for phase in ("prep", "sampling", "decode")), 3),
+        "end_to_end_s": round(sum(meter.seconds[phase] for phase in RUN_PHASES), 3),
+        "end_to_end_cpu_s": round(sum(meter.cpu_seconds[phase] for phase in RUN_PHASES), 3),
+        "load_average_1m": load_average,
         "peak_rss_mib": round(meter.overall_mib(), 1),
         **{f"peak_rss_{phase}_mib": _round(meter.peak_mib[phase]) for phase in PHASES},
         "output_shape": list(images.shape),
@@ -345,17 +376,101 @@ class NetworkTimers:
         prep_nets = seconds.get("VAE encode", 0.0) + seconds.get("text encoder", 0.0)
         seconds["controls and rest of prep"] = meter.seconds["prep"] - prep_nets
         calls["controls and rest of prep"] = 0
-        total = sum(meter.seconds[phase] for phase in ("prep", "sampling", "decode"))
+        total = sum(meter.seconds[phase] for phase in RUN_PHASES)
         return [{"part": name, "seconds": round(value, 3), "share": round(value / total, 4),
                  "calls": calls.get(name, 0)} for name, value in sorted(seconds.items(), key=lambda kv: -kv[1])]
+
+
+# Components of the four denoising nets, timed inclusively; indented ones are inside the one above them.
+COMPONENTS = (
+    ("ResBlocks", lambda name, cls: cls == "ResBlock"),
+    ("spatial transformers", lambda name, cls: cls == "SpatialTransformer"),
+    ("  attn1: self / bank attention", lambda name, cls: cls == "Attention" and name.endswith(".attn1")),
+    ("  attn2: text cross-attention", lambda name, cls: cls == "Attention" and name.endswith(".attn2")),
+    ("  feed-forward (GEGLU)", lambda name, cls: cls == "FeedForward"),
+    ("motion modules", lambda name, cls: cls == "MotionModule"),
+    ("  temporal attention", lambda name, cls: cls == "TemporalAttention"),
+    ("down / upsample convs", lambda name, cls: cls in ("Downsample", "Upsample")),
+    ("ControlNet hint blocks (full resolution)", lambda name, cls: name.endswith("input_hint_block")),
+)
+UNET_BANK_ARGUMENT = "bank"  # MotionUNet.forward's 4th argument: the bank reader, None in the unconditional pass
+DENOISING_PREFIXES = ("model.", "appearance_control_model.", "pose_control_model.", "local_pose_control_model.")
+
+
+class ComponentTimers:
+    """Inclusive wall time per kind of block of the denoising nets (forward hooks on every instance)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.seconds = {label: 0.0 for label, _ in COMPONENTS}
+        for name, module in model.named_modules():
+            if not name.startswith(DENOISING_PREFIXES):
+                continue
+            for label, matches in COMPONENTS:
+                if matches(name, type(module).__name__):
+                    self._hook(module, label)
+
+    def _hook(self, module: torch.nn.Module, label: str) -> None:
+        starts: list[float] = []
+
+        def before(*_):
+            starts.append(time.perf_counter())
+
+        def after(*_):
+            self.seconds[label] += time.perf_counter() - starts.pop()
+
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+
+
+class NetworkMemory:
+    """Peak RSS while each network runs, and how far above the RSS at its start (what the call itself
+    allocates). Hooks on the networks that never nest; the conditional and unconditional UNet passes are told
+    apart by the bank reader they get (None when unconditional)."""
+
+    def __init__(self, model: torch.nn.Module, meter: PhaseMeter) -> None:
+        self.meter = meter
+        self.peak_mib: dict[str, float] = {}
+        self.above_start_mib: dict[str, float] = {}
+        for module, name in ((model.appearance_control_model, "appearance net"),
+                             (model.pose_control_model, "pose ControlNet"),
+                             (model.local_pose_control_model, "local ControlNet"),
+                             (model.unet, None),
+                             (model.first_stage_model.encoder, "VAE encode"),
+                             (model.first_stage_model.decoder, "VAE decode (one chunk)")):
+            self._hook(module, name)
+
+    def _hook(self, module: torch.nn.Module, name: str | None) -> None:
+        state: dict = {}
+
+        def before(_module, args, kwargs):
+            bank_reader = args[3] if len(args) > 3 else kwargs.get(UNET_BANK_ARGUMENT)
+            state["name"] = name or ("UNet cond" if bank_reader is not None else "UNet uncond")
+            self.meter.reset_peak()
+            state["start_kib"] = _status_kib("VmRSS")
+
+        def after(*_):
+            peak = _status_kib("VmHWM")
+            label = state["name"]
+            self.peak_mib[label] = max(self.peak_mib.get(label, 0.0), peak / KIB)
+            self.above_start_mib[label] = max(self.above_start_mib.get(label, 0.0),
+                                              (peak - state["start_kib"]) / KIB)
+
+        module.register_forward_pre_hook(before, with_kwargs=True)
+        module.register_forward_hook(after)
 
 
 def profile(settings: RunSettings) -> None:
     """Time per network (one run, no profiler), then the top operators (a second run under torch.profiler,
     whose ranges are named after the networks)."""
-    timers: list[NetworkTimers] = []
+    timers: list = []
     meter = PhaseMeter()
-    row, _ = run_pipeline(settings, meter, lambda model: timers.append(NetworkTimers(model)))
+
+    def wrap(model: torch.nn.Module) -> None:
+        timers.extend((NetworkTimers(model), ComponentTimers(model)))
+        if meter.per_phase:
+            timers.append(NetworkMemory(model, meter))
+
+    row, _ = run_pipeline(settings, meter, wrap)
     table = timers[0].table(meter)
     print(json.dumps(row))
     print(f"\nwhere the time goes (end to end {row['end_to_end_s']:.1f} s: prep {row['prep_s']:.1f}, "
@@ -365,7 +480,17 @@ def profile(settings: RunSettings) -> None:
               f"calls {entry['calls']}")
     print("peak RSS per phase (MiB): " + ", ".join(f"{phase} {row[f'peak_rss_{phase}_mib']}" for phase in PHASES)
           + f"; whole run {row['peak_rss_mib']}")
-    print(json.dumps({"profile": table}))
+    print(f"blocks of the denoising nets, all calls (share of sampling, {row['sampling_s']:.1f} s):")
+    for label, seconds in timers[1].seconds.items():
+        print(f"  {label:42s} {seconds:8.2f} s  {100 * seconds / row['sampling_s']:5.1f} %")
+    memory = {}
+    if len(timers) > 2:
+        print("peak RSS while each network runs (MiB; in parentheses: above the RSS when it started):")
+        for label, peak in sorted(timers[2].peak_mib.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:42s} {peak:8.0f}  (+{timers[2].above_start_mib[label]:.0f})")
+            memory[label] = {"peak_mib": round(peak, 1), "above_start_mib": round(timers[2].above_start_mib[label], 1)}
+    print(json.dumps({"profile": table, "components_s": {k.strip(): round(v, 3) for k, v in timers[1].seconds.items()},
+                      "network_peak_rss": memory}))
 
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
 
