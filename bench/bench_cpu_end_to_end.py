@@ -5,7 +5,7 @@ original code (see docs/performance.md for the original's side and how to compar
     python bench/bench_cpu_end_to_end.py --repeat 3               # 3 runs, each in a fresh process
     python bench/bench_cpu_end_to_end.py --repeat 3 --compare original.jsonl   # + ratios to the original
     python bench/bench_cpu_end_to_end.py --profile                # time per network, top operators
-    python bench/bench_cpu_end_to_end.py --config tiny --steps 1  # CI-sized
+    python bench/bench_cpu_end_to_end.py --config tiny --steps 1 --frames 16   # CI-sized
 
 One JSON line per run, the same fields as the original's harness prints:
 - load_s: reading the checkpoint and building the model (NOT part of end to end, on either side);
@@ -185,11 +185,15 @@ class BenchInputs:
     landmarks_256: np.ndarray     # (F, 68, 2) float32 on the 256 px detection grid
 
 
-def read_inputs(path: Path) -> BenchInputs:
+def read_inputs(path: Path, frames: int) -> BenchInputs:
+    """The first `frames` driving frames of the inputs file, with their landmarks."""
     tensors = load_file(str(path))
+    available = tensors["driving_video_uint8"].shape[0]
+    if not 1 <= frames <= available:
+        raise SystemExit(f"--frames must be between 1 and {available} (the driving frames in {path}); got {frames}")
     return BenchInputs(source_uint8=tensors["source_uint8"],
-                       driving_uint8=tensors["driving_video_uint8"][:DRIVING_FRAMES_SAMPLED],
-                       landmarks_256=tensors["landmarks_256"][:DRIVING_FRAMES_SAMPLED].numpy())
+                       driving_uint8=tensors["driving_video_uint8"][:frames],
+                       landmarks_256=tensors["landmarks_256"][:frames].numpy())
 
 
 def default_weights_path(config_name: str) -> Path:
@@ -211,6 +215,7 @@ class RunSettings:
     config: str
     weights: Path
     inputs: Path
+    frames: int
     resolution: int
     steps: int
     cfg: float
@@ -228,7 +233,7 @@ def run_pipeline(settings: RunSettings, meter: PhaseMeter,
         model, _ = load_model(settings.weights, precision="fp32", attention_backend="sdpa")
     if on_model is not None:
         on_model(model)
-    inputs = read_inputs(settings.inputs)
+    inputs = read_inputs(settings.inputs, settings.frames)
     provider = ScriptedLandmarks(inputs.landmarks_256)
     with meter.phase("prep"):
         source = inputs.source_uint8.float() / 255
@@ -273,12 +278,13 @@ def _round(value: float | None) -> float | None:
 def run_in_fresh_process(args: argparse.Namespace) -> dict:
     """One measured run in a new interpreter, so its peak RSS is its own."""
     command = [sys.executable, str(Path(__file__).resolve()), "--single", *_forwarded(args)]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout  # stderr shows through
     return json.loads(out.strip().splitlines()[-1])
 
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
     return ["--config", args.config, "--weights", str(args.weights), "--inputs", str(args.inputs),
+            "--frames", str(args.frames),
             "--resolution", str(args.resolution), "--steps", str(args.steps), "--cfg", str(args.cfg),
             "--threads", str(args.threads), "--seed", str(args.seed)]
 
@@ -515,6 +521,8 @@ def main() -> None:
                         f"{DEFAULT_WEIGHTS_DIR}/<config>_seed{WEIGHTS_SEED}.safetensors, written when missing)")
     parser.add_argument("--write-weights", action="store_true", help="(re)write the random weights, then stop")
     parser.add_argument("--inputs", type=Path, default=DEFAULT_INPUTS)
+    parser.add_argument("--frames", type=int, default=DRIVING_FRAMES_SAMPLED,
+                        help="driving frames to animate (default 20, as the original's run)")
     parser.add_argument("--resolution", type=int, help="sampling resolution in px (default: 256 mid139, 128 tiny)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--cfg", type=float, default=5.0)
@@ -539,8 +547,8 @@ def main() -> None:
         return
     if not args.weights.exists():
         logger.warning("writing random weights to %s (once)", write_weights(args.config, args.weights))
-    settings = RunSettings(args.config, args.weights, args.inputs, args.resolution, args.steps, args.cfg,
-                           args.threads, args.seed)
+    settings = RunSettings(args.config, args.weights, args.inputs, args.frames, args.resolution, args.steps,
+                           args.cfg, args.threads, args.seed)
     if args.single:
         print(json.dumps(run_pipeline(settings, PhaseMeter())[0]))
         return
