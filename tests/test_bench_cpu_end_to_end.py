@@ -72,7 +72,7 @@ def test_compare_reports_speedups_and_memory_ratios_from_medians(tmp_path, tiny_
     original_rows = []
     for factor in (1.5, 2.0, 9.0):  # the median is the 2.0 run
         row = dict(tiny_row, side="original")
-        for field in ("end_to_end_s", "sampling_s", "decode_s", "prep_s"):
+        for field in ("end_to_end_s", "sampling_s", "decode_s", "prep_s", "end_to_end_cpu_s"):
             row[field] = tiny_row[field] * factor
         row["peak_rss_mib"] = tiny_row["peak_rss_mib"] * 4
         original_rows.append(json.dumps(row))
@@ -83,4 +83,5 @@ def test_compare_reports_speedups_and_memory_ratios_from_medians(tmp_path, tiny_
     assert ratios["speedup_end_to_end"] == pytest.approx(2.0, rel=1e-3)
     assert ratios["speedup_sampling"] == pytest.approx(2.0, rel=1e-3)
     assert ratios["speedup_decode"] == pytest.approx(2.0, rel=1e-3)
+    assert ratios["speedup_end_to_end_cpu"] == pytest.approx(2.0, rel=1e-2)
     assert ratios["ratio_peak_rss"] == pytest.approx(0.25, rel=1e-3)
