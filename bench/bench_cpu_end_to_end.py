@@ -296,7 +296,8 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
 
 # ----------------------------------------------------------------------------------------- compare
 def read_rows(path: Path, side: str) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith("{")]
+    # JSON objects only: the original prints its config as a Python dict, which also starts with "{"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip().startswith('{"')]
     rows = [row for row in rows if row.get("side") == side and not row.get("summary")]
     if not rows:
         raise SystemExit(f"{path} holds no JSON line with \"side\": \"{side}\"; give the file the "

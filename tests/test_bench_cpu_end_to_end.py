@@ -77,7 +77,8 @@ def test_compare_reports_speedups_and_memory_ratios_from_medians(tmp_path, tiny_
         row["peak_rss_mib"] = tiny_row["peak_rss_mib"] * 4
         original_rows.append(json.dumps(row))
     original = tmp_path / "original.jsonl"
-    original.write_text("harness log line that is not JSON\n" + "\n".join(original_rows) + "\n")
+    log_lines = "harness log line that is not JSON\n{'model_channels': 64, 'printed': 'by the original'}\n"
+    original.write_text(log_lines + "\n".join(original_rows) + "\n")
     (ratios,) = run_bench("--compare", str(original), "--ours", str(ours))
     assert ratios["runs_original"] == 3 and ratios["runs_ours"] == 1
     assert ratios["speedup_end_to_end"] == pytest.approx(2.0, rel=1e-3)
