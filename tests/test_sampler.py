@@ -30,6 +30,7 @@ class FakeXPortrait(torch.nn.Module):
         self.evaluation_counts = Counter()
         self.calls = []  # (kind, batch, dtype)
         self.on_evaluation = None
+        self.hint_rows_encoded = 0
 
     @property
     def device(self):
@@ -46,6 +47,13 @@ class FakeXPortrait(torch.nn.Module):
 
     def window_activation_bytes(self, latent_size, conditional_rows, unconditional_rows, references=1):
         return (conditional_rows + unconditional_rows) * latent_size[0] * latent_size[1] * 1000
+
+    def hint_feature_bytes(self, frames, latent_size):
+        return frames * 1000
+
+    def encode_control_hints(self, pose_hint, local_hint):
+        self.hint_rows_encoded += pose_hint.shape[0]
+        return pose_hint, local_hint  # the fake's "features" are the images themselves
 
     def write_reference_bank(self, reference_latents, timesteps, context):
         assert timesteps.shape == (reference_latents.shape[0],) and timesteps.dtype == torch.float32
@@ -281,6 +289,20 @@ def test_on_the_cpu_windows_and_passes_run_one_at_a_time_unless_asked():
     assert [(kind, batch) for kind, batch, _ in batched.calls] == [("appearance", 1), ("both", 32), ("both", 16)]
     _, sequential = run(frames=40, steps=1, windows_per_batch=3, batch_passes=False)
     assert [(kind, batch) for kind, batch, _ in sequential.calls] == [("appearance", 1), ("cond", 48), ("uncond", 48)]
+
+
+def test_the_hints_are_encoded_once_per_run_not_per_step_or_window():
+    _, model = run(frames=40, steps=4)
+    assert model.hint_rows_encoded == 40
+
+
+def test_hints_too_large_for_the_budget_go_to_the_controlnets_as_images():
+    class LargeFeatures(FakeXPortrait):
+        def hint_feature_bytes(self, frames, latent_size):
+            return 10**12
+
+    _, model = run(frames=40, steps=1, model=LargeFeatures())
+    assert model.hint_rows_encoded == 0 and model.evaluation_counts["pose_control"] == 48
 
 
 def test_batched_windows_and_passes_give_the_same_latents():

@@ -52,6 +52,12 @@ class AffineEpsModel:
     def write_reference_bank(self, references, timesteps, context):
         return [references.flatten(2).transpose(1, 2)]
 
+    def hint_feature_bytes(self, frames, latent_size):
+        return 0
+
+    def encode_control_hints(self, pose_hint, local_hint):
+        return pose_hint, local_hint
+
     def concat_reference_banks(self, banks):
         return [torch.cat(entries, dim=1) for entries in zip(*banks)]
 

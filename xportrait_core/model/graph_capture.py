@@ -125,6 +125,12 @@ class GraphedModel:
     def window_activation_bytes(self, *args: Any) -> int:
         return self.model.window_activation_bytes(*args)
 
+    def hint_feature_bytes(self, *args: Any) -> int:
+        return self.model.hint_feature_bytes(*args)
+
+    def encode_control_hints(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode_control_hints(*args)  # once per run: not worth a graph
+
     # The evaluations.
     def write_reference_bank(self, *args: Any) -> list[torch.Tensor]:
         return self._run("write_reference_bank", args)

@@ -166,7 +166,7 @@ class AutoencoderKL(nn.Module):
         ``frames_per_call`` images at a time (bounds memory; the result does not depend on it)."""
         means, logvars = [], []
         for chunk in images.split(frames_per_call):
-            moments = self.quant_conv(self.encoder(chunk.to(self._dtype())))
+            moments = self.quant_conv(self.encoder(_cpu_channels_last(chunk.to(self._dtype()))))
             mean, logvar = moments.chunk(2, dim=1)
             means.append(mean)
             logvars.append(logvar.clamp(*LOGVAR_CLAMP))
@@ -184,6 +184,14 @@ class AutoencoderKL(nn.Module):
         """scaled latents (B, 4, h, w) -> images (B, 3, 8h, 8w), nominally [-1, 1], not clamped."""
         images = []
         for chunk in latents.split(frames_per_call):
-            z = chunk.to(self._dtype()) / self.config.scale_factor
+            z = _cpu_channels_last(chunk.to(self._dtype())) / self.config.scale_factor
             images.append(self.decoder(self.post_quant_conv(z)))
         return torch.cat(images)
+
+
+def _cpu_channels_last(images: torch.Tensor) -> torch.Tensor:
+    """On the CPU, the channels-last layout: oneDNN's convolutions run it faster (measured: decode of 4 frames at
+    256 px, 2 threads, 3.9 -> 2.7 CPU-s with 32 channels, 30.0 -> 27.4 with SD1.5's 128). Elsewhere unchanged."""
+    if images.device.type != "cpu":
+        return images
+    return images.contiguous(memory_format=torch.channels_last)

@@ -36,6 +36,7 @@ VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent, per side
 # (bench/bench_gpu.py --windows-per-batch measures it) while the memory keeps growing.
 ACTIVATION_SHARE_OF_FREE_MEMORY = 0.6
 HINTS_SHARE_OF_FREE_MEMORY = 0.1
+CPU_HINT_FEATURES_BUDGET = 512 * 1024**2  # the CPU's RAM is shared with everything else: a fixed bound
 EFFICIENT_BATCH_ROWS = 64
 
 
@@ -85,6 +86,12 @@ class GuidedModel(Protocol):
     def window_activation_bytes(
         self, latent_size: tuple[int, int], conditional_rows: int, unconditional_rows: int, references: int
     ) -> int: ...
+
+    def encode_control_hints(
+        self, pose_hint: torch.Tensor, local_hint: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def hint_feature_bytes(self, frames: int, latent_size: tuple[int, int]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -243,10 +250,19 @@ class WindowedGuidedDenoiser:
         return tensor.to(self._device, self._dtype)
 
     def _place_hints(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both hint videos on the model's device once per run when they fit in a small share of its free memory
-        (else they stay where they are, and each batch takes its frames across)."""
+        """What each batch's ControlNets take. Their hint block depends on the hint images alone, so when both
+        ControlNets' features of every frame fit (on a GPU in a small share of its free memory, on the CPU within a
+        fixed budget) they are computed once here, instead of at every step of every window. Otherwise the images
+        go to the GPU once when they fit there, or stay where they are and each batch takes its frames across."""
         hints = (self.cond.pose_hints, self.cond.local_hints)
+        if not self._needs_cond:
+            return hints
         free = free_bytes(self._device)
+        budget = CPU_HINT_FEATURES_BUDGET if free is None else HINTS_SHARE_OF_FREE_MEMORY * free
+        if self.model.hint_feature_bytes(self.cond.num_frames, self.cond.latent_size) <= budget:
+            encoded = [self.model.encode_control_hints(self._to_model(pose), self._to_model(local))
+                       for pose, local in zip(hints[0].split(self.planner.window), hints[1].split(self.planner.window))]
+            return torch.cat([pose for pose, _ in encoded]), torch.cat([local for _, local in encoded])
         size = 2 * self.cond.pose_hints.numel() * torch.empty((), dtype=self._dtype).element_size()
         if free is not None and size <= HINTS_SHARE_OF_FREE_MEMORY * free:
             return self._to_model(hints[0]), self._to_model(hints[1])
