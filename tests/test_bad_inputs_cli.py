@@ -269,6 +269,25 @@ def test_cuda_asked_where_there_is_none_says_to_use_the_cpu(files, tmp_path, cap
     assert re.search(r"--device 'cuda': .*use --device cpu", error_line(capsys))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_cuda_graphs_asked_on_the_cpu_is_refused_before_the_model_loads(files, tmp_path, capsys,
+                                                                        model_must_not_load):
+    assert main(["animate", str(files["tiny.safetensors"]), str(files["portrait.png"]), str(files["driving.mp4"]),
+                 str(tmp_path / "out.mp4"), *FAST, "--compile", "cuda_graphs"]) == 2
+    assert re.search(r"--compile: compile 'cuda_graphs' needs a CUDA device; the model runs on cpu", error_line(capsys))
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_windows_per_batch_that_is_not_a_positive_whole_number_is_refused(files, tmp_path, capsys, value,
+                                                                         model_must_not_load):
+    with pytest.raises(SystemExit) as exit_:
+        main(["animate", str(files["tiny.safetensors"]), str(files["portrait.png"]), str(files["driving.mp4"]),
+              str(tmp_path / "out.mp4"), "--windows-per-batch", value])
+    assert exit_.value.code == 2
+    assert "--windows-per-batch" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ checkpoints
 def test_a_checkpoint_with_a_nan_weight_is_refused_naming_the_tensor(files, tmp_path, capsys):
     state = load_file(str(files["tiny.safetensors"]))

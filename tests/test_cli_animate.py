@@ -28,6 +28,17 @@ def test_demo_with_exact_landmarks_needs_no_landmark_model(tmp_path, capsys):
     assert "exact landmarks" in capsys.readouterr().out
 
 
+def test_demo_with_weights_stored_in_fp8_runs_and_says_so(tmp_path, capsys):
+    """--dtype fp8_e4m3fn: the 8-bit weight storage for 8 GB cards; on the CPU it computes in fp32 from fp8 weights."""
+    out = tmp_path / "demo.gif"
+    code = main(["demo", "--output", str(out), "--frames", "16", "--steps", "1", "--landmarks", "exact",
+                 "--dtype", "fp8_e4m3fn", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    frames = read_video(out).frames
+    assert frames.shape[0] == 16 and frames.float().std() > 0.01
+    assert "(fp8_e4m3fn)" in capsys.readouterr().out
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     from xportrait_core.model.checkpoint import save_model_checkpoint
@@ -55,7 +66,8 @@ def test_animate_end_to_end_keeps_frame_count_and_rate(tmp_path, tiny_checkpoint
     source, driving = inputs
     out, comparison = tmp_path / "out.mp4", tmp_path / "side_by_side.mp4"
     code = main(["animate", str(tiny_checkpoint), str(source), str(driving), str(out), "--resolution", "128",
-                 "--steps", "2", "--cfg", "3", "--comparison", str(comparison), "--device", "cpu"])
+                 "--steps", "2", "--cfg", "3", "--comparison", str(comparison), "--device", "cpu",
+                 "--windows-per-batch", "2"])
     assert code == 0, capsys.readouterr().err
     result = read_video(out)
     assert result.frames.shape == (16, 128, 128, 3)

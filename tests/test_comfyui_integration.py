@@ -496,7 +496,7 @@ def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_med
 
 
 def test_with_a_requirement_missing_comfyui_still_lists_every_node_and_says_what_to_install(tmp_path):
-    """A real ComfyUI whose Python cannot import diffusers (a sitecustomize hides it, as if not installed): all seven
+    """A real ComfyUI whose Python cannot import diffusers (a sitecustomize hides it, as if not installed): all of our
     nodes are served (the Sampler does not drop out) and the console has one line naming it and the pip command."""
     hide = tmp_path / "hide_diffusers"
     hide.mkdir()

@@ -17,6 +17,7 @@ from .controls.driving_controls import DrivingControls, prepare_driving_controls
 from .controls.landmarks import LandmarkProvider
 from .media.image_fit import (DEFAULT_FIT, FitMode, check_resolution, fit_square_fchw, images_to_fchw,
                               resize_square_fchw)
+from .model.compilation import accelerated
 from .model.lora import LoraFileError, LoraPatch, apply_lora, read_lora
 from .model.xportrait_model import XPortraitModel
 from .sampling.finite_check import PRECISION_ADVICE, NonFiniteError, frame_ranges, non_finite_frames
@@ -125,11 +126,14 @@ def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torc
             options: SamplerOptions = SamplerOptions(), extra_references: Sequence[torch.Tensor] = (),
             reference_posterior: str = "mean", init_frames_fhwc: torch.Tensor | None = None,
             lora_path: str | os.PathLike | None = None, lora_strength: float = 1.0,
-            hooks: SamplerHooks | None = None, controls: DrivingControls | None = None) -> Animation:
+            hooks: SamplerHooks | None = None, controls: DrivingControls | None = None,
+            compile_mode: str = "off") -> Animation:
     """Animate one portrait with a driving video, end to end, with the empty-prompt context.
 
     controls: the driving controls when already prepared (e.g. by the command line before loading the model, so that
-    a source without a face is reported at once); otherwise they are prepared here from the arguments above."""
+    a source without a face is reported at once); otherwise they are prepared here from the arguments above.
+    compile_mode: how sampling runs (`model.compilation`: off, cuda_graphs; compile_blocks is applied to the model
+    once, by whoever loads it)."""
     check_resolution(resolution)
     if controls is None:
         controls = prepare_driving_controls(driving_fhwc, source_fhwc, provider, resolution=resolution,
@@ -150,6 +154,7 @@ def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torc
     conditioning = Conditioning(reference_latents=reference_latents, pose_hints=pose, local_hints=local,
                                 context=context, uncond_context=context)
     with lora_applied(model, lora_path, lora_strength):
-        result = sample(model, conditioning, options, init_latents=init_latents, hooks=hooks)
+        result = sample(accelerated(model, "off" if compile_mode == "compile_blocks" else compile_mode),
+                        conditioning, options, init_latents=init_latents, hooks=hooks)
     return Animation(frames=decode_to_images(model, result.latents), latents=result.latents,
                      controls=controls, result=result)

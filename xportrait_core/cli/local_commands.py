@@ -77,8 +77,16 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, steps: int, resolut
     sampling.add_argument("--resolution", type=whole_number, default=resolution,
                           help=f"working size in pixels, a multiple of 64 (default: {resolution})")
     sampling.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, mps")
-    sampling.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                          help="auto: fp16 on CUDA, fp32 elsewhere; fp32 if a run stops with non-finite values")
+    sampling.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16", "fp8_e4m3fn"), default="auto",
+                          help="auto: fp16 on CUDA, fp32 elsewhere; fp8_e4m3fn stores the weights in 8 bits (8 GB "
+                               "GPUs); fp32 if a run stops with non-finite values")
+    sampling.add_argument("--compile", choices=("off", "cuda_graphs", "compile_blocks"), default="off",
+                          help="faster runs on a GPU, off by default: cuda_graphs replays each window's work from a "
+                               "recording (seconds of start-up); compile_blocks (experimental) compiles the repeated "
+                               "blocks with the inductor (minutes the first time). bench/bench_gpu.py measures both")
+    sampling.add_argument("--windows-per-batch", type=positive_int, metavar="N",
+                          help="windows per network call (default: as many as the GPU's free memory holds, 1 on "
+                               "the CPU)")
     sampling.add_argument("--comparison", type=Path, metavar="PATH",
                           help="also write a side-by-side video: driving (aligned) | local patches | result")
 
@@ -195,7 +203,8 @@ def _resolve_device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
 def _options(args: argparse.Namespace, start: str = "reference", strength: float = 1.0):
     from ..sampling.sampler import SamplerOptions
 
-    windows = {name: value for name, value in (("window", args.window), ("overlap", args.overlap))
+    windows = {name: value for name, value in (("window", args.window), ("overlap", args.overlap),
+                                               ("windows_per_batch", getattr(args, "windows_per_batch", None)))
                if value is not None}
     return SamplerOptions(steps=args.steps, cfg=args.cfg, seed=args.seed, scheduler=args.scheduler,
                           placement=args.placement, start=start, strength=strength, **windows)
@@ -209,6 +218,17 @@ def _checked_sampling(options, frames: int | None = None) -> int:
         return check_sampler_options(options, frames)
     except SamplerOptionError as error:
         raise CommandLineError(f"{SAMPLER_OPTION_FLAGS.get(error.option, error.option)}: {error.detail}") from error
+
+
+def _check_compile(mode: str, device: str) -> None:
+    import torch
+
+    from ..model.compilation import check_compile_mode
+
+    try:
+        check_compile_mode(mode, torch.device(device))
+    except ValueError as error:
+        raise CommandLineError(f"--compile: {error}") from error
 
 
 def _check_resolution(resolution: int) -> None:
@@ -303,6 +323,7 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..controls.landmarks import DlibLandmarkProvider
     from ..media.video_io import read_video
     from ..model.checkpoint import load_model
+    from ..model.compilation import compile_blocks
     from ..model.lora import read_lora
     from ..pipeline import animate
     from ..sampling.sampler import SamplerHooks
@@ -314,6 +335,7 @@ def run_animate(args: argparse.Namespace) -> int:
     _check_resolution(args.resolution)
     best_frame = _parse_best_frame(args.best_frame)
     device, dtype = _resolve_device_and_dtype(args.device, args.dtype)
+    _check_compile(args.compile, device)
     inputs = _animate_inputs(args)
     _check_inputs_exist(inputs)
     _check_outputs(args, inputs)
@@ -339,11 +361,13 @@ def run_animate(args: argparse.Namespace) -> int:
         raise error.reworded("--best-frame none") from None
     model, _ = load_model(args.checkpoint, device=device, precision=dtype, attention_backend=args.attention,
                           text_num_heads=args.text_num_heads)
+    if args.compile == "compile_blocks":
+        compile_blocks(model)
     with ProgressLine(steps_run) as progress:
         animation = animate(model, source, clip.frames, provider, resolution=args.resolution, fit=args.fit,
                             options=options, extra_references=extra, init_frames_fhwc=init, lora_path=args.lora,
                             lora_strength=args.lora_strength, hooks=SamplerHooks(on_window=progress.on_window),
-                            controls=controls)
+                            controls=controls, compile_mode=args.compile)
     _report(animation)
     _write_outputs(args, animation, clip.fps)
     return 0
@@ -368,6 +392,8 @@ def _demo_provider(choice: str, clip):
 def run_demo(args: argparse.Namespace) -> int:
     from ..media.safe_output import check_output_path
     from ..model.tiny_model import build_random_model
+    from ..model.xportrait_model import precision_plan
+    from ..networks.layer_ops import CastingLayers, TorchLayers
     from ..pipeline import animate
     from ..sampling.sampler import SamplerHooks
     from .demo_clip import head_motion_clip
@@ -387,8 +413,10 @@ def run_demo(args: argparse.Namespace) -> int:
     provider, provider_name, patch_landmarks = _demo_provider(args.landmarks, clip)
     print(f"demo: {args.frames} frames at {args.resolution} px, landmarks from {provider_name}, "
           f"tiny random model on {device} ({dtype})")
-    model = build_random_model(seed=args.seed).to(device)
-    model.set_precision(dtype)
+    plan = precision_plan(dtype, device)
+    model = build_random_model(seed=args.seed, ops=CastingLayers if plan.weight_storage else TorchLayers)
+    model.apply_precision_plan(plan)
+    model.to(device)
     with ProgressLine(steps_run) as progress:
         animation = animate(model, clip.source, clip.driving, provider, resolution=args.resolution,
                             patch_landmarks=patch_landmarks, options=options,

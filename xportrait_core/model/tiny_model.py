@@ -27,12 +27,13 @@ MID_CONFIG = XPortraitConfig(
 )
 
 
-def build_random_model(config: XPortraitConfig = TINY_CONFIG, seed: int = 0) -> XPortraitModel:
+def build_random_model(config: XPortraitConfig = TINY_CONFIG, seed: int = 0,
+                       ops: LayerOps = TorchLayers) -> XPortraitModel:
     """A model with PyTorch's default random initialisation (seeded), in eval mode, fp32, CPU."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = XPortraitModel(config)
+        model = XPortraitModel(config, ops)
     finally:
         torch.random.set_rng_state(generator_state)
     return model.eval().requires_grad_(False)
