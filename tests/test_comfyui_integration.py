@@ -406,13 +406,14 @@ def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path)
 
 
 # ------------------------------------------------------------------- a real portrait, a clip with sound, Cancel
-CANCEL_CLIP_FRAMES = 60
+CANCEL_CLIP_FRAMES = 240
 CANCEL_RESOLUTION = 512
 CANCEL_WITHIN_S = 1.5  # Motion Control checks Cancel every 4 frames (0.25 s of work on the 2-core CPU, measured
-# 0.7 s from POST /interrupt to the prompt marked interrupted; it was 12-19 s before the checks)
+# 0.7 s from POST /interrupt to the prompt marked interrupted; it was 12-19 s for 60 frames before the checks)
 CANCEL_POLL_S = 0.02
 CANCEL_AFTER_S = 5.0  # into Motion Control: past loading the landmark model and starting its threads (a first
-# run's start-up, about 2-3 s, is not interruptible), well before the alignment's end at about 10 s
+# run's start-up, about 2-3 s, is not interruptible), well before the alignment's end (60 frames took 4-10 s with
+# the landmark model already loaded, so 240 frames leave 10 s or more)
 MOTION_CONTROL_START_LOG = f"aligning {CANCEL_CLIP_FRAMES} driving frames"  # logged by the Motion Control node
 SOUND_CLIP_FRAMES = 16
 MIN_TONE_RMS = 0.05  # the clip's tone has an RMS of about 0.15 after AAC; silence is 0
@@ -425,7 +426,7 @@ def astronaut_media(server, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("real_media")
     portrait = write_portrait(folder / "astronaut.png")
-    long_clip = write_driving_clip(folder / "astronaut_moves_60.mp4", CANCEL_CLIP_FRAMES, fps=25)
+    long_clip = write_driving_clip(folder / "astronaut_moves_long.mp4", CANCEL_CLIP_FRAMES, fps=25)
     sound_clip = write_driving_clip(folder / "astronaut_moves_with_sound.mp4", SOUND_CLIP_FRAMES, fps=FPS,
                                     size=RESOLUTION)
     return {"portrait": server.upload(portrait), "long_clip": server.upload(long_clip),

@@ -154,7 +154,6 @@ def init_video_canvas() -> Canvas:
     return canvas
 
 
-GUIDER_NOTE_WIDTH = 250
 GUIDER_NOTE = BASIC_NOTE + """
 Sampling runs in core nodes: any sampler in Core sampler; steps in Core schedule (or BasicScheduler on the
 guider's schedule output, for other schedulers). The noise seed also places the windows."""
@@ -183,12 +182,13 @@ def guider_canvas() -> Canvas:
         Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7], 4: [8, 14, 16, 15]}),
         Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
         Group("Core sampling", PURPLE, {5: [17]}),
-        Group("Output", BROWN, {6: [9], 7: [10], 8: [11]}),
+        Group("Output", BROWN, {6: [9, 10], 7: [11]}),
     ]
+    # VAE Decode and Create Video share a column (one fewer than the basic graph's output, so that the zoom stays at
+    # or above 60 %); Create Video stays level with its audio input, so the links from the driving video run straight.
     canvas.level = {6: "source", 8: "reference", 9: "vae", 10: "audio", 11: None, 14: None, 15: None, 16: None,
                     17: "guider"}
     canvas.below = {}
-    canvas.note_width = GUIDER_NOTE_WIDTH  # one column more than the others: a narrower note keeps zoom >= 60%
     return canvas
 
 

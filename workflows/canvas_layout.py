@@ -31,6 +31,11 @@ MIN_WIDTH = 140  # LiteGraph.NODE_WIDTH
 MIN_WIDTH_WITH_WIDGETS = 210  # 1.5 x NODE_WIDTH
 TITLE_CHAR_WIDTH = 7  # average width of a title character at the frontend's 14 px title font (6.8 measured)
 TITLE_PADDING = 40  # title box and collapse dot left of the text, margin right of it
+# Slot labels: the frontend makes a node at least as wide as its longest input label plus its longest output label
+# plus a slot's height on each side and 5 px between (LGraphNode.computeSize); its 12 px label font averages 5.8 px
+# a character (measured: SamplerCustomAdvanced, "latent_image" and "denoised_output", grows to 202.5 px).
+SLOT_LABEL_CHAR_WIDTH = 6
+SLOT_LABELS_GAP = 5
 # Preview areas the frontend 1.27.10 adds below a node's widgets: an image preview needs at least 220 px, a video
 # preview 320 px (measured: LoadImage grows to 314 px, LoadVideo to 394 px once a file is picked).
 PREVIEW_HEIGHT = {"image": 220, "video": 320}
@@ -70,7 +75,10 @@ class Slots:
 
     def min_width(self, title: str) -> int:
         base = MIN_WIDTH_WITH_WIDGETS if self.widgets else MIN_WIDTH
-        return max(base, TITLE_PADDING + TITLE_CHAR_WIDTH * len(title))
+        inputs = max((len(name) for name in self.sockets), default=0) * SLOT_LABEL_CHAR_WIDTH
+        outputs = max((len(name) for name in self.outputs), default=0) * SLOT_LABEL_CHAR_WIDTH
+        labels = inputs + outputs + 2 * SLOT_HEIGHT + (SLOT_LABELS_GAP if inputs and outputs else 0)
+        return max(base, TITLE_PADDING + TITLE_CHAR_WIDTH * len(title), labels)
 
     def input_y(self, name: str) -> float:
         """A linked input's slot centre below the node's top (sockets by row, widgets at their row)."""

@@ -128,10 +128,12 @@ def ui_inputs(node: Node, definition: Definition, link_ids: dict[tuple[int, str]
             entry["shape"] = OPTIONAL_SHAPE
         entry.update(type=spec[0], link=link_ids.get((node.id, name)))
         entries.append(entry)
-    for name, spec, _ in definition.widget_inputs():
-        label = UPLOAD_LABEL if name == UPLOAD_INPUT else name
-        entries.append({"localized_name": label, "name": name, "type": _input_type(spec), "widget": {"name": name},
-                        "link": link_ids.get((node.id, name))})
+    for name, spec, required in definition.widget_inputs():
+        entry = {"localized_name": UPLOAD_LABEL if name == UPLOAD_INPUT else name, "name": name}
+        if not required:
+            entry["shape"] = OPTIONAL_SHAPE  # optional widgets too (measured: ComfyUI_frontend 1.27's save)
+        entry.update(type=_input_type(spec), widget={"name": name}, link=link_ids.get((node.id, name)))
+        entries.append(entry)
     return entries
 
 
