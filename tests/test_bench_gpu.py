@@ -31,3 +31,16 @@ def test_the_gpu_benchmark_flow_runs_on_the_cpu_and_prints_one_json_line_per_row
         "appearance"]
     assert [row["windows_per_forward"] for row in by_name["windows_sweep"]] == [1, 2, 4]
     assert by_name["decode"][0]["frames"] == 32 and by_name["decode"][0]["frames_per_call"] >= 1
+
+
+def test_a_compile_that_overruns_its_time_gives_an_error_row_and_no_warm_run():
+    """The device lease is short: a compile_blocks process past --compile-timeout is stopped, reported as one error
+    row, and the warm-cache run (which needs the cold one) is skipped."""
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "bench_gpu.py"), "--config", "tiny", "--device", "cpu",
+         "--frames", "16", "--steps", "1", "--rows", "compile_blocks", "--compile-timeout", "0.5"],
+        capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    rows = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [row for row in rows if row["row"] != "machine"] == [
+        {"row": "compile_blocks", "cache": "cold", "error": "no result within 0.5 s"}]
