@@ -19,7 +19,8 @@ Rows:
   windows_sweep         fp16 cfg 5 with 1, 2 and 4 windows per forward
   cuda_graphs           fp16 cfg 5, window forwards captured as CUDA graphs (the capture is the start-up cost)
   compile_blocks        fp16 cfg 5, repeated blocks compiled by the inductor: a cold and a warm cache, each in a
-                        fresh process (so the warm number is what a second session pays)
+                        fresh process (so the warm number is what a second session pays), each stopped after
+                        --compile-timeout seconds
   fp8                   fp8_e4m3fn weight storage (the 8 GB-card choice)
   decode                VAE decode of the longest clip (bf16 where supported, chunks sized from free memory)
   golden_fp16           the golden tiny run in fp16 on the device against the original's fp32 result
