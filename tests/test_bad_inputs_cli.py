@@ -278,6 +278,13 @@ def test_cuda_graphs_asked_on_the_cpu_is_refused_before_the_model_loads(files, t
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_cuda_graphs_asked_on_the_cpu_is_refused_by_the_demo_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path / "demo.mp4"), "--device", "cpu", "--compile", "cuda_graphs"]) == 2
+    assert "--compile: compile 'cuda_graphs' needs a CUDA device" in error_line(capsys)
+    assert not (tmp_path / "demo.mp4").exists()
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_windows_per_batch_that_is_not_a_positive_whole_number_is_refused(files, tmp_path, capsys, value,
                                                                          model_must_not_load):

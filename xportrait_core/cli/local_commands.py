@@ -81,9 +81,10 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, steps: int, resolut
                           help="auto: fp16 on CUDA, fp32 elsewhere; fp8_e4m3fn stores the weights in 8 bits (8 GB "
                                "GPUs); fp32 if a run stops with non-finite values")
     sampling.add_argument("--compile", choices=("off", "cuda_graphs", "compile_blocks"), default="off",
-                          help="faster runs on a GPU, off by default: cuda_graphs replays each window's work from a "
-                               "recording (seconds of start-up); compile_blocks (experimental) compiles the repeated "
-                               "blocks with the inductor (minutes the first time). bench/bench_gpu.py measures both")
+                          help="for a GPU, off by default: cuda_graphs records each window's work once per run and "
+                               "replays it; compile_blocks (experimental) compiles the repeated blocks with the "
+                               "inductor on first use. Their gain is not measured on a GPU yet: bench/bench_gpu.py "
+                               "measures both")
     sampling.add_argument("--windows-per-batch", type=positive_int, metavar="N",
                           help="windows per network call (default: as many as the GPU's free memory holds, 1 on "
                                "the CPU)")
@@ -391,6 +392,7 @@ def _demo_provider(choice: str, clip):
 @_reported
 def run_demo(args: argparse.Namespace) -> int:
     from ..media.safe_output import check_output_path
+    from ..model.compilation import compile_blocks
     from ..model.tiny_model import build_random_model
     from ..model.xportrait_model import precision_plan
     from ..networks.layer_ops import CastingLayers, TorchLayers
@@ -406,6 +408,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise CommandLineError(f"--resolution: the demo's tiny model needs {DEMO_MIN_RESOLUTION} px or more, "
                                f"got {args.resolution}")
     device, dtype = _resolve_device_and_dtype(args.device, args.dtype)
+    _check_compile(args.compile, device)
     check_output_path(args.output, "--output", WRITABLE_SUFFIXES)
     if args.comparison:
         check_output_path(args.comparison, "--comparison", WRITABLE_SUFFIXES, {"--output": args.output})
@@ -417,10 +420,12 @@ def run_demo(args: argparse.Namespace) -> int:
     model = build_random_model(seed=args.seed, ops=CastingLayers if plan.weight_storage else TorchLayers)
     model.apply_precision_plan(plan)
     model.to(device)
+    if args.compile == "compile_blocks":
+        compile_blocks(model)
     with ProgressLine(steps_run) as progress:
         animation = animate(model, clip.source, clip.driving, provider, resolution=args.resolution,
                             patch_landmarks=patch_landmarks, options=options,
-                            hooks=SamplerHooks(on_window=progress.on_window))
+                            hooks=SamplerHooks(on_window=progress.on_window), compile_mode=args.compile)
     _report(animation)
     _write_outputs(args, animation, args.fps)
     print(f"done in {time.monotonic() - started:.0f} s. This model is random, so the video shows noise: the "
