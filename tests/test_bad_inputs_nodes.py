@@ -101,6 +101,19 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_naming_the_tensor(model
         LoadModel().load("damaged.safetensors", "fp32", "sdpa")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here")
+def test_cuda_graphs_where_the_model_runs_on_the_cpu_names_compile_before_loading(models_dir, monkeypatch):
+    from xportrait_core.model import checkpoint
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(checkpoint, "load_model", refuse)
+    with pytest.raises(XPortraitInputError, match=r"Load X-Portrait Model, input 'compile': compile 'cuda_graphs' "
+                                                  r"needs a CUDA device; the model runs on cpu"):
+        LoadModel().load(CHECKPOINT, "fp32", "sdpa", compile="cuda_graphs")
+
+
 # -------------------------------------------------------------------------------------------------- LoRA node
 def test_a_file_that_is_not_a_lora_is_reported_by_the_lora_node_naming_the_file(models_dir):
     (models_dir / "loras" / "tiny_model.safetensors").write_bytes(
