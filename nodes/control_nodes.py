@@ -162,6 +162,7 @@ class MotionControl:
                 raise input_error(node, "source", error.__cause__.reworded("best_frame 'off'")) from error.__cause__
             raise
         motion = hint_images(controls.pose_hints)
+        host.check_interrupt()  # the preview of a long clip takes a while too (0.4 s for 240 frames at 512 px)
         used = NOT_ALIGNED if controls.best_frame is None else controls.best_frame
         return motion, used, side_by_side([hint_images(controls.source_image), motion])
 

@@ -406,14 +406,14 @@ def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path)
 
 
 # ------------------------------------------------------------------- a real portrait, a clip with sound, Cancel
-CANCEL_CLIP_FRAMES = 240
-CANCEL_RESOLUTION = 512
+CANCEL_CLIP_FRAMES = 480
+CANCEL_RESOLUTION = 256  # the node's last steps (outputs, preview) grow with it and are not cut by Cancel
 CANCEL_WITHIN_S = 1.5  # Motion Control checks Cancel every 4 frames (0.25 s of work on the 2-core CPU, measured
-# 0.7 s from POST /interrupt to the prompt marked interrupted; it was 12-19 s for 60 frames before the checks)
+# 0.02-0.3 s from POST /interrupt to the prompt marked interrupted; it was 12-19 s for 60 frames before the checks)
 CANCEL_POLL_S = 0.02
-CANCEL_AFTER_S = 5.0  # into Motion Control: past loading the landmark model and starting its threads (a first
-# run's start-up, about 2-3 s, is not interruptible), well before the alignment's end (60 frames took 4-10 s with
-# the landmark model already loaded, so 240 frames leave 10 s or more)
+CANCEL_AFTER_S = 4.0  # into Motion Control: past loading the landmark model and starting its threads (a first
+# run's start-up, about 2-3 s, is not interruptible) and well inside the landmark pass, which takes 6 s for 480
+# frames with the model loaded (measured: Cancel at 1, 3, 4, 5 or 6 s lands within 0.3 s; the whole run 10.3 s)
 MOTION_CONTROL_START_LOG = f"aligning {CANCEL_CLIP_FRAMES} driving frames"  # logged by the Motion Control node
 SOUND_CLIP_FRAMES = 16
 MIN_TONE_RMS = 0.05  # the clip's tone has an RMS of about 0.15 after AAC; silence is 0
