@@ -78,9 +78,7 @@ class GuidedRun:
         planner = StepPlanner(self.frames, self.window, self.overlap, self.placement, 0 if seed is None else seed)
         log.info("X-Portrait guider: sampling %d frames over %d sigmas, cfg %g, windows of %d (overlap %d, %s)",
                  self.frames, len(sigmas), self.cfg, self.window, self.overlap, self.placement)
-        activations = self.model.model.window_activation_bytes(
-            self.conditioning.latent_size, self.window, self.window, len(self.conditioning.reference_latents))
-        with networks_with_loras(NODE, self.model, self.loras, activations) as networks:
+        with networks_with_loras(NODE, self.model, self.loras, self.conditioning, self.window) as networks:
             with about_input(NODE, "window"):
                 denoiser = SigmaSpaceDenoiser(sampling_model(self.model, networks), self.conditioning, self.cfg,
                                               planner, sigmas,

@@ -115,9 +115,7 @@ class Sampler:
 
         hooks = SamplerHooks(on_step=progress.step_done, on_progress=progress.rows_done,
                              should_interrupt=host.check_interrupt)
-        activations = model.model.window_activation_bytes(conditioning.latent_size, options.window, options.window,
-                                                          len(conditioning.reference_latents))
-        with networks_with_loras(NODE, model, loras, activations) as networks:
+        with networks_with_loras(NODE, model, loras, conditioning, options.window) as networks:
             # The options and inputs are checked above; what sampling itself can still report is about the model
             # (its precision going non-finite, above all).
             with about_input(NODE, "model"):

@@ -68,12 +68,16 @@ def prepared_conditioning(node: str, networks: Any, reference: Any, motion: Any,
 
 
 @contextlib.contextmanager
-def networks_with_loras(node: str, model: Any, loras: Sequence[Any], memory_required: int = 0) -> Iterator[Any]:
-    """The networks on the sampling device (`host.loaded`, with room for ``memory_required`` bytes of activations)
-    with every LoRA merged, for the block; the weights are restored when it ends, by an error or Cancel too."""
+def networks_with_loras(node: str, model: Any, loras: Sequence[Any], conditioning: Any,
+                        window: int) -> Iterator[Any]:
+    """The networks on the sampling device (`host.loaded`, with room for the activations of one window's two
+    passes over this conditioning) with every LoRA merged, for the block; the weights are restored when it ends,
+    by an error or Cancel too."""
     from xportrait_core.pipeline import lora_applied
 
-    with host.loaded(model, memory_required) as networks, contextlib.ExitStack() as merged:
+    activations = model.model.window_activation_bytes(conditioning.latent_size, window, window,
+                                                      len(conditioning.reference_latents))
+    with host.loaded(model, activations) as networks, contextlib.ExitStack() as merged:
         for choice in loras:
             with about_input(node, "lora"):
                 merged.enter_context(lora_applied(networks, choice.path, choice.strength))
@@ -89,4 +93,4 @@ def sampling_model(managed: Any, networks: Any) -> Any:
     if mode == "cuda_graphs" and not host.fully_loaded(managed):
         log.info("cuda_graphs skipped for this run: the model is only partly on the GPU")
         mode = "off"
-    return accelerated(networks, "off" if mode == "compile_blocks" else mode)
+    return accelerated(networks, mode)

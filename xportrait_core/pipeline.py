@@ -154,7 +154,7 @@ def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torc
     conditioning = Conditioning(reference_latents=reference_latents, pose_hints=pose, local_hints=local,
                                 context=context, uncond_context=context)
     with lora_applied(model, lora_path, lora_strength):
-        result = sample(accelerated(model, "off" if compile_mode == "compile_blocks" else compile_mode),
-                        conditioning, options, init_latents=init_latents, hooks=hooks)
+        result = sample(accelerated(model, compile_mode), conditioning, options, init_latents=init_latents,
+                        hooks=hooks)
     return Animation(frames=decode_to_images(model, result.latents), latents=result.latents,
                      controls=controls, result=result)

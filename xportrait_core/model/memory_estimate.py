@@ -26,10 +26,6 @@ REFERENCE_KV_WIDTHS = 2         # keys and values of the reference tokens, per t
 SAFETY_FACTOR = 1.5             # allocator rounding, kernels' workspaces, the ControlNet's own transient
 
 
-def _dtype_bytes(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def unet_row_bytes(config: UNetConfig, latent_h: int, latent_w: int, dtype: torch.dtype,
                    reads_bank: bool, references: int = 1) -> int:
     """Estimated activation bytes one row (one frame) of a UNet forward keeps at its peak."""
@@ -43,7 +39,7 @@ def unet_row_bytes(config: UNetConfig, latent_h: int, latent_w: int, dtype: torc
     transient = (FEED_FORWARD_PEAK_WIDTHS + TRANSFORMER_LIVE_WIDTHS + CONCAT_WIDTHS) * widths[0] * cells[0]
     if reads_bank:
         transient += REFERENCE_KV_WIDTHS * widths[0] * cells[0] * references
-    return int(SAFETY_FACTOR * (skips + transient) * _dtype_bytes(dtype))
+    return int(SAFETY_FACTOR * (skips + transient) * dtype.itemsize)
 
 
 def window_activation_bytes(config: UNetConfig, latent_h: int, latent_w: int, dtype: torch.dtype,

@@ -227,8 +227,7 @@ class XPortraitModel(nn.Module):
     def vae_frames_per_call(self, height: int, width: int) -> int:
         """Frames the VAE takes per call at this image size: at most 4 at 512 px (as many pixels at other sizes),
         fewer when the device's free memory (or, on the CPU, a fixed budget) cannot hold their activations."""
-        element = torch.empty((), dtype=self.vae_dtype).element_size()
-        per_frame = VAE_PEAK_WIDTHS * self.config.vae.channels * height * width * element
+        per_frame = VAE_PEAK_WIDTHS * self.config.vae.channels * height * width * self.vae_dtype.itemsize
         free = free_bytes(self.device)
         budget = CPU_VAE_BUDGET_BYTES if free is None else VAE_SHARE_OF_FREE_MEMORY * free
         return max(1, min(VAE_PIXELS_PER_CALL // (height * width), int(budget // per_frame)))
@@ -328,8 +327,8 @@ class XPortraitModel(nn.Module):
 
     def hint_feature_bytes(self, frames: int, latent_size: tuple[int, int]) -> int:
         """Memory of both ControlNets' hint features for that many frames."""
-        element = torch.empty((), dtype=self.compute_dtype).element_size()
-        return 2 * frames * self.config.unet.model_channels * latent_size[0] * latent_size[1] * element
+        return (2 * frames * self.config.unet.model_channels * latent_size[0] * latent_size[1]
+                * self.compute_dtype.itemsize)
 
     def window_activation_bytes(self, latent_size: tuple[int, int], conditional_rows: int,
                                 unconditional_rows: int, references: int = 1) -> int:

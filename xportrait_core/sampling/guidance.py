@@ -263,7 +263,7 @@ class WindowedGuidedDenoiser:
             encoded = [self.model.encode_control_hints(self._to_model(pose), self._to_model(local))
                        for pose, local in zip(hints[0].split(self.planner.window), hints[1].split(self.planner.window))]
             return torch.cat([pose for pose, _ in encoded]), torch.cat([local for _, local in encoded])
-        size = 2 * self.cond.pose_hints.numel() * torch.empty((), dtype=self._dtype).element_size()
+        size = 2 * self.cond.pose_hints.numel() * self._dtype.itemsize
         if free is not None and size <= HINTS_SHARE_OF_FREE_MEMORY * free:
             return self._to_model(hints[0]), self._to_model(hints[1])
         return hints
