@@ -52,10 +52,10 @@ class LoadModel:
                                "tooltip": "Leave at 0: it is read from the file. Only small test checkpoints made "
                                "by hand may need their text encoder's head count here."}),
             "compile": (list(COMPILE_MODES), {"default": "off", "tooltip": "Ways to run faster on an NVIDIA GPU, off "
-                        "by default: cuda_graphs records each window's work once per run and replays it (a "
-                        "second or two of start-up); compile_blocks (experimental) compiles the model's repeated "
-                        "parts on first use (minutes the first time). Try them with your card; the picture does "
-                        "not change."}),
+                        "by default: cuda_graphs records each window's work once per run and replays it; "
+                        "compile_blocks (experimental) compiles the model's repeated parts on first use. Their "
+                        "gain and start-up time are not measured on a GPU yet: try them with your card; the "
+                        "picture does not change."}),
         }}
 
     def load(self, checkpoint: str, precision: str, attention: str,
