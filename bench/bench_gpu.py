@@ -49,7 +49,6 @@ from xportrait_core.model.compilation import accelerated, compile_blocks  # noqa
 from xportrait_core.model.tiny_model import MID_CONFIG, TINY_CONFIG, build_random_model_on_device  # noqa: E402
 from xportrait_core.model.xportrait_model import precision_plan  # noqa: E402
 from xportrait_core.networks.config import XPortraitConfig  # noqa: E402
-from xportrait_core.networks.layer_ops import CastingLayers, TorchLayers  # noqa: E402
 from xportrait_core.pipeline import decode_to_images  # noqa: E402
 from xportrait_core.sampling.guidance import Conditioning  # noqa: E402
 from xportrait_core.sampling.sampler import SamplerHooks, SamplerOptions, sample  # noqa: E402
@@ -251,9 +250,8 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             plan = precision_plan(precision, device)
-            ops = CastingLayers if plan.weight_storage is not None else TorchLayers
             started = time.perf_counter()
-            model = build_random_model_on_device(CONFIGS[args.config][0], device, ops=ops)
+            model = build_random_model_on_device(CONFIGS[args.config][0], device, ops=plan.torch_layers())
             model.apply_precision_plan(plan)
             model.set_attention_backend("auto")
             models[precision] = model

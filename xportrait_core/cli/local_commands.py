@@ -395,7 +395,6 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..model.compilation import compile_blocks
     from ..model.tiny_model import build_random_model
     from ..model.xportrait_model import precision_plan
-    from ..networks.layer_ops import CastingLayers, TorchLayers
     from ..pipeline import animate
     from ..sampling.sampler import SamplerHooks
     from .demo_clip import head_motion_clip
@@ -417,7 +416,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"demo: {args.frames} frames at {args.resolution} px, landmarks from {provider_name}, "
           f"tiny random model on {device} ({dtype})")
     plan = precision_plan(dtype, device)
-    model = build_random_model(seed=args.seed, ops=CastingLayers if plan.weight_storage else TorchLayers)
+    model = build_random_model(seed=args.seed, ops=plan.torch_layers())
     model.apply_precision_plan(plan)
     model.to(device)
     if args.compile == "compile_blocks":

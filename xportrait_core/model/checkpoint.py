@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from ..media.safe_output import atomic_output, check_output_path
 from ..networks.config import (APPEARANCE_PREFIX, CLIP_HEAD_WIDTH, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX,
                                UNET_PREFIX, VAE_PREFIX, XPortraitConfig)
-from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers
+from ..networks.layer_ops import LayerOps
 from .finite_weights import describe_non_finite, non_finite_tensors
 from .xportrait_model import XPortraitModel, ldm_schedule_buffers, precision_plan
 
@@ -223,10 +223,8 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
     except ValueError as err:
         raise CheckpointError(f"{name!r}: {err}") from err
     plan = precision_plan(precision, compute_device or device)
-    if ops is None:
-        ops = CastingLayers if plan.weight_storage is not None else TorchLayers
     with torch.device("meta"):
-        model = XPortraitModel(config, ops)
+        model = XPortraitModel(config, ops or plan.torch_layers())
     report = check_state_dict(state_dict, name, model.state_dict())
     report.config = config
     check_finite(state_dict, name)

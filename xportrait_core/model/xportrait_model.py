@@ -19,7 +19,7 @@ from ..networks.appearance_net import AppearanceNet
 from ..networks.attention import resolve_backend
 from ..networks.config import XPortraitConfig
 from ..networks.controlnet import ControlNet
-from ..networks.layer_ops import LayerOps, TorchLayers, keeps_float32
+from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers, keeps_float32
 from ..networks.reference_attention import BankReader, ReferenceBank, concat_reference_banks
 from ..networks.text_encoder import TextEncoder
 from ..networks.unet import WINDOW_FRAMES, MotionUNet
@@ -53,6 +53,10 @@ class PrecisionPlan:
     compute: torch.dtype
     weight_storage: torch.dtype | None
     vae: torch.dtype
+
+    def torch_layers(self) -> LayerOps:
+        """The torch layer set the plan needs: layers that cast per call when weights are stored narrower."""
+        return CastingLayers if self.weight_storage is not None else TorchLayers
 
 
 def supports_bf16(device: torch.device) -> bool:
