@@ -266,14 +266,11 @@ FRONTEND_WIDTHS = {"SamplerCustomAdvanced": 202.5}  # measured in ComfyUI_fronte
 def test_nodes_are_written_at_least_as_wide_as_the_frontend_makes_them():
     """A node narrower than its slot labels need is widened by the frontend on load, so the saved graph differs
     from the template (SamplerCustomAdvanced: its title is short, its "latent_image" and "denoised_output" long)."""
-    import canvas_layout
-
-    definitions = _builder().definitions()
+    builder = _builder()
+    definitions = builder.definitions()
     for node_type, measured in FRONTEND_WIDTHS.items():
         definition = definitions[node_type]
-        slots = canvas_layout.Slots(tuple(name for name, _, _ in definition.sockets()),
-                                    tuple(name for name, _ in definition.outputs), tuple(definition.widget_rows()))
-        assert slots.min_width(definition.display_name) >= measured
+        assert builder.slots_of(definition).min_width(definition.display_name) >= measured
 
 
 # ----------------------------------------------------------------------------------------------- API format

@@ -207,6 +207,12 @@ API_WORKFLOWS = {"xportrait_basic_api": basic_canvas, "xportrait_guider_api": gu
 
 
 # ---------------------------------------------------------------------------------------------------- layout
+def slots_of(definition: Definition) -> Slots:
+    """What sizes a node of this definition on the canvas: its sockets, outputs and widget rows."""
+    return Slots(tuple(name for name, _, _ in definition.sockets()), tuple(name for name, _ in definition.outputs),
+                 tuple(definition.widget_rows()))
+
+
 def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
     result = {}
     for node in canvas.nodes:
@@ -217,8 +223,7 @@ def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
                                      height=math.ceil(lines * NOTE_LINE_HEIGHT + NOTE_MARGINS))
             continue
         definition = known[node.type]
-        slots = Slots(tuple(name for name, _, _ in definition.sockets()),
-                      tuple(name for name, _ in definition.outputs), tuple(definition.widget_rows()))
+        slots = slots_of(definition)
         title = node.title or definition.display_name
         preview = PREVIEWS.get(node.type)
         level_input = canvas.level.get(node.id, next(iter(node.links), None))
