@@ -163,16 +163,18 @@ def test_ablation_without_motion_modules(golden, golden_model, golden_context, m
     assert max_abs(eps, golden("window_t500_ablations")["eps_uncond_no_motion"]) <= TOL
 
 
-def test_evaluation_counts_frames_per_network(golden, golden_model, golden_context):
+def test_the_observer_hears_of_every_network_evaluation_in_frames(golden, golden_model, golden_context):
     data = golden("window_t500")
     pose, local = golden_hints(golden, range(16))
-    golden_model.evaluation_counts.clear()
+    heard = []
     with torch.no_grad():
-        bank = golden_model.write_reference_bank(data["image_control"][:1], data["t"][:1], golden_context)
-        golden_model.eps_conditional(data["x_t"], data["t"], golden_context, bank, pose, local)
-        golden_model.eps_unconditional(data["x_t"], data["t"], golden_context)
-    assert dict(golden_model.evaluation_counts) == {"appearance": 1, "pose_control": 16,
-                                                    "local_control": 16, "unet": 32}
+        bank = golden_model.write_reference_bank(data["image_control"][:1], data["t"][:1], golden_context,
+                                                 observer=lambda *report: heard.append(report))
+        golden_model.eps_conditional(data["x_t"], data["t"], golden_context, bank, pose, local,
+                                     observer=lambda *report: heard.append(report))
+        golden_model.eps_unconditional(data["x_t"], data["t"], golden_context,
+                                       observer=lambda *report: heard.append(report))
+    assert heard == [("appearance", 1), ("pose_control", 16), ("local_control", 16), ("unet", 16), ("unet", 16)]
 
 
 def test_a_shared_single_reference_bank_equals_sixteen_identical_rows(golden, golden_model, golden_context):
@@ -187,7 +189,10 @@ def test_a_shared_single_reference_bank_equals_sixteen_identical_rows(golden, go
     assert max_abs(eps_shared, eps_repeated) <= 1e-5
 
 
-def test_window_batch_must_be_a_multiple_of_sixteen(golden, golden_model, golden_context):
+def test_window_batch_must_be_whole_videos_the_motion_modules_can_see(golden, golden_model, golden_context):
     data = golden("window_t500")
-    with pytest.raises(ValueError, match="16"):
+    with pytest.raises(AssertionError):  # the window is checked with the options: here an invariant
         golden_model.eps_unconditional(data["x_t"][:10], data["t"][:10], golden_context)
+    with pytest.raises(AssertionError):
+        golden_model.eps_unconditional(data["x_t"].repeat(2, 1, 1, 1)[:32], data["t"].repeat(2)[:32], golden_context,
+                                       frames_per_video=32)

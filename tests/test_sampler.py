@@ -5,10 +5,11 @@ from collections import Counter
 import pytest
 import torch
 
+from xportrait_core.model.schedule import ddpm_schedule, q_sample
+from xportrait_core.options import OptionError
 from xportrait_core.sampling.guidance import Conditioning, SamplingInterrupted, WindowedGuidedDenoiser
 from xportrait_core.sampling.sampler import SamplerHooks, SamplerOptions, sample, start_latents
-from xportrait_core.model.schedule import ddpm_schedule, q_sample
-from xportrait_core.sampling.schedulers import make_scheduler
+from xportrait_core.sampling.sigmas import sigma_schedule, vp_scale
 from xportrait_core.sampling.windows import WindowPlanner
 
 LATENT = 4  # latent side of the fake video (hints are 32 px)
@@ -18,18 +19,17 @@ BANK_ENTRIES = 16  # the appearance net writes one entry per spatial transformer
 class FakeXPortrait(torch.nn.Module):
     """Implements XPortraitModel's sampling interface with cheap, frame-wise-traceable maths.
 
-    eps depends on the frame, the 16-frame group (like the motion modules), the bank, both hints and t, so
-    any mistake in windowing, bank indexing or guidance changes the numbers. Records every call.
+    eps depends on the frame, the window it is evaluated in (like the motion modules: the mean over each
+    frames_per_video rows), the bank, both hints and t, so any mistake in windowing, bank indexing or guidance changes
+    the numbers. Records every call, and counts every row it evaluated in `rows` (whatever the observer).
     """
-
-    WINDOW_FRAMES = 16
 
     def __init__(self, dtype=torch.float32):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.ones((), dtype=dtype))
-        self.evaluation_counts = Counter()
+        self.rows = Counter()
         self.calls = []  # (kind, batch, dtype)
-        self.on_evaluation = None
+        self.videos = []  # frames_per_video of every UNet pass
         self.hint_rows_encoded = 0
 
     @property
@@ -40,10 +40,10 @@ class FakeXPortrait(torch.nn.Module):
     def compute_dtype(self):
         return self.weight.dtype
 
-    def _count(self, net, rows):
-        self.evaluation_counts[net] += rows
-        if self.on_evaluation is not None:
-            self.on_evaluation(net, rows)
+    def _count(self, net, rows, observer):
+        self.rows[net] += rows
+        if observer is not None:
+            observer(net, rows)
 
     def window_activation_bytes(self, latent_size, conditional_rows, unconditional_rows, references=1):
         return (conditional_rows + unconditional_rows) * latent_size[0] * latent_size[1] * 1000
@@ -55,9 +55,9 @@ class FakeXPortrait(torch.nn.Module):
         self.hint_rows_encoded += pose_hint.shape[0]
         return pose_hint, local_hint  # the fake's "features" are the images themselves
 
-    def write_reference_bank(self, reference_latents, timesteps, context):
+    def write_reference_bank(self, reference_latents, timesteps, context, observer=None):
         assert timesteps.shape == (reference_latents.shape[0],) and timesteps.dtype == torch.float32
-        self._count("appearance", reference_latents.shape[0])
+        self._count("appearance", reference_latents.shape[0], observer)
         self.calls.append(("appearance", reference_latents.shape[0], reference_latents.dtype))
         per_row = reference_latents.mean(dim=(2, 3)) + 1e-3 * timesteps[:, None] + context.mean()
         return [(i + 1) * self.weight * per_row[:, None, :] for i in range(BANK_ENTRIES)]
@@ -66,38 +66,41 @@ class FakeXPortrait(torch.nn.Module):
     def concat_reference_banks(banks):
         return [torch.cat(entries, dim=1) for entries in zip(*banks)]
 
-    def _temporal(self, x_t):
-        groups = x_t.reshape(-1, self.WINDOW_FRAMES, *x_t.shape[1:])
+    def _temporal(self, x_t, frames_per_video):
+        self.videos.append(frames_per_video)
+        groups = x_t.reshape(-1, frames_per_video, *x_t.shape[1:])
         return groups.mean(dim=1, keepdim=True).expand_as(groups).reshape(x_t.shape)
 
-    def eps_conditional(self, x_t, timesteps, context, bank, pose_hint, local_hint):
+    def eps_conditional(self, x_t, timesteps, context, bank, pose_hint, local_hint, frames_per_video, observer=None):
         n = x_t.shape[0]
-        assert n % self.WINDOW_FRAMES == 0 and timesteps.shape == (n,)
+        assert n % frames_per_video == 0 and timesteps.shape == (n,)
         assert pose_hint.shape == local_hint.shape == (n, 3, 8 * x_t.shape[2], 8 * x_t.shape[3])
         assert all(entry.shape[0] in (1, n) for entry in bank) and len(bank) == BANK_ENTRIES
         for net in ("pose_control", "local_control", "unet"):
-            self._count(net, n)
+            self._count(net, n, observer)
         self.calls.append(("cond", n, x_t.dtype))
         bank_term = bank[3].mean(dim=1) + 0.5 * bank[3][:, -1]  # (n or 1, 4): sees every reference
         return (
-            0.1 * x_t + 0.05 * self._temporal(x_t) + 0.01 * bank_term[:, :, None, None]
+            0.1 * x_t + 0.05 * self._temporal(x_t, frames_per_video) + 0.01 * bank_term[:, :, None, None]
             + 0.02 * pose_hint.mean(dim=(1, 2, 3))[:, None, None, None]
             + 0.03 * local_hint.mean(dim=(1, 2, 3))[:, None, None, None]
             + 1e-4 * timesteps[:, None, None, None] + context.mean()
         ) * self.weight
 
-    def eps_unconditional(self, x_t, timesteps, context):
+    def eps_unconditional(self, x_t, timesteps, context, frames_per_video, observer=None):
         n = x_t.shape[0]
-        assert n % self.WINDOW_FRAMES == 0 and timesteps.shape == (n,)
-        self._count("unet", n)
+        assert n % frames_per_video == 0 and timesteps.shape == (n,)
+        self._count("unet", n, observer)
         self.calls.append(("uncond", n, x_t.dtype))
-        return (0.2 * x_t - 0.04 * self._temporal(x_t) + 2e-4 * timesteps[:, None, None, None]
+        return (0.2 * x_t - 0.04 * self._temporal(x_t, frames_per_video) + 2e-4 * timesteps[:, None, None, None]
                 + context.mean()) * self.weight
 
-    def eps_both_passes(self, x_t, timesteps, context, uncond_context, bank, pose_hint, local_hint):
+    def eps_both_passes(self, x_t, timesteps, context, uncond_context, bank, pose_hint, local_hint,
+                        frames_per_video, observer=None):
         calls_before = len(self.calls)
-        pair = (self.eps_conditional(x_t, timesteps, context, bank, pose_hint, local_hint),
-                self.eps_unconditional(x_t, timesteps, uncond_context))
+        pair = (self.eps_conditional(x_t, timesteps, context, bank, pose_hint, local_hint, frames_per_video,
+                                     observer),
+                self.eps_unconditional(x_t, timesteps, uncond_context, frames_per_video, observer))
         del self.calls[calls_before:]
         self.calls.append(("both", x_t.shape[0], x_t.dtype))
         return pair
@@ -170,17 +173,17 @@ def test_extra_references_change_the_result():
 
 def guided_denoiser(model, cond, cfg):
     planner = WindowPlanner(16, 16, 4, "random", offsets=[0])
-    return WindowedGuidedDenoiser(model, cond, cfg, planner)
+    return WindowedGuidedDenoiser(model, cond, cfg, planner, [1.0, 0.0])
 
 
 def test_guidance_is_uncond_plus_cfg_times_the_difference():
     model, cond = FakeXPortrait(), make_conditioning(16)
     x = torch.randn(16, 4, LATENT, LATENT)
-    eps = guided_denoiser(model, cond, 5.0)(x, 501, 0)
+    eps = guided_denoiser(model, cond, 5.0).eps(x, 501, 0)
     t = torch.full((16,), 501.0)
     bank = model.write_reference_bank(cond.reference_latents[0], torch.full((1,), 501.0), cond.context)
-    eps_c = model.eps_conditional(x, t, cond.context, bank, cond.pose_hints, cond.local_hints)
-    eps_u = model.eps_unconditional(x, t, cond.uncond_context)
+    eps_c = model.eps_conditional(x, t, cond.context, bank, cond.pose_hints, cond.local_hints, 16)
+    eps_u = model.eps_unconditional(x, t, cond.uncond_context, 16)
     assert torch.allclose(eps, eps_u + 5.0 * (eps_c - eps_u), atol=1e-6)
 
 
@@ -202,11 +205,11 @@ def test_evaluation_counts_of_the_original_setting():
     assert result.evaluation_counts == {"appearance": 4, "pose_control": 128, "local_control": 128, "unet": 256}
 
 
-def test_counts_are_per_run_even_when_the_model_counted_before():
+def test_counts_are_per_run_when_the_model_served_a_run_before():
     model = FakeXPortrait()
-    model.evaluation_counts["unet"] = 1000
-    result, _ = run(model=model, steps=1, cfg=1.0, offsets=[0])
-    assert result.evaluation_counts["unet"] == 32 and model.evaluation_counts["unet"] == 1032
+    first, _ = run(model=model, steps=1, cfg=1.0, offsets=[0])
+    second, _ = run(model=model, steps=1, cfg=1.0, offsets=[0])
+    assert first.evaluation_counts["unet"] == second.evaluation_counts["unet"] == 32 and model.rows["unet"] == 64
 
 
 # --- hooks ---------------------------------------------------------------------------------------------
@@ -215,20 +218,20 @@ def test_interrupt_stops_before_the_next_window():
     checks = []
 
     def should_interrupt():
-        checks.append(model.evaluation_counts["unet"])
+        checks.append(model.rows["unet"])
         return len(checks) > 1 and checks[-1] == checks[-2] == 32  # asked again with nothing new evaluated
 
     model = FakeXPortrait()
     with pytest.raises(SamplingInterrupted, match="step 1, before window 2"):
         run(model=model, hooks=SamplerHooks(should_interrupt=should_interrupt))
-    assert model.evaluation_counts["unet"] == 16 * 2  # the first window done, both passes
+    assert model.rows["unet"] == 16 * 2  # the first window done, both passes
 
 
 def test_interrupt_lands_within_one_network_evaluation():
     model = FakeXPortrait()
     with pytest.raises(SamplingInterrupted, match="step 1, during a window"):
-        run(model=model, hooks=SamplerHooks(should_interrupt=lambda: model.evaluation_counts["pose_control"] > 0))
-    assert model.evaluation_counts["pose_control"] == 16 and model.evaluation_counts["unet"] == 0
+        run(model=model, hooks=SamplerHooks(should_interrupt=lambda: model.rows["pose_control"] > 0))
+    assert model.rows["pose_control"] == 16 and model.rows["unet"] == 0
 
 
 def test_progress_moves_after_every_network_evaluation_and_fills_each_step():
@@ -302,7 +305,7 @@ def test_hints_too_large_for_the_budget_go_to_the_controlnets_as_images():
             return 10**12
 
     _, model = run(frames=40, steps=1, model=LargeFeatures())
-    assert model.hint_rows_encoded == 0 and model.evaluation_counts["pose_control"] == 48
+    assert model.hint_rows_encoded == 0 and model.rows["pose_control"] == 48
 
 
 def test_batched_windows_and_passes_give_the_same_latents():
@@ -327,11 +330,13 @@ def test_every_scheduler_drives_the_windowed_denoiser(scheduler):
 # --- start latents -------------------------------------------------------------------------------------
 
 def test_reference_start_is_the_reference_noised_to_t999_for_ddim():
+    """In sigma space: the original's x_T (noised to t = 999) at the scale of the first step's sigma (t = 751)."""
     cond = make_conditioning(20)
     noise = torch.randn(20, 4, LATENT, LATENT)
-    x_T = start_latents(make_scheduler("ddim", 4), "reference", (20, 4, LATENT, LATENT),
-                        cond.reference_latents[0], noise)
-    assert torch.equal(x_T, q_sample(cond.reference_latents[0].expand(20, -1, -1, -1), noise, 999))
+    schedule = sigma_schedule("ddim", 4)
+    x_T = start_latents(schedule, "reference", (20, 4, LATENT, LATENT), cond.reference_latents[0], noise)
+    expected = q_sample(cond.reference_latents[0].expand(20, -1, -1, -1), noise, 999)
+    torch.testing.assert_close(x_T / vp_scale(schedule.sigmas[0]), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_given_start_noise_and_init_latents_are_used():
@@ -355,22 +360,29 @@ def test_half_strength_runs_the_last_half_of_the_steps():
 # --- bad input -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, option, message",
     [
-        (dict(overlap=16), "window overlap must be in"),
-        (dict(steps=0), "steps must be in"),
-        (dict(cfg=-1.0), "cfg .* must be >= 0"),
-        (dict(window=24, overlap=4), "must be a multiple of 16"),
-        (dict(scheduler="heun"), "unknown scheduler"),
-        (dict(bank_mode="per_frame"), "bank_mode must be one of"),
-        (dict(start="image"), "start must be one of"),
-        (dict(start="noise", strength=0.5), "denoise strength must be 1"),
-        (dict(start="init_video"), "needs init_latents"),
+        (dict(overlap=16), "overlap", r"overlap: must be a whole number from 0 to 15 \(less than the window of 16\)"),
+        (dict(steps=0), "steps", "steps: must be a whole number from 1 to 1000, got 0"),
+        (dict(cfg=-1.0), "cfg", "cfg: must be a finite number from 0 to 30"),
+        (dict(window=32, overlap=4), "window", "window: must be a whole number from 16 to 24 .*trained on 16"),
+        (dict(scheduler="heun"), "scheduler", "scheduler: must be one of ddim, euler, dpmpp_2m, lcm, got 'heun'"),
+        (dict(start="image"), "start", "start: must be one of reference, noise, init_video"),
+        (dict(start="noise", strength=0.5), "strength", "strength: must be 1 when starting from pure noise"),
+        (dict(start="init_video"), "init_video", "init_video: is needed by start init_video"),
     ],
 )
-def test_bad_options_are_clear_errors(options, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_options_are_clear_errors_naming_the_option(options, option, message):
+    with pytest.raises(OptionError, match=message) as raised:
         run(**options)
+    assert raised.value.option == option
+
+
+def test_options_are_checked_when_made_before_any_model_is_asked():
+    with pytest.raises(OptionError, match="steps"):
+        SamplerOptions(steps=0)
+    with pytest.raises(ValueError, match="bank_mode must be once_per_step or per_window"):
+        SamplerOptions(bank_mode="per_frame")
 
 
 def test_replayed_offsets_must_cover_every_step_before_anything_runs():
@@ -381,7 +393,7 @@ def test_replayed_offsets_must_cover_every_step_before_anything_runs():
 
 
 def test_random_placement_on_a_video_no_longer_than_the_overlap_is_an_error():
-    with pytest.raises(ValueError, match="needs more frames than the overlap"):
+    with pytest.raises(OptionError, match="overlap: does not fit the video: .*needs more frames than the overlap"):
         run(frames=3)
 
 
@@ -399,7 +411,7 @@ def test_pose_and_local_frame_counts_must_agree():
 
 
 def test_init_video_frame_count_must_match_the_hints():
-    with pytest.raises(ValueError, match=r"init_latents must be \(20, 4, 4, 4\)"):
+    with pytest.raises(OptionError, match=r"init_video: must be \(20, 4, 4, 4\) latents"):
         sample(FakeXPortrait(), make_conditioning(20), SamplerOptions(start="init_video"),
                init_latents=torch.zeros(18, 4, LATENT, LATENT))
 
@@ -425,3 +437,33 @@ def test_per_frame_references_need_one_latent_per_frame():
 def test_start_noise_must_have_the_video_shape():
     with pytest.raises(ValueError, match="start_noise must be"):
         sample(FakeXPortrait(), make_conditioning(20), SamplerOptions(), start_noise=torch.zeros(16, 4, 4, 4))
+
+
+# --- the window is what the motion modules see -----------------------------------------------------------
+
+def test_a_window_of_24_is_one_video_of_24_frames_for_the_motion_modules():
+    result, model = run(frames=24, steps=1, window=24, overlap=4, placement="fixed")
+    assert set(model.videos) == {24} and [batch for kind, batch, _ in model.calls if kind == "cond"] == [24]
+    assert result.latents.shape[0] == 24
+
+
+def test_with_a_window_of_24_every_frame_sees_frames_16_positions_away():
+    """Frame 0's result depends on frame 20's latents only when both sit in one motion-module video (window 24); with
+    window 16 (fixed windows 0-15 and 8-23) frame 0 never shares a window with frame 20."""
+    def frame0_change(window):
+        options = SamplerOptions(steps=1, window=window, overlap=4, placement="fixed")
+        cond = make_conditioning(24)
+        noise = torch.randn(24, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(0))
+        moved = noise.clone()
+        moved[20] += 1.0
+        a = sample(FakeXPortrait(), cond, options, start_noise=noise)
+        b = sample(FakeXPortrait(), cond, options, start_noise=moved)
+        return (a.latents[0] - b.latents[0]).abs().max().item()
+
+    assert frame0_change(16) == 0.0 and frame0_change(24) > 1e-6
+
+
+@pytest.mark.parametrize("window", [32, 48, 15])
+def test_a_window_the_motion_modules_cannot_see_whole_is_refused(window):
+    with pytest.raises(OptionError, match=f"window: must be a whole number from 16 to 24 .*got {window}"):
+        SamplerOptions(window=window, overlap=4)

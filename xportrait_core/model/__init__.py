@@ -5,5 +5,5 @@ appearance bank, conditional eps, unconditional eps), the DDPM noise schedule th
 checkpoint reading, checking, loading and converting, LoRA merging into the main UNet, and small random models in
 the real key layout for tests, the demo and benchmarks.
 
-May import: networks; and media.safe_output only (checkpoints are checked and written like every other output).
+May import: networks, options; and media.safe_output only (checkpoints are checked and written like every other output).
 """

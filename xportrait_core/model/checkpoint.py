@@ -24,6 +24,7 @@ from ..media.safe_output import atomic_output, check_output_path
 from ..networks.config import (APPEARANCE_PREFIX, CLIP_HEAD_WIDTH, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX,
                                UNET_PREFIX, VAE_PREFIX, XPortraitConfig)
 from ..networks.layer_ops import LayerOps
+from ..options import AttentionChoice, OptionError, Precision, check
 from .finite_weights import describe_non_finite, non_finite_tensors
 from .xportrait_model import XPortraitModel, ldm_schedule_buffers, precision_plan
 
@@ -39,19 +40,23 @@ SCHEDULE_KEYS = tuple(ldm_schedule_buffers())
 SCHEDULE_TOLERANCE = 1e-6
 TEXT_HEADS_METADATA = "xportrait.text_num_heads"  # head count of a text encoder narrower than CLIP's
 TEXT_EMBEDDING_KEY = f"{TEXT_PREFIX}transformer.text_model.embeddings.token_embedding.weight"  # (vocab, width)
-TEXT_HEADS_OPTION = ("--text-num-heads N on the command line, text_num_heads on Load X-Portrait Model, "
-                     "text_num_heads=N in Python")
 FP16_MAX = torch.finfo(torch.float16).max  # 65504: larger weights become inf when stored in fp16
 KEYS_SHOWN = 8  # how many key names an error lists before "... and N more"
 REAL_CHECKPOINT = "model_state-415001.th"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OptionError):
     """A checkpoint that cannot be used, with what it is and what to do."""
+
+    def __init__(self, detail: str, option: str = "checkpoint") -> None:
+        super().__init__(option, detail, leads=False)
 
 
 class TextHeadsError(CheckpointError):
     """The text encoder's head count cannot be derived from the file, or the one given does not fit it."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, "text_num_heads")
 
 
 @dataclass
@@ -189,17 +194,22 @@ def _check_schedule(state_dict: Mapping[str, torch.Tensor], name: str) -> None:
                                   "SD1.5's linear 0.00085..0.012 schedule); it cannot be sampled here")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: str = "fp32",
-               attention_backend: str = "auto", text_num_heads: int | None = None,
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", precision: Precision = "fp32",
+               attention_backend: AttentionChoice = "auto", text_num_heads: int | None = None,
                ops: LayerOps | None = None, compute_device: str | torch.device | None = None
                ) -> tuple[XPortraitModel, LoadReport]:
     """Read, check and load an X-Portrait checkpoint. The model is built on the meta device and the
     checkpoint's tensors are assigned in place, so the weights are in memory once. ``device``: where the weights
     are stored; ``compute_device`` (default ``device``): where they will compute, which the precision plan is made
-    for. ``precision``: fp32, fp16, bf16 or fp8_e4m3fn (see `precision_plan`). ``ops``: the layer classes (default
-    torch layers, or casting layers when the weights are stored in fp8)."""
+    for. ``precision``: auto, fp32, fp16, bf16 or fp8_e4m3fn (see `precision_plan`). ``text_num_heads``: the text
+    encoder's head count, None or 0 to read it from the file. ``ops``: the layer classes (default torch layers, or
+    casting layers when the weights are stored in fp8). OptionError on the option or the file at fault."""
+    check("precision", precision)
+    check("attention", attention_backend)
+    if text_num_heads:  # 0 or None: from the file
+        check("text_num_heads", text_num_heads)
     state_dict = read_state_dict(path)
-    if text_num_heads is None:
+    if not text_num_heads:
         text_num_heads = _text_heads_from_metadata(Path(path))
     return model_from_state_dict(state_dict, Path(path).name, device, precision, attention_backend,
                                  text_num_heads, ops, compute_device)
@@ -260,7 +270,7 @@ def check_text_heads(state_dict: Mapping[str, torch.Tensor], name: str, text_num
             raise TextHeadsError(
                 f"{name!r}: its text encoder is {width} wide, not a multiple of CLIP's {CLIP_HEAD_WIDTH}-wide "
                 f"heads, and the file does not record its head count ('{TEXT_HEADS_METADATA}' metadata); give "
-                f"the head count ({TEXT_HEADS_OPTION})")
+                f"the head count ({{text_num_heads}})")
         return
     if text_num_heads < 1 or width % text_num_heads:
         raise TextHeadsError(f"{name!r}: a head count of {text_num_heads} does not divide the text encoder's "

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import torch
 
 from ..networks.motion_module import TemporalTransformer
+from ..options import CompileMode, OptionError
 from ..networks.spatial_transformer import FeedForward
 from ..networks.unet_blocks import ResBlock
 from .graph_capture import GraphedModel
@@ -27,18 +28,16 @@ from .xportrait_model import XPortraitModel
 
 log = logging.getLogger(__name__)
 
-COMPILE_MODES = ("off", "cuda_graphs", "compile_blocks")
 COMPILED_BLOCKS = (ResBlock, FeedForward, TemporalTransformer)
 # A few graphs per block kind (skip conv or not, dtypes, batch patterns): well under this.
 RECOMPILE_LIMIT = 64
 
 
-def check_compile_mode(mode: str, device: torch.device) -> None:
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"compile must be one of {COMPILE_MODES}, got {mode!r}")
+def check_compile_mode(mode: CompileMode, device: torch.device) -> None:
+    """OptionError when the (valid) compile mode cannot run on the device the model computes on."""
     if mode == "cuda_graphs" and device.type != "cuda":
-        raise ValueError(f"compile 'cuda_graphs' needs a CUDA device; the model runs on {device.type}. "
-                         "Use 'off' (or 'compile_blocks') there.")
+        raise OptionError("compile", f"compile 'cuda_graphs' needs a CUDA device; the model runs on {device.type}. "
+                          "Use 'off' (or 'compile_blocks') there.")
 
 
 def compile_blocks(model: XPortraitModel, backend: str = "inductor") -> int:
@@ -64,8 +63,8 @@ def compile_modules(networks: Iterable[torch.nn.Module], backend: str = "inducto
     return wrapped
 
 
-def accelerated(model: XPortraitModel, mode: str) -> Any:
-    """What to sample with for a compile mode: the model itself (``off``, ``compile_blocks`` after
-    `compile_blocks` was applied once), or a `GraphedModel` over it (``cuda_graphs``)."""
-    check_compile_mode(mode, model.device)
+def accelerated(model: XPortraitModel, mode: CompileMode) -> Any:
+    """What to sample with for a compile mode (checked when the model was loaded): the model itself (``off``,
+    ``compile_blocks`` after `compile_blocks` was applied once), or a `GraphedModel` over it (``cuda_graphs``)."""
+    assert mode != "cuda_graphs" or model.device.type == "cuda", (mode, model.device)
     return GraphedModel(model) if mode == "cuda_graphs" else model

@@ -8,14 +8,16 @@ batches of different size, plus the appearance net), with no compilation, so the
 
 `GraphedModel` wraps an `XPortraitModel` behind the same sampling interface (`sampling.guidance.GuidedModel`):
 inputs are copied into static buffers, the graph is replayed, the static outputs are copied out, and the network
-evaluations are counted (and reported to ``on_evaluation``) as the eager model would count them. Graphs share one
-memory pool, since the window forwards run one after another. A signature whose capture fails runs eagerly.
+evaluations a replay stands for are told to the call's observer as the eager model would tell them. Graphs share
+one memory pool, since the window forwards run one after another. A signature whose capture fails runs eagerly.
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from typing import Any, Callable, Sequence
+
+from .xportrait_model import EvaluationObserver
 
 import torch
 
@@ -48,7 +50,8 @@ class CudaGraphs:
 
 
 class _Captured:
-    def __init__(self, static_inputs: list[Any], outputs: Any, replay: Callable[[], None], counts: Counter) -> None:
+    def __init__(self, static_inputs: list[Any], outputs: Any, replay: Callable[[], None],
+                 counts: Counter[str]) -> None:
         self.static_inputs, self.outputs, self.replay, self.counts = static_inputs, outputs, replay, counts
 
 
@@ -94,19 +97,10 @@ class GraphedModel:
     def __init__(self, model: Any, graphs: Any = None) -> None:
         """``graphs``: the capture mechanism (default `CudaGraphs`; tests pass one that replays by re-running)."""
         self.model = model
-        self.on_evaluation: Callable[[str, int], None] | None = None
         self._graphs = graphs or CudaGraphs()
         self._captured: dict[Any, _Captured | None] = {}
 
     # What the sampler reads besides the evaluations.
-    @property
-    def WINDOW_FRAMES(self) -> int:  # noqa: N802 - the protocol's name
-        return self.model.WINDOW_FRAMES
-
-    @property
-    def evaluation_counts(self) -> Counter:
-        return self.model.evaluation_counts
-
     @property
     def device(self) -> torch.device:
         return self.model.device
@@ -131,54 +125,48 @@ class GraphedModel:
     def encode_control_hints(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.encode_control_hints(*args)  # once per run: not worth a graph
 
-    # The evaluations.
-    def write_reference_bank(self, *args: Any) -> list[torch.Tensor]:
-        return self._run("write_reference_bank", args)
+    # The evaluations: positional arguments as the model takes them, the observer apart (it is no graph input).
+    def write_reference_bank(self, *args: Any, observer: EvaluationObserver | None = None) -> list[torch.Tensor]:
+        return self._run("write_reference_bank", args, observer)
 
-    def eps_conditional(self, *args: Any) -> torch.Tensor:
-        return self._run("eps_conditional", args)
+    def eps_conditional(self, *args: Any, observer: EvaluationObserver | None = None) -> torch.Tensor:
+        return self._run("eps_conditional", args, observer)
 
-    def eps_unconditional(self, *args: Any) -> torch.Tensor:
-        return self._run("eps_unconditional", args)
+    def eps_unconditional(self, *args: Any, observer: EvaluationObserver | None = None) -> torch.Tensor:
+        return self._run("eps_unconditional", args, observer)
 
-    def eps_both_passes(self, *args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._run("eps_both_passes", args)
+    def eps_both_passes(self, *args: Any, observer: EvaluationObserver | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._run("eps_both_passes", args, observer)
 
-    def _run(self, method: str, args: Sequence[Any]) -> Any:
+    def _run(self, method: str, args: Sequence[Any], observer: EvaluationObserver | None) -> Any:
         key = (method, _signature(list(args)))
         if key not in self._captured:
             self._captured[key] = self._capture(method, args)
         captured = self._captured[key]
         if captured is None:  # capture failed: eager, reporting as the model does
-            self.model.on_evaluation = self.on_evaluation
-            try:
-                return getattr(self.model, method)(*args)
-            finally:
-                self.model.on_evaluation = None
+            return getattr(self.model, method)(*args, observer=observer)
         _copy_into(captured.static_inputs, list(args))
         captured.replay()
         outputs = _clone(captured.outputs)
-        for name, rows in captured.counts.items():
-            self.model.evaluation_counts[name] += rows
-            if self.on_evaluation is not None:
-                self.on_evaluation(name, rows)
+        if observer is not None:
+            for name, rows in captured.counts.items():
+                observer(name, rows)
         return outputs
 
     def _capture(self, method: str, args: Sequence[Any]) -> _Captured | None:
         static_inputs = _static_copy(list(args), {})
-        counts_before = Counter(self.model.evaluation_counts)
-        listener, self.model.on_evaluation = self.model.on_evaluation, None
+        runs: Counter[str] = Counter()
         function = getattr(self.model, method)
+
+        def count(name: str, rows: int) -> None:
+            runs[name] += rows
+
         try:
-            outputs, replay = self._graphs.capture(lambda: function(*static_inputs))
+            outputs, replay = self._graphs.capture(lambda: function(*static_inputs, observer=count))
         except RuntimeError as error:  # e.g. an operation CUDA graphs cannot record
             log.warning("%s cannot be captured as a CUDA graph (%s); it runs eagerly", method, error)
             return None
-        finally:
-            runs = Counter(self.model.evaluation_counts) - counts_before
-            self.model.evaluation_counts.clear()
-            self.model.evaluation_counts.update(counts_before)
-            self.model.on_evaluation = listener
         per_call = Counter({name: rows // self._graphs.calls_per_capture for name, rows in runs.items()})
         log.info("captured %s for inputs %s", method, [tuple(a.shape) for a in args if isinstance(a, torch.Tensor)])
         return _Captured(static_inputs, outputs, replay, per_call)

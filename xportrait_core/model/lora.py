@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..networks.unet_key_map import diffusers_to_ldm_unet_names
+from ..options import check
 from .finite_weights import describe_non_finite, non_finite_tensors
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,21 @@ class LoraFileError(ValueError):
     """A LoRA file that cannot be used; the message names the file."""
 
 
+@dataclass(frozen=True)
+class LoraChoice:
+    """One SD1.5 LoRA file to merge into the main UNet while sampling, at `strength`."""
+
+    path: str
+    strength: float = 1.0
+
+    def __post_init__(self) -> None:
+        check("lora_strength", self.strength)
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
 def read_lora(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a LoRA file, checked before any merging: a readable .safetensors file holding finite values
     and at least one SD1.5 UNet LoRA layer. LoraFileError, naming the file, otherwise."""
@@ -231,5 +247,4 @@ def apply_lora(
     if parsed.text_encoder_keys:
         logger.warning("LoRA: %d text-encoder keys skipped (X-Portrait encodes only the empty prompt)",
                        len(parsed.text_encoder_keys))
-    logger.info("LoRA: merged %d layers at strength %g", len(patch.applied), strength)
     return patch

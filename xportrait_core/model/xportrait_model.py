@@ -7,7 +7,6 @@ Attribute names equal the checkpoint prefixes (``model.diffusion_model``, ``appe
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -22,8 +21,9 @@ from ..networks.controlnet import ControlNet
 from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers, keeps_float32
 from ..networks.reference_attention import BankReader, ReferenceBank, concat_reference_banks
 from ..networks.text_encoder import TextEncoder
-from ..networks.unet import WINDOW_FRAMES, MotionUNet
+from ..networks.unet import MotionUNet
 from ..networks.vae import AutoencoderKL
+from ..options import MAX_WINDOW, TRAINED_WINDOW, VAE_DOWNSCALE, Precision
 from .device_memory import free_bytes
 from .memory_estimate import window_activation_bytes
 from .schedule import DDPM_TRAIN_STEPS, linear_betas_float64
@@ -33,7 +33,6 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 FP8_STORAGE = {"fp8_e4m3fn": torch.float8_e4m3fn}
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)  # the layers whose weights fp8 storage narrows (norms, biases stay)
 POSTERIOR_LOG_VARIANCE_FLOOR = 1e-20  # LDM clips the posterior variance before the log
-VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
 # VAE memory per frame at its peak: about 8 activations of the full-resolution width (measured on an H200 at 512 px:
 # 1.07 GiB per frame in fp32 with 128 channels); calls take at most 4 frames at 512 px, and on the CPU, where the
 # free memory is not known, as many as fit in a small fixed budget: there, smaller calls are no slower (measured,
@@ -64,11 +63,13 @@ def supports_bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def precision_plan(precision: str, device: torch.device | str) -> PrecisionPlan:
+def precision_plan(precision: Precision, device: torch.device | str) -> PrecisionPlan:
     """fp32 / fp16 / bf16, or fp8_e4m3fn (weights stored in fp8, computed in bf16 where the device has it, else
-    fp16; fp32 on the CPU). The VAE never runs in fp16 (SD1.5's VAE overflows there): bf16 where the device has
-    it and the networks compute in half precision, else fp32."""
+    fp16; fp32 on the CPU); auto: fp16 on CUDA, fp32 elsewhere. The VAE never runs in fp16 (SD1.5's VAE overflows
+    there): bf16 where the device has it and the networks compute in half precision, else fp32."""
     device = torch.device(device)
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "fp32"
     half = torch.bfloat16 if supports_bf16(device) else torch.float16
     if precision in FP8_STORAGE:
         compute = half if device.type == "cuda" else torch.float32
@@ -119,9 +120,10 @@ class _DiffusionWrapper(nn.Module):
         self.diffusion_model = unet
 
 
-class XPortraitModel(nn.Module):
-    WINDOW_FRAMES = WINDOW_FRAMES
+EvaluationObserver = Callable[[str, int], None]  # (network, rows) after each network evaluation
 
+
+class XPortraitModel(nn.Module):
     def __init__(self, config: XPortraitConfig, ops: LayerOps = TorchLayers) -> None:
         """``ops``: the layer classes to build from (see `networks.layer_ops`); layers that cast their weights per
         call (``ops.casts_weights``) allow fp8 weight storage and weights kept off the compute device."""
@@ -136,12 +138,10 @@ class XPortraitModel(nn.Module):
         self.cond_stage_model = TextEncoder(config.text, ops) if config.text is not None else None
         for name, value in ldm_schedule_buffers().items():
             self.register_buffer(name, value)
-        self.evaluation_counts: Counter[str] = Counter()
         self.attention_backend = "sdpa"
         self.compute_dtype = torch.float32
         self.weight_storage: torch.dtype | None = None  # fp8 storage dtype, None when weights are compute dtype
         self.execution_device: torch.device | None = None  # set by a host that keeps weights elsewhere
-        self.on_evaluation: Callable[[str, int], None] | None = None  # after each network evaluation: (net, rows)
 
     # ----------------------------------------------------------------------------------------- setup
     @property
@@ -241,85 +241,80 @@ class XPortraitModel(nn.Module):
         """Inputs on the compute device in the compute dtype; on the CPU images and latents in channels-last
         layout, which oneDNN's convolutions run faster and the transformers' token views need no copy for."""
         prepared = [t.to(self.device, self.compute_dtype) for t in tensors]
-        if self.device.type != "cpu":  # CUDA: measured no gain (issue 11), so the default layout stays
+        if self.device.type != "cpu":  # elsewhere the default layout stays (docs/performance.md)
             return prepared
         return [t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in prepared]
 
     def write_reference_bank(self, reference_latents: torch.Tensor, timesteps: torch.Tensor,
-                             context: torch.Tensor) -> ReferenceBank:
+                             context: torch.Tensor, observer: EvaluationObserver | None = None) -> ReferenceBank:
         """Appearance net in write mode: reference_latents (B, 4, h, w) (not noised: the original's
         ``wonoise``), timesteps (B,), context (B or 1, 77, C) -> 16 entries (B, tokens, C)."""
         latents, context = self._prepare(reference_latents, context)
         bank = self.appearance_control_model(latents, timesteps.to(self.device), context)
-        self._count("appearance", latents.shape[0])
+        _tell(observer, "appearance", latents.shape[0])
         return bank
 
     concat_reference_banks = staticmethod(concat_reference_banks)
 
-    def _check_window(self, x_t: torch.Tensor) -> None:
-        if x_t.shape[0] % self.WINDOW_FRAMES:
-            raise ValueError(f"the motion modules take windows of {self.WINDOW_FRAMES} frames; "
-                             f"got a batch of {x_t.shape[0]}")
+    @staticmethod
+    def _check_videos(x_t: torch.Tensor, frames_per_video: int) -> None:
+        # The window length is checked with the options; here it is an invariant of the caller.
+        assert 1 <= frames_per_video <= MAX_WINDOW and x_t.shape[0] % frames_per_video == 0, \
+            (tuple(x_t.shape), frames_per_video)
 
     def eps_conditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                         bank: ReferenceBank | None, pose_hint: torch.Tensor | None,
-                        local_hint: torch.Tensor | None) -> torch.Tensor:
+                        local_hint: torch.Tensor | None, frames_per_video: int = TRAINED_WINDOW,
+                        observer: EvaluationObserver | None = None) -> torch.Tensor:
         """The conditional pass: pose and local ControlNets on x_t, then the UNet reading the bank and
-        adding both residual sets. x_t (N, 4, h, w) with N a multiple of 16; timesteps (N,); context
+        adding both residual sets. x_t (N, 4, h, w), N a multiple of frames_per_video (the motion modules see each
+        frames_per_video consecutive rows as one video, at most MAX_WINDOW); timesteps (N,); context
         (N or 1, 77, C); bank entries (N or 1, tokens, C); hints (N, 3, 8h, 8w) in [-1, 1] (None leaves
         that ControlNet out; a hint may also be its features from `encode_control_hints`). Returns eps (N, 4, h, w)
-        in float32."""
-        self._check_window(x_t)
+        in float32. observer(network, rows) hears of each network evaluation as it ends."""
+        self._check_videos(x_t, frames_per_video)
         x, context = self._prepare(x_t, context)
         timesteps = timesteps.to(self.device)
-        residuals = self._control_residuals(x, timesteps, context, pose_hint, local_hint)
+        residuals = self._control_residuals(x, timesteps, context, pose_hint, local_hint, observer)
         reader = self._bank_reader(bank, rows=None)
-        eps = self.unet(x, timesteps, context, reader, residuals, self.WINDOW_FRAMES)
-        self._count("unet", x.shape[0])
+        eps = self.unet(x, timesteps, context, reader, residuals, frames_per_video)
+        _tell(observer, "unet", x.shape[0])
         return eps.float()
 
     def eps_both_passes(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                         uncond_context: torch.Tensor, bank: ReferenceBank | None, pose_hint: torch.Tensor | None,
-                        local_hint: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                        local_hint: torch.Tensor | None, frames_per_video: int = TRAINED_WINDOW,
+                        observer: EvaluationObserver | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The conditional and the unconditional pass of the same latents as ONE UNet forward of 2N rows: rows
         [0, N) read the bank and receive the ControlNet residuals (computed on the N latents), rows [N, 2N) do
         neither, as `eps_unconditional`. Same arguments as `eps_conditional` plus the unconditional context;
         returns (eps_cond, eps_uncond), each (N, 4, h, w) float32, equal to the two separate passes within
         float noise. Costs twice a pass's activation memory, saves half the kernel launches."""
-        self._check_window(x_t)
+        self._check_videos(x_t, frames_per_video)
         x, context, uncond_context = self._prepare(x_t, context, uncond_context)
         timesteps = timesteps.to(self.device)
         rows = x.shape[0]
-        residuals = self._control_residuals(x, timesteps, context, pose_hint, local_hint)
+        residuals = self._control_residuals(x, timesteps, context, pose_hint, local_hint, observer)
         reader = self._bank_reader(bank, rows=rows)
         both_contexts = context if context is uncond_context else torch.cat([context, uncond_context])
         eps = self.unet(torch.cat([x, x]), torch.cat([timesteps, timesteps]), both_contexts, reader, residuals,
-                        self.WINDOW_FRAMES).float()
-        self._count("unet", 2 * rows)
+                        frames_per_video).float()
+        _tell(observer, "unet", 2 * rows)
         return eps[:rows], eps[rows:]
 
     def _control_residuals(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                           pose_hint: torch.Tensor | None, local_hint: torch.Tensor | None
-                           ) -> list[Iterator[torch.Tensor]]:
+                           pose_hint: torch.Tensor | None, local_hint: torch.Tensor | None,
+                           observer: EvaluationObserver | None) -> list[Iterator[torch.Tensor]]:
         """Pose and local ControlNet residuals of x, as iterators the UNet consumes (a hint of None leaves that
-        ControlNet out)."""
+        ControlNet out); the observer hears of each ControlNet when the UNet has taken its last residual."""
         residuals = []
         for net, hint, name in ((self.pose_control_model, pose_hint, "pose_control"),
                                 (self.local_pose_control_model, local_hint, "local_control")):
             if hint is None:
                 continue
-            residuals.append(self._counted(name, x.shape[0], net.residuals(x, *self._prepare(hint), timesteps,
-                                                                          context)))
+            residuals.append(_told(observer, name, x.shape[0],
+                                   net.residuals(x, *self._prepare(hint), timesteps, context)))
         return residuals
-
-    def _counted(self, name: str, rows: int, residuals: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-        yield from residuals
-        self._count(name, rows)
-
-    def _count(self, name: str, rows: int) -> None:
-        self.evaluation_counts[name] += rows
-        if self.on_evaluation is not None:
-            self.on_evaluation(name, rows)
 
     def encode_control_hints(self, pose_hint: torch.Tensor, local_hint: torch.Tensor
                              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,24 +340,23 @@ class XPortraitModel(nn.Module):
             return None
         return BankReader([entry.to(self.device, self.compute_dtype) for entry in bank], rows=rows)
 
-    def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor,
-                          context: torch.Tensor) -> torch.Tensor:
+    def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                          frames_per_video: int = TRAINED_WINDOW, observer: EvaluationObserver | None = None) -> torch.Tensor:
         """The unconditional pass: plain UNet + motion modules, no bank, no ControlNet."""
-        self._check_window(x_t)
+        self._check_videos(x_t, frames_per_video)
         x, context = self._prepare(x_t, context)
-        eps = self.unet(x, timesteps.to(self.device), context, None, (), self.WINDOW_FRAMES).float()
-        self._count("unet", x.shape[0])
+        eps = self.unet(x, timesteps.to(self.device), context, None, (), frames_per_video).float()
+        _tell(observer, "unet", x.shape[0])
         return eps
 
 
-def component_modules(model: XPortraitModel) -> dict[str, nn.Module | None]:
-    """Checkpoint prefix -> network, in the order the original lists them."""
-    return {
-        "model.diffusion_model.": model.unet,
-        "appearance_control_model.": model.appearance_control_model,
-        "pose_control_model.": model.pose_control_model,
-        "local_pose_control_model.": model.local_pose_control_model,
-        "first_stage_model.": model.first_stage_model,
-        "cond_stage_model.": model.cond_stage_model,
-    }
+def _tell(observer: EvaluationObserver | None, network: str, rows: int) -> None:
+    if observer is not None:
+        observer(network, rows)
+
+
+def _told(observer: EvaluationObserver | None, network: str, rows: int,
+          residuals: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    yield from residuals
+    _tell(observer, network, rows)
 

@@ -5,5 +5,6 @@ inputs), the appearance (reference) net, the ControlNets, the VAE, the CLIP text
 blocks, the one attention function, the reference bank, the diffusers -> LDM name map of the UNet, and the configs
 derived from a state dict's shapes.
 
-May import: torch, and modules of this package. Nothing else of xportrait_core.
+May import: torch, modules of this package, and options (the shared vocabulary and numbers). Nothing else of
+xportrait_core.
 """

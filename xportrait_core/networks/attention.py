@@ -24,7 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-ATTENTION_BACKENDS = ("sdpa", "xformers", "math")
+from ..options import AttentionChoice, OptionError
 
 
 def xformers_available() -> bool:
@@ -32,18 +32,14 @@ def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
 
-def resolve_backend(requested: str) -> str:
-    """Validate a backend name; ``"auto"`` means xformers when installed with CUDA, else SDPA."""
+def resolve_backend(requested: AttentionChoice) -> str:
+    """The backend to use for a (valid) choice: ``"auto"`` means xformers when installed with CUDA, else SDPA.
+    OptionError when xformers is asked for but not installed."""
     if requested == "auto":
         return "xformers" if (xformers_available() and torch.cuda.is_available()) else "sdpa"
-    if requested not in ATTENTION_BACKENDS:
-        raise ValueError(
-            f"attention backend {requested!r} is not one of {('auto',) + ATTENTION_BACKENDS}; "
-            "use 'auto' unless you are comparing backends")
     if requested == "xformers" and not xformers_available():
-        raise ValueError(
-            "attention backend 'xformers' was asked for but xformers is not installed; "
-            "install an xformers wheel that matches your torch, or use 'sdpa'")
+        raise OptionError("attention", "xformers was asked for but is not installed; install an xformers wheel "
+                          "that matches your torch, or use sdpa")
     return requested
 
 

@@ -13,12 +13,13 @@ import math
 import torch
 import torch.nn as nn
 
+from ..options import MAX_WINDOW
 from .layer_ops import LayerOps, TorchLayers
 from .spatial_transformer import Attention, FeedForward
 
 MOTION_NORM_EPS = 1e-6
 GROUPS = 32
-PE_MAX_LEN = 24              # temporal_position_encoding_max_len of the original config
+PE_MAX_LEN = MAX_WINDOW      # temporal_position_encoding_max_len of the original config: the longest window
 ATTENTIONS_PER_BLOCK = 2     # attention_block_types: [Temporal_Self, Temporal_Self]
 PE_BASE = 10000.0
 

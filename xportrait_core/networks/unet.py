@@ -7,15 +7,13 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
+from ..options import TRAINED_WINDOW
 from .config import UNetConfig
 from .layer_ops import LayerOps, TorchLayers
 from .motion_module import MotionModule
 from .reference_attention import BankReader
 from .unet_blocks import TimeEmbedding, float32_norm, group_norm_32
 from .unet_layout import build_input_blocks, build_middle_block, build_output_blocks
-
-WINDOW_FRAMES = 16  # the motion modules were trained on 16-frame windows
-
 
 class MotionUNet(nn.Module):
     """Motion modules follow every input block that holds a ResBlock (1, 2, 4, 5, 7, 8, 10, 11 for
@@ -40,8 +38,9 @@ class MotionUNet(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 bank: BankReader | None = None,
                 control_residuals: Sequence[Iterable[torch.Tensor]] = (),
-                frames: int = WINDOW_FRAMES) -> torch.Tensor:
-        """x (N, 4, h, w) with N = videos * frames; timesteps (N,); context (G, 77, C), one per group of N/G
+                frames: int = TRAINED_WINDOW) -> torch.Tensor:
+        """x (N, 4, h, w) with N = videos * frames (the motion modules see each `frames` consecutive rows as one
+        video); timesteps (N,); context (G, 77, C), one per group of N/G
         consecutive rows (G = 1: shared); bank: the appearance bank to read (None: plain self-attention, the
         unconditional pass; its ``rows`` limit reading to the leading rows); control_residuals: per ControlNet,
         its 13 residuals (12 input blocks + middle; a list, or an iterator that computes them one at a time, see

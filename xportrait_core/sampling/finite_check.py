@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import torch
 
-PRECISION_ADVICE = ("Try fp32 (command line: --dtype fp32; Load X-Portrait Model: precision fp32), or bf16 where the "
-                    "device has it, or a lower cfg")
+from ..options import OptionError
+
+# {name} mentions an option; each front end spells it its own way (`options.OptionError.render`).
+PRECISION_ADVICE = "Try {precision} fp32, or bf16 where the device has it, or a lower {cfg}"
 
 
-class NonFiniteError(ValueError):
-    """Latents or frames went NaN or infinite; `frames` lists the affected frame indices."""
+class NonFiniteError(OptionError):
+    """Latents or frames went NaN or infinite; `frames` lists the affected frame indices. A fault of the run, not of
+    one option (`option` None); the message advises options."""
 
     def __init__(self, message: str, frames: list[int]) -> None:
         self.frames = frames
-        super().__init__(message)
+        super().__init__(None, message)
 
 
 def non_finite_frames(frames_first: torch.Tensor) -> list[int]:

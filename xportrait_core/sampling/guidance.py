@@ -1,7 +1,9 @@
-"""Windowed, classifier-free-guided denoiser: the full video in, one eps per frame out.
+"""Windowed, classifier-free-guided denoiser in sigma space: the full video in, its clean-latent estimate out.
 
-This is the k-diffusion idea: windowing and guidance wrap the network as a denoiser callable
-`(latents_in (F, 4, h, w), timestep, step_index) -> eps (F, 4, h, w)`, so any scheduler can drive it.
+This is the k-diffusion idea: windowing and guidance wrap the networks as a denoiser `(x, sigma) -> denoised`, so
+every sampler function (`samplers`, and ComfyUI's core samplers through the X-Portrait Guider) drives the same object.
+x are sigma-space latents (`sigmas`); the networks see x / sqrt(1 + sigma^2) at the DDPM timestep nearest to sigma
+and predict eps; denoised = x - sigma * eps.
 
 Per step it runs, as the original does but without its repetitions:
 - the appearance net ONCE (not once per window), with the step's t and the conditional context, on all
@@ -12,25 +14,31 @@ Per step it runs, as the original does but without its repetitions:
   unconditional pass and cfg 0 the conditional one (and the bank);
 - the guided eps of overlapping windows are averaged per frame (see `windows.WindowAverager`).
 
+Steps. A step's windows (and, with random placement, its window offset) are planned from the step index, which is
+read off the run's sigma schedule (`sigmas.step_for_sigma`): samplers that call the denoiser several times per step
+(heun, dpm_2, dpmpp_2s_ancestral, dpmpp_sde) evaluate one consistent plan per step and draw one offset, and with one
+call per step the offsets are drawn one per step, in order, so replayed offsets line up step by step.
+
 `bank_mode="per_window"` is the original's cost model (the appearance net on the window's per-frame reference
 latents in every window), kept for benchmarks and for checking that both modes agree.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Literal, Protocol, Sequence
 
 import torch
 
-from ..networks.reference_attention import select_bank_frames
 from ..model.device_memory import free_bytes
+from ..networks.reference_attention import select_bank_frames
+from ..options import LATENT_CHANNELS, VAE_DOWNSCALE
+from .sigmas import step_for_sigma, timestep_for_sigma
 from .windows import WindowAverager, WindowPlanner
 
 BankMode = Literal["once_per_step", "per_window"]
-BANK_MODES: tuple[str, ...] = ("once_per_step", "per_window")
-LATENT_CHANNELS = 4  # SD1.5 VAE latent channels
 HINT_CHANNELS = 3  # pose and local hints are RGB images
-VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent, per side
+EVALUATED_NETS: tuple[str, ...] = ("appearance", "pose_control", "local_control", "unet")
 # Automatic batching on a GPU (see WindowedGuidedDenoiser): activations may use this share of the free memory, the
 # hint videos a smaller one; beyond EFFICIENT_BATCH_ROWS rows per UNet forward a large GPU gains little more
 # (bench/bench_gpu.py --windows-per-batch measures it) while the memory keeps growing.
@@ -39,57 +47,44 @@ HINTS_SHARE_OF_FREE_MEMORY = 0.1
 CPU_HINT_FEATURES_BUDGET = 512 * 1024**2  # the CPU's RAM is shared with everything else: a fixed bound
 EFFICIENT_BATCH_ROWS = 64
 
+EvaluationObserver = Callable[[str, int], None]  # (network, rows) after each network evaluation
+
 
 class SamplingInterrupted(Exception):
-    """Raised between windows when the interrupt check asks to stop."""
+    """Raised during a step (between windows, or between two network evaluations of a window) when the interrupt
+    check asks to stop."""
 
 
 class GuidedModel(Protocol):
     """What the denoiser needs from `xportrait_core.model.xportrait_model.XPortraitModel` (a protocol: sampling
-    never needs the class itself)."""
+    never needs the class itself). `frames_per_video`: how many consecutive rows the motion modules see as one
+    video (the window); `observer(network, rows)` is told of every network evaluation."""
 
-    WINDOW_FRAMES: int
-    evaluation_counts: dict[str, int]
     device: torch.device
     compute_dtype: torch.dtype
-    on_evaluation: Callable[[str, int], None] | None  # called after each network evaluation (name, rows)
 
-    def write_reference_bank(
-        self, reference_latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
-    ) -> list[torch.Tensor]: ...
+    def write_reference_bank(self, reference_latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                             observer: EvaluationObserver | None = None) -> list[torch.Tensor]: ...
 
     def concat_reference_banks(self, banks: list[list[torch.Tensor]]) -> list[torch.Tensor]: ...
 
-    def eps_conditional(
-        self,
-        x_t: torch.Tensor,
-        timesteps: torch.Tensor,
-        context: torch.Tensor,
-        bank: list[torch.Tensor],
-        pose_hint: torch.Tensor,
-        local_hint: torch.Tensor,
-    ) -> torch.Tensor: ...
+    def eps_conditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                        bank: list[torch.Tensor], pose_hint: torch.Tensor, local_hint: torch.Tensor,
+                        frames_per_video: int, observer: EvaluationObserver | None = None) -> torch.Tensor: ...
 
-    def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> torch.Tensor: ...
+    def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                          frames_per_video: int, observer: EvaluationObserver | None = None) -> torch.Tensor: ...
 
-    def eps_both_passes(
-        self,
-        x_t: torch.Tensor,
-        timesteps: torch.Tensor,
-        context: torch.Tensor,
-        uncond_context: torch.Tensor,
-        bank: list[torch.Tensor],
-        pose_hint: torch.Tensor,
-        local_hint: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def eps_both_passes(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
+                        uncond_context: torch.Tensor, bank: list[torch.Tensor], pose_hint: torch.Tensor,
+                        local_hint: torch.Tensor, frames_per_video: int,
+                        observer: EvaluationObserver | None = None) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def window_activation_bytes(
-        self, latent_size: tuple[int, int], conditional_rows: int, unconditional_rows: int, references: int
-    ) -> int: ...
+    def window_activation_bytes(self, latent_size: tuple[int, int], conditional_rows: int, unconditional_rows: int,
+                                references: int) -> int: ...
 
-    def encode_control_hints(
-        self, pose_hint: torch.Tensor, local_hint: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def encode_control_hints(self, pose_hint: torch.Tensor, local_hint: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def hint_feature_bytes(self, frames: int, latent_size: tuple[int, int]) -> int: ...
 
@@ -175,17 +170,37 @@ def check_conditioning(cond: Conditioning) -> None:
             )
 
 
-class WindowedGuidedDenoiser:
-    """Denoiser callable over the full video: `(latents_in, timestep, step_index) -> eps`, all (F, 4, h, w).
+@dataclass(frozen=True)
+class DenoiserHooks:
+    """Callbacks for hosts.
 
-    latents_in and the returned eps live where the caller keeps the video (possibly the CPU); the windows of a step
-    go to the model's device in batches, are evaluated, and their guided eps come back, so the model-side memory is
-    one batch's, whatever F. A batch holds several windows (rows stacked: the motion modules see each 16 rows as
-    one video) and, unless ``batch_passes`` is False, both guidance passes of them in one UNet forward: fewer,
-    larger kernels, which is what a GPU needs (the per-window loop was launch-bound). ``windows_per_batch`` None
-    sizes batches from the device's free memory (`device_memory`, `model.memory_estimate`); on the CPU one window
-    at a time keeps the memory lean. Batching changes no result beyond float noise: every window of a step sees
-    the same latents, and the average over windows is taken after all of them.
+    on_window(step_index, window_index, windows_in_step) after every window.
+    on_progress(step_index, rows_done, rows_per_step) after every network evaluation (appearance net, each
+        ControlNet, each UNet forward), counted in network rows: moves within the first window.
+    should_interrupt() before every batch of windows and after every network evaluation; True (or an exception it
+        raises) stops the run with SamplingInterrupted within one network evaluation.
+    """
+
+    on_window: Callable[[int, int, int], None] | None = None
+    on_progress: Callable[[int, int, int], None] | None = None
+    should_interrupt: Callable[[], bool] | None = None
+
+
+class WindowedGuidedDenoiser:
+    """The denoiser callable over the full video: `(x, sigma) -> denoised`, x and denoised (F, 4, h, w) in sigma
+    space; sigma a float or a tensor holding one noise level for all frames (ComfyUI passes one per frame).
+
+    schedule: the run's sigmas (descending, as the sampler was given them), which place each call in a step. The
+    video lives where the caller keeps it (possibly the CPU); the windows of a step go to the model's device in
+    batches, are evaluated, and their guided eps come back, so the model-side memory is one batch's, whatever F. A
+    batch holds several windows (rows stacked: the motion modules see each window's rows as one video) and, unless
+    ``batch_passes`` is False, both guidance passes of them in one UNet forward: fewer, larger kernels, which is what
+    a GPU needs. ``windows_per_batch`` None sizes batches from the device's free memory (`device_memory`,
+    `model.memory_estimate`); on the CPU one window at a time keeps the memory lean. Batching changes no result
+    beyond float noise: every window of a step sees the same latents, and the average is taken after all of them.
+
+    After a run: `calls` holds (step index, timestep) per call, `evaluation_counts` the rows each network evaluated,
+    `offsets_used` the random window offsets drawn (or replayed), one per step.
     """
 
     def __init__(
@@ -194,43 +209,31 @@ class WindowedGuidedDenoiser:
         conditioning: Conditioning,
         cfg: float,
         planner: WindowPlanner,
-        bank_mode: str = "once_per_step",
-        on_window: Callable[[int, int, int], None] | None = None,
-        should_interrupt: Callable[[], bool] | None = None,
+        schedule: Sequence[float] | torch.Tensor,
         *,
+        bank_mode: BankMode = "once_per_step",
         batch_passes: bool = True,
         windows_per_batch: int | None = None,
-        on_progress: Callable[[int, int, int], None] | None = None,
+        hooks: DenoiserHooks = DenoiserHooks(),
     ) -> None:
-        """on_window(step_index, window_index, windows_in_step) after each window; on_progress(step_index,
-        rows_done, rows_per_step) after each network evaluation (rows of all networks, a unit that moves within
-        the first window); should_interrupt() before each batch and after each network evaluation (True stops the
-        run with SamplingInterrupted)."""
         check_conditioning(conditioning)
-        if bank_mode not in BANK_MODES:
-            raise ValueError(f"bank_mode must be one of {BANK_MODES}, got {bank_mode!r}")
-        if not cfg >= 0:  # also refuses NaN
-            raise ValueError(f"cfg (guidance scale) must be >= 0, got {cfg}")
-        if planner.window % model.WINDOW_FRAMES:
-            raise ValueError(
-                f"window length {planner.window} must be a multiple of {model.WINDOW_FRAMES}: the motion modules "
-                f"see batches of exactly {model.WINDOW_FRAMES} frames"
-            )
-        if planner.num_frames != conditioning.num_frames:
-            raise ValueError(
-                f"the window plan is for {planner.num_frames} frames but the hints have {conditioning.num_frames}"
-            )
-        if windows_per_batch is not None and windows_per_batch < 1:
-            raise ValueError(f"windows_per_batch must be 1 or more (or None for automatic), got {windows_per_batch}")
+        schedule = [float(s) for s in (schedule.tolist() if isinstance(schedule, torch.Tensor) else schedule)]
+        if not schedule or any(later > earlier for earlier, later in zip(schedule, schedule[1:])):
+            raise ValueError(f"the sigma schedule must be non-empty and descend (noisiest first), got {schedule}")
+        # The options reach here checked (SamplerOptions, the pipeline); what is left are the callers' invariants.
+        assert cfg >= 0 and bank_mode in ("once_per_step", "per_window"), (cfg, bank_mode)
+        assert planner.num_frames == conditioning.num_frames, (planner.num_frames, conditioning.num_frames)
+        assert windows_per_batch is None or windows_per_batch >= 1, windows_per_batch
         self._device, self._dtype = model.device, model.compute_dtype
         self.model = model
         self.cond = conditioning
         self.cfg = float(cfg)
         self.planner = planner
+        self.schedule = schedule
         self.bank_mode = bank_mode
-        self._on_window = on_window
-        self._on_progress = on_progress
-        self._should_interrupt = should_interrupt
+        self.hooks = hooks
+        self.calls: list[tuple[int, int]] = []
+        self.evaluation_counts: Counter[str] = Counter({net: 0 for net in EVALUATED_NETS})
         self._needs_cond = self.cfg != 0.0
         self._needs_uncond = self.cfg != 1.0
         self._shared = conditioning.reference_mode == "shared"
@@ -244,6 +247,11 @@ class WindowedGuidedDenoiser:
         self.batch_passes, self.windows_per_batch = self._plan_batches(batch_passes, windows_per_batch)
         self._step_index = 0
         self._rows_done = 0
+        self._rows_per_step = 1
+
+    @property
+    def offsets_used(self) -> list[int]:
+        return self.planner.offsets_used
 
     # -------------------------------------------------------------------------------------------- planning
     def _to_model(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -306,63 +314,78 @@ class WindowedGuidedDenoiser:
         return rows
 
     # ----------------------------------------------------------------------------------------- evaluation
-    def __call__(self, latents_in: torch.Tensor, timestep: float, step_index: int) -> torch.Tensor:
-        if latents_in.shape[0] != self.cond.num_frames:
-            raise ValueError(f"latents have {latents_in.shape[0]} frames, the hints {self.cond.num_frames}")
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        sigma_t = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+        if sigma_t.numel() not in (1, x.shape[0]) or bool((sigma_t != sigma_t[0]).any()):
+            raise ValueError(f"every frame must be at the same noise level (one sigma for the video); got sigmas of "
+                             f"shape {tuple(sigma_t.shape)} for {x.shape[0]} frames")
+        sigma_t = sigma_t[0]
+        value = float(sigma_t)
+        timestep, step = timestep_for_sigma(value), step_for_sigma(self.schedule, value)
+        self.calls.append((step, timestep))
+        eps = self.eps(x / (sigma_t**2 + 1) ** 0.5, timestep, step)
+        return x - eps * sigma_t
+
+    def eps(self, latents_vp: torch.Tensor, timestep: int, step_index: int) -> torch.Tensor:
+        """Guided eps (F, 4, h, w) of variance-preserving latents (F, 4, h, w) at DDPM `timestep`, in step
+        `step_index`'s windows."""
+        assert latents_vp.shape[0] == self.cond.num_frames, (latents_vp.shape, self.cond.num_frames)
         windows = self.planner.windows_for_step(step_index)
         self._step_index, self._rows_done = step_index, 0
-        rows_per_step = self.rows_per_step(len(windows))
-        previous_listener = getattr(self.model, "on_evaluation", None)
-        self.model.on_evaluation = lambda name, rows: self._evaluated(rows, rows_per_step)
-        try:
-            step_bank = None
-            if self._needs_cond and self.bank_mode == "once_per_step":
-                step_bank = self._write_bank(self._references, timestep)
-            averager = WindowAverager(latents_in.shape, latents_in.device)
-            for first in range(0, len(windows), self.windows_per_batch):
-                batch = windows[first:first + self.windows_per_batch]
-                if self._should_interrupt is not None and self._should_interrupt():
-                    raise SamplingInterrupted(f"interrupted at step {step_index + 1}, before window {first + 1}")
-                eps = self._batch_eps(latents_in, torch.cat(batch), timestep, step_bank)
-                for index, frames in enumerate(batch):
-                    averager.add(frames, eps[index * len(frames):(index + 1) * len(frames)])
-                    if self._on_window is not None:
-                        self._on_window(step_index, first + index, len(windows))
-        finally:
-            self.model.on_evaluation = previous_listener
-        return averager.average().to(latents_in.dtype)
+        self._rows_per_step = self.rows_per_step(len(windows))
+        step_bank = None
+        if self._needs_cond and self.bank_mode == "once_per_step":
+            step_bank = self._write_bank(self._references, timestep)
+        averager = WindowAverager(latents_vp.shape, latents_vp.device)
+        for first in range(0, len(windows), self.windows_per_batch):
+            batch = windows[first:first + self.windows_per_batch]
+            if self.hooks.should_interrupt is not None and self.hooks.should_interrupt():
+                raise SamplingInterrupted(f"interrupted at step {step_index + 1}, before window {first + 1}")
+            eps = self._batch_eps(latents_vp, torch.cat(batch), timestep, step_bank)
+            for index, frames in enumerate(batch):
+                averager.add(frames, eps[index * len(frames):(index + 1) * len(frames)])
+                if self.hooks.on_window is not None:
+                    self.hooks.on_window(step_index, first + index, len(windows))
+        return averager.average().to(latents_vp.dtype)
 
-    def _evaluated(self, rows: int, rows_per_step: int) -> None:
+    def _evaluated(self, network: str, rows: int) -> None:
+        """The observer every model evaluation reports to: counts, progress, and the interrupt check."""
+        self.evaluation_counts[network] += rows
         self._rows_done += rows
-        if self._on_progress is not None:
-            self._on_progress(self._step_index, min(self._rows_done, rows_per_step), rows_per_step)
-        if self._should_interrupt is not None and self._should_interrupt():
+        if self.hooks.on_progress is not None:
+            self.hooks.on_progress(self._step_index, min(self._rows_done, self._rows_per_step), self._rows_per_step)
+        if self.hooks.should_interrupt is not None and self.hooks.should_interrupt():
             raise SamplingInterrupted(f"interrupted at step {self._step_index + 1}, during a window")
 
     def _batch_eps(
-        self, latents_in: torch.Tensor, frames: torch.Tensor, timestep: float, step_bank: list[torch.Tensor] | None
+        self, latents_vp: torch.Tensor, frames: torch.Tensor, timestep: int, step_bank: list[torch.Tensor] | None
     ) -> torch.Tensor:
         """Guided eps (rows, 4, h, w) of the windows whose frames are concatenated in ``frames``, on the device."""
-        x_t = self._to_model(latents_in[frames.to(latents_in.device)])
+        x_t = self._to_model(latents_vp[frames.to(latents_vp.device)])
         timesteps = torch.full((len(frames),), float(timestep), dtype=torch.float32, device=self._device)
+        window = self.planner.window
         if not self._needs_cond:
-            return self.model.eps_unconditional(x_t, timesteps, self._uncond_context)
+            return self.model.eps_unconditional(x_t, timesteps, self._uncond_context, window,
+                                                  observer=self._evaluated)
         bank = self._batch_bank(frames, timestep, step_bank)
         pose = self._to_model(self._pose_hints[frames.to(self._pose_hints.device)])
         local = self._to_model(self._local_hints[frames.to(self._local_hints.device)])
         if self.batch_passes:
             eps_cond, eps_uncond = self.model.eps_both_passes(
-                x_t, timesteps, self._context, self._uncond_context, bank, pose, local)
+                x_t, timesteps, self._context, self._uncond_context, bank, pose, local, window,
+                observer=self._evaluated)
         else:
-            eps_cond = self.model.eps_conditional(x_t, timesteps, self._context, bank, pose, local)
+            eps_cond = self.model.eps_conditional(x_t, timesteps, self._context, bank, pose, local, window,
+                                                  observer=self._evaluated)
             del pose, local
             if not self._needs_uncond:
                 return eps_cond
-            eps_uncond = self.model.eps_unconditional(x_t, timesteps, self._uncond_context)
+            eps_uncond = self.model.eps_unconditional(x_t, timesteps, self._uncond_context, window,
+                                                      observer=self._evaluated)
         return eps_uncond + self.cfg * (eps_cond - eps_uncond)
 
     def _batch_bank(
-        self, frames: torch.Tensor, timestep: float, step_bank: list[torch.Tensor] | None
+        self, frames: torch.Tensor, timestep: int, step_bank: list[torch.Tensor] | None
     ) -> list[torch.Tensor]:
         """Bank entries for the batch's frames: (1, tokens, C) broadcast, or (rows, tokens, C)."""
         if step_bank is None:  # per_window: the original recomputes it from the windows' reference latents
@@ -373,13 +396,13 @@ class WindowedGuidedDenoiser:
             return self._write_bank(window_refs, timestep)
         return select_bank_frames(step_bank, frames)
 
-    def _write_bank(self, references: list[torch.Tensor], timestep: float) -> list[torch.Tensor]:
+    def _write_bank(self, references: list[torch.Tensor], timestep: int) -> list[torch.Tensor]:
         """One appearance-net call over all references (stacked on the batch), then the banks concatenated along
         tokens, main reference first. references: each (B, 4, h, w). Returns entries (B, R * tokens_i, C_i)."""
         batch = references[0].shape[0]
         stacked = torch.cat(references, dim=0)
         timesteps = torch.full((stacked.shape[0],), float(timestep), dtype=torch.float32, device=self._device)
-        flat = self.model.write_reference_bank(stacked, timesteps, self._context)
+        flat = self.model.write_reference_bank(stacked, timesteps, self._context, observer=self._evaluated)
         if len(references) == 1:
             return flat
         banks = [[entry[r * batch:(r + 1) * batch] for entry in flat] for r in range(len(references))]

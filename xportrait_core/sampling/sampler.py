@@ -1,103 +1,118 @@
-"""The sampling loop: start latents, a scheduler, and the windowed guided denoiser, over a whole video.
+"""Sampling a whole video: start latents, a sigma schedule, a sampler function and the windowed guided denoiser.
 
     result = sample(model, conditioning, SamplerOptions(steps=30, cfg=5.0, seed=0))
-    result.latents  # (F, 4, h, w), on the device of conditioning.pose_hints
+    result.latents  # (F, 4, h, w) variance-preserving latents, on the device of conditioning.pose_hints
 
-The loop itself (`denoise_loop`) knows nothing about windows or guidance: it asks a denoiser callable for eps
-and lets the scheduler step, as k-diffusion's samplers do. Full-video tensors (latents, eps, x0 estimates) live
-where the caller keeps the per-frame inputs, typically the CPU for long videos; only one window at a time goes
-to the model's device.
+One path for every scheduler, the same one the X-Portrait Guider hands to ComfyUI's core samplers: the latents move
+in sigma space (`sigmas`), the scheduler's function (`samplers`) steps them, and `guidance.WindowedGuidedDenoiser`
+windows and guides every evaluation. Full-video tensors live where the caller keeps the per-frame inputs, typically
+the CPU for long videos; only one batch of windows at a time goes to the model's device.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Callable, Sequence
 
 import torch
 
+from ..model.schedule import q_sample
+from ..options import LATENT_CHANNELS, OptionError, Placement, Scheduler, StartMode, check, default
 from .finite_check import check_finite_latents
-from .guidance import LATENT_CHANNELS, Conditioning, GuidedModel, WindowedGuidedDenoiser, check_conditioning
-from .schedulers import Scheduler, make_scheduler
-from .windows import WindowPlanner
+from .guidance import BankMode, Conditioning, DenoiserHooks, GuidedModel, WindowedGuidedDenoiser
+from .samplers import SAMPLERS
+from .sigmas import SigmaSchedule, sigma_schedule, vp_scale
+from .windows import WindowPlanner, check_window_fit
 
 logger = logging.getLogger(__name__)
 
-StartMode = Literal["reference", "noise", "init_video"]
-START_MODES: tuple[str, ...] = ("reference", "noise", "init_video")
-DEFAULT_STEPS = 30  # the original's shipped script
-DEFAULT_CFG = 5.0  # the original's --uc_scale default
-DEFAULT_WINDOW = 16  # the original's num_drivings; the motion modules' frame count
-DEFAULT_OVERLAP = 4  # the original's num_mix
-EVALUATED_NETS: tuple[str, ...] = ("appearance", "pose_control", "local_control", "unet")
-
-
-class Denoiser(Protocol):
-    def __call__(self, latents_in: torch.Tensor, timestep: int, step_index: int) -> torch.Tensor:
-        """eps (F, 4, h, w) for the scheduler-scaled latents (F, 4, h, w) at DDPM `timestep`."""
+SAMPLER_OPTIONS = ("steps", "cfg", "seed", "scheduler", "window", "overlap", "placement", "start", "strength")
 
 
 @dataclass(frozen=True)
 class SamplerOptions:
-    """How to sample. Defaults are the original's.
+    """How to sample, checked when made (OptionError naming the first option that cannot work). Defaults are the
+    original's, as `options.OPTIONS` declares them.
 
-    steps: requested scheduler steps (the original's DDIM runs len(range(0, 1000, 1000 // steps)) of them).
-    cfg: guidance scale >= 0; 1 skips the unconditional pass, 0 the conditional one.
-    seed: seeds the start noise (torch, CPU generator), the random window offsets (Python random) and LCM's
-        per-step noise.
-    scheduler: "ddim" (the original's), "euler", "dpmpp_2m" or "lcm" (diffusers).
-    window, overlap, placement: see `xportrait_core.sampling.windows`; window must be a multiple of the model's
-        WINDOW_FRAMES (16).
+    steps, cfg, seed, scheduler, window, overlap, placement, start, strength, windows_per_batch: see
+        `options.OPTIONS` (the seed draws the start noise, the random window offsets and LCM's per-step noise).
     offsets: replay these random-placement offsets (one per step) instead of drawing them.
-    start: "reference" (the original: the reference latents noised to the first step; t = 999 for ddim),
-        "noise" (pure noise) or "init_video" (latents of another video, e.g. the original's facevid2vid).
-    strength: denoise strength in (0, 1] for "reference" and "init_video"; below 1 the run starts later in the
-        schedule, as img2img does.
     bank_mode: "once_per_step" (ours) or "per_window" (the original's cost: the appearance net in every window).
     batch_passes: run a window's conditional and unconditional pass as one forward (faster on a GPU, twice the
         activation memory; equal to the two passes within float noise). Turned off automatically when not even one
         window's two passes fit in the device's free memory, and on the CPU, where it does not pay.
-    windows_per_batch: windows per forward; None sizes it from the device's free memory (1 on the CPU); a number
-        forces it, with batch_passes as given.
     """
 
-    steps: int = DEFAULT_STEPS
-    cfg: float = DEFAULT_CFG
-    seed: int = 0
-    scheduler: str = "ddim"
-    window: int = DEFAULT_WINDOW
-    overlap: int = DEFAULT_OVERLAP
-    placement: str = "random"
+    steps: int = default("steps")
+    cfg: float = default("cfg")
+    seed: int = default("seed")
+    scheduler: Scheduler = default("scheduler")
+    window: int = default("window")
+    overlap: int = default("overlap")
+    placement: Placement = default("placement")
     offsets: Sequence[int] | None = None
-    start: str = "reference"
-    strength: float = 1.0
-    bank_mode: str = "once_per_step"
+    start: StartMode = default("start")
+    strength: float = default("strength")
+    bank_mode: BankMode = "once_per_step"
     batch_passes: bool = True
     windows_per_batch: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in SAMPLER_OPTIONS:
+            check(name, getattr(self, name))
+        if self.windows_per_batch is not None:
+            check("windows_per_batch", self.windows_per_batch)
+        if self.overlap >= self.window:
+            raise OptionError("overlap", f"must be a whole number from 0 to {self.window - 1} (less than the "
+                              f"{{window}} of {self.window}), got {self.overlap!r}")
+        if self.start == "noise" and self.strength != 1:
+            raise OptionError("strength", f"must be 1 when starting from pure noise (there is nothing to keep), got "
+                              f"{self.strength!r}")
+        if self.bank_mode not in ("once_per_step", "per_window"):
+            raise ValueError(f"bank_mode must be once_per_step or per_window, got {self.bank_mode!r}")
+        if self.offsets is not None and self.placement != "random":
+            raise ValueError("window offsets can only be replayed with placement 'random'")
+        schedule = self.schedule  # a strength that leaves no step is an error of the options, not of a run
+        if self.offsets is not None and len(self.offsets) < schedule.steps:
+            raise ValueError(f"{len(self.offsets)} window offsets were given to replay but the run has "
+                             f"{schedule.steps} steps; give one offset per step")
 
-@dataclass
+    @property
+    def schedule(self) -> SigmaSchedule:
+        """The run's noise levels (`sigmas.sigma_schedule`)."""
+        return sigma_schedule(self.scheduler, self.steps, self.strength)
+
+    @property
+    def steps_run(self) -> int:
+        """The steps the scheduler runs, what a progress display counts (the original's DDIM runs 31 for 30)."""
+        return self.schedule.steps
+
+    def check_video(self, frames: int) -> None:
+        """OptionError when these options cannot sample a video of `frames` frames."""
+        check_window_fit(frames, self.overlap, self.placement)
+        if self.offsets is not None and any(not 0 <= int(o) < frames for o in self.offsets):
+            raise ValueError(f"window offsets must lie in [0, {frames - 1}] (the frame count), got {list(self.offsets)}")
+
+
+@dataclass(frozen=True)
 class SamplerHooks:
-    """Callbacks for hosts.
-
-    on_step(step_index, total_steps, denoised (F, 4, h, w)) after every step, with the x0 estimate for previews.
-    on_window(step_index, window_index, windows_in_step) after every window.
-    on_progress(step_index, rows_done, rows_per_step) after every network evaluation (appearance net, each
-        ControlNet, each UNet forward), counted in network rows: moves within the first window.
-    should_interrupt() before every batch of windows and after every network evaluation; True (or an exception
-        it raises) stops within one network evaluation.
-    """
+    """Callbacks for hosts: on_step(step_index, total_steps, denoised (F, 4, h, w)) after every step, with the
+    clean-latent estimate for previews; on_window, on_progress and should_interrupt as `guidance.DenoiserHooks`."""
 
     on_step: Callable[[int, int, torch.Tensor], None] | None = None
     on_window: Callable[[int, int, int], None] | None = None
     on_progress: Callable[[int, int, int], None] | None = None
     should_interrupt: Callable[[], bool] | None = None
 
+    @property
+    def denoiser_hooks(self) -> DenoiserHooks:
+        return DenoiserHooks(self.on_window, self.on_progress, self.should_interrupt)
+
 
 @dataclass
 class SamplerResult:
-    """latents (F, 4, h, w); the DDPM timesteps and window offsets used (offsets only for random placement);
-    network evaluations of this run in frames, per net (appearance, pose_control, local_control, unet)."""
+    """latents (F, 4, h, w) variance-preserving at the schedule's end; the DDPM timesteps evaluated and the window
+    offsets used (offsets only for random placement); network evaluations of this run in frames, per net."""
 
     latents: torch.Tensor
     timesteps: list[int]
@@ -105,39 +120,16 @@ class SamplerResult:
     evaluation_counts: dict[str, int] = field(default_factory=dict)
 
 
-def denoise_loop(
-    denoiser: Denoiser,
-    scheduler: Scheduler,
-    latents: torch.Tensor,
-    generator: torch.Generator | None = None,
-    on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """Run every step of `scheduler` from start latents (F, 4, h, w); returns the final latents (F, 4, h, w).
-    Raises NonFiniteError at the first step whose latents hold NaN or inf (naming the step and the frames)."""
-    total = len(scheduler.timesteps)
-    for step_index, timestep in enumerate(scheduler.timesteps):
-        eps = denoiser(scheduler.model_input(latents, step_index), timestep, step_index)
-        result = scheduler.step(latents, eps, step_index, generator)
-        latents = result.latents
-        check_finite_latents(latents, step_index, total)
-        if on_step is not None:
-            on_step(step_index, total, result.denoised)
-    return latents
-
-
-def start_latents(
-    scheduler: Scheduler,
-    start: str,
-    shape: tuple[int, int, int, int],
-    clean_latents: torch.Tensor | None,
-    noise: torch.Tensor,
-) -> torch.Tensor:
-    """Start latents (F, 4, h, w): `clean_latents` (F or 1, 4, h, w) noised to the first step, or noise alone."""
+def start_latents(schedule: SigmaSchedule, start: StartMode, shape: tuple[int, int, int, int],
+                  clean_latents: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
+    """Sigma-space start latents (F, 4, h, w): `clean_latents` (F or 1, 4, h, w) noised to the schedule's start
+    timestep (variance-preserving, as the original's q_sample), or unit noise alone, brought to sigmas[0]'s scale."""
+    scale = vp_scale(schedule.sigmas[0]).to(noise.device, noise.dtype)
     if start == "noise":
-        return scheduler.noise_only(noise)
-    if clean_latents is None:
-        raise ValueError(f"start {start!r} needs clean latents to noise")
-    return scheduler.noise_latents(clean_latents.to(noise.device, noise.dtype).expand(shape), noise)
+        return noise * scale
+    assert clean_latents is not None, "the reference and init_video starts noise clean latents"
+    clean = clean_latents.to(noise.device, noise.dtype).expand(shape)
+    return q_sample(clean, noise, schedule.start_timestep) * scale
 
 
 def sample(
@@ -155,70 +147,54 @@ def sample(
         (required); for start "reference" optional, replacing the main reference latents (e.g. another set of
         per-frame VAE samples, as the original draws).
     start_noise: (F, 4, h, w) unit noise for the start instead of drawing it from the seed.
-    Raises ValueError for inputs that do not fit, SamplingInterrupted when the interrupt check fires.
+    Raises OptionError for options that do not fit the video, ValueError for inputs that do not fit together,
+    SamplingInterrupted when the interrupt check fires, NonFiniteError at a step whose latents leave the finite range.
     """
     hooks = hooks or SamplerHooks()
-    check_conditioning(conditioning)
-    storage = conditioning.pose_hints.device
     frames = conditioning.num_frames
-    h, w = conditioning.latent_size
-    shape = (frames, LATENT_CHANNELS, h, w)
-    _check_start(options, shape, init_latents, start_noise)
-
-    scheduler = make_scheduler(options.scheduler, options.steps, options.strength, storage)
-    if options.offsets is not None and len(options.offsets) < len(scheduler.timesteps):
-        raise ValueError(
-            f"{len(options.offsets)} window offsets were given to replay but the run has "
-            f"{len(scheduler.timesteps)} steps; give one offset per step"
-        )
+    options.check_video(frames)
+    shape = (frames, LATENT_CHANNELS, *conditioning.latent_size)
+    _check_start(options.start, shape, init_latents, start_noise)
+    storage = conditioning.pose_hints.device
+    schedule = options.schedule
     planner = WindowPlanner(frames, options.window, options.overlap, options.placement, options.seed, options.offsets)
     denoiser = WindowedGuidedDenoiser(
-        model, conditioning, options.cfg, planner, options.bank_mode, hooks.on_window, hooks.should_interrupt,
-        batch_passes=options.batch_passes, windows_per_batch=options.windows_per_batch,
-        on_progress=hooks.on_progress,
-    )
+        model, conditioning, options.cfg, planner, schedule.sigmas, bank_mode=options.bank_mode,
+        batch_passes=options.batch_passes, windows_per_batch=options.windows_per_batch, hooks=hooks.denoiser_hooks)
     generator = torch.Generator(device="cpu").manual_seed(options.seed)
     noise = start_noise if start_noise is not None else torch.randn(shape, generator=generator)
     noise = noise.to(storage, torch.float32)
     clean = init_latents if init_latents is not None else conditioning.reference_latents[0]
-    latents = start_latents(scheduler, options.start, shape, clean, noise)
+    x = start_latents(schedule, options.start, shape, clean, noise)
 
-    counts_before = dict(model.evaluation_counts)
+    def step_done(step_index: int, x_after: torch.Tensor, denoised: torch.Tensor) -> None:
+        check_finite_latents(x_after, step_index, schedule.steps)
+        if hooks.on_step is not None:
+            hooks.on_step(step_index, schedule.steps, denoised)
+
     logger.info(
         "sampling %d frames, %s %d steps, cfg %g, windows of %d (overlap %d, %s), bank %s, %d window(s) per "
-        "forward, passes %s",
-        frames, options.scheduler, len(scheduler.timesteps), options.cfg,
-        options.window, options.overlap, options.placement, options.bank_mode, denoiser.windows_per_batch,
+        "forward, passes %s", frames, options.scheduler, schedule.steps, options.cfg, options.window,
+        options.overlap, options.placement, options.bank_mode, denoiser.windows_per_batch,
         "batched" if denoiser.batch_passes else "one after the other",
     )
+    sigmas = schedule.sigmas.to(storage)
     with torch.no_grad():
-        latents = denoise_loop(denoiser, scheduler, latents, generator, hooks.on_step)
-    counts = {net: model.evaluation_counts.get(net, 0) - counts_before.get(net, 0) for net in EVALUATED_NETS}
-    return SamplerResult(
-        latents=latents, timesteps=list(scheduler.timesteps), offsets=list(planner.offsets_used), evaluation_counts=counts
-    )
+        x = SAMPLERS[options.scheduler](denoiser, x, sigmas, on_step=step_done, generator=generator)
+    return SamplerResult(latents=x / vp_scale(sigmas[-1]), timesteps=list(schedule.timesteps),
+                         offsets=list(planner.offsets_used), evaluation_counts=dict(denoiser.evaluation_counts))
 
 
-def _check_start(
-    options: SamplerOptions,
-    shape: tuple[int, int, int, int],
-    init_latents: torch.Tensor | None,
-    start_noise: torch.Tensor | None,
-) -> None:
-    if options.start not in START_MODES:
-        raise ValueError(f"start must be one of {START_MODES}, got {options.start!r}")
-    if options.start == "noise" and options.strength != 1.0:
-        raise ValueError(f"start 'noise' has nothing to keep: denoise strength must be 1, got {options.strength}")
-    if options.start == "init_video" and init_latents is None:
-        raise ValueError("start 'init_video' needs init_latents (F, 4, h, w): the encoded frames of the init video")
+def _check_start(start: StartMode, shape: tuple[int, int, int, int], init_latents: torch.Tensor | None,
+                 start_noise: torch.Tensor | None) -> None:
+    if start == "init_video" and init_latents is None:
+        raise OptionError("init_video", "is needed by start init_video: give the encoded frames of the init video")
     if init_latents is not None:
-        if options.start == "noise":
-            raise ValueError("init_latents were given but start is 'noise'; use start 'init_video' or 'reference'")
-        allowed = {shape[0], 1} if options.start == "reference" else {shape[0]}
+        if start == "noise":
+            raise OptionError("start", "is noise, but init latents were given; use start init_video or reference")
+        allowed = {shape[0], 1} if start == "reference" else {shape[0]}
         if init_latents.dim() != 4 or init_latents.shape[0] not in allowed or tuple(init_latents.shape[1:]) != shape[1:]:
-            raise ValueError(
-                f"init_latents must be {shape} (one latent per frame of the hints), got {tuple(init_latents.shape)}; "
-                "the init video needs as many frames as the driving video"
-            )
+            raise OptionError("init_video", f"must be {shape} latents (one per frame of the hints), got "
+                              f"{tuple(init_latents.shape)}; the init video needs as many frames as the driving video")
     if start_noise is not None and tuple(start_noise.shape) != shape:
         raise ValueError(f"start_noise must be {shape}, got {tuple(start_noise.shape)}")

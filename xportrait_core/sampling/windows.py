@@ -14,33 +14,21 @@ A video shorter than the window is wrapped in both placements (the window repeat
 from __future__ import annotations
 
 import random
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 
-Placement = Literal["random", "fixed"]
-PLACEMENTS: tuple[str, ...] = ("random", "fixed")
+from ..options import OptionError, Placement
 
 
-def check_window_geometry(num_frames: int, window: int, overlap: int, placement: str) -> None:
-    """Raise ValueError, addressed to the user, for a window setting that cannot cover `num_frames` frames."""
-    if placement not in PLACEMENTS:
-        raise ValueError(f"window placement must be one of {PLACEMENTS}, got {placement!r}")
-    if num_frames < 1:
-        raise ValueError(f"the video must have at least one frame, got {num_frames}")
-    if window < 1:
-        raise ValueError(f"window length must be at least 1 frame, got {window}")
-    if not 0 <= overlap < window:
-        raise ValueError(
-            f"window overlap must be in [0, window - 1] = [0, {window - 1}], got {overlap}; "
-            "lower the overlap or lengthen the window"
-        )
+def check_window_fit(num_frames: int, overlap: int, placement: Placement) -> None:
+    """OptionError on the overlap when windows placed this way cannot cover `num_frames` frames (the window and
+    overlap themselves are checked with the options)."""
     if placement == "random" and num_frames <= overlap:
         # The original divides by zero here: range(o, o + F - overlap, ...) is empty, no frame gets a prediction.
-        raise ValueError(
-            f"random window placement needs more frames than the overlap: the video has {num_frames} frames and "
-            f"the overlap is {overlap}; lower the overlap below {num_frames} or use placement 'fixed'"
-        )
+        raise OptionError("overlap", f"does not fit the video: random window placement needs more frames than the "
+                          f"overlap: the video has {num_frames} frames and the overlap is {overlap}; lower the overlap "
+                          f"below {num_frames} or use {{placement}} fixed")
 
 
 def window_frames(start: int, num_frames: int, window: int) -> torch.Tensor:
@@ -65,10 +53,11 @@ def fixed_window_starts(num_frames: int, window: int, overlap: int) -> list[int]
 
 
 class WindowPlanner:
-    """Which windows to denoise at each step.
+    """Which windows to denoise at each step. A step's windows are planned at its first request and kept, so every
+    call of a sampler within one step sees the same windows.
 
     For `random` placement the offsets come from `offsets` (replayed in step order, e.g. recorded from the
-    original) or else from a Python `random.Random(seed)`, one randint(0, F - 1) per step.
+    original) or else from a Python `random.Random(seed)`, one randint(0, F - 1) per planned step.
     """
 
     def __init__(
@@ -76,23 +65,21 @@ class WindowPlanner:
         num_frames: int,
         window: int,
         overlap: int,
-        placement: str = "random",
+        placement: Placement = "random",
         seed: int = 0,
         offsets: Sequence[int] | None = None,
     ) -> None:
-        check_window_geometry(num_frames, window, overlap, placement)
-        if offsets is not None:
-            if placement != "random":
-                raise ValueError("window offsets can only be replayed with placement 'random'")
-            bad = [o for o in offsets if not 0 <= int(o) < num_frames]
-            if bad:
-                raise ValueError(f"window offsets must lie in [0, {num_frames - 1}] (the frame count), got {bad}")
+        # Checked where the options enter the library (SamplerOptions, the pipeline): here they are invariants.
+        assert num_frames >= 1 and 0 <= overlap < window, (num_frames, window, overlap)
+        assert not (placement == "random" and num_frames <= overlap), (num_frames, overlap)
+        assert offsets is None or all(0 <= int(o) < num_frames for o in offsets), offsets
         self.num_frames = num_frames
         self.window = window
         self.overlap = overlap
         self.placement = placement
         self._offsets = None if offsets is None else [int(o) for o in offsets]
         self._rng = random.Random(seed)
+        self._planned: dict[int, list[int]] = {}
         self.offsets_used: list[int] = []
 
     @property
@@ -103,15 +90,18 @@ class WindowPlanner:
         return len(fixed_window_starts(self.num_frames, self.window, self.overlap))
 
     def starts_for_step(self, step_index: int) -> list[int]:
-        """Window starts for the step `step_index` (0-based, in sampling order); call once per step, in order."""
+        """Window starts for the step `step_index` (0-based, in sampling order), planned at its first request."""
+        if step_index not in self._planned:
+            self._planned[step_index] = self._plan(step_index)
+        return self._planned[step_index]
+
+    def _plan(self, step_index: int) -> list[int]:
         if self.placement == "fixed":
             return fixed_window_starts(self.num_frames, self.window, self.overlap)
         if self._offsets is not None:
             if step_index >= len(self._offsets):
-                raise ValueError(
-                    f"{len(self._offsets)} window offsets were given to replay, but step {step_index + 1} needs one; "
-                    "give one offset per sampling step"
-                )
+                raise ValueError(f"{len(self._offsets)} window offsets were given to replay, but step "
+                                 f"{step_index + 1} needs one; give one offset per sampling step")
             offset = self._offsets[step_index]
         else:
             offset = self._rng.randint(0, self.num_frames - 1)

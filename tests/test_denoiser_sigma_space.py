@@ -1,8 +1,7 @@
-"""The windowed guided denoiser in sigma space (what core samplers call): the sigma <-> timestep translation, the
-placing of calls in sampler steps, and the golden windowed DDIM run reproduced by Euler. The sampling loop here is
-written out in k-diffusion's form (x += (sigma_next - sigma) * (x - denoised) / sigma), as ComfyUI's euler and ddim
-run it. Equality with the pack's euler scheduler is tested through the guider node (tests/test_nodes.py) and in a
-real ComfyUI (tests/test_comfyui_guider.py)."""
+"""The windowed guided denoiser in sigma space, as every sampler calls it (ours and ComfyUI's core samplers): the
+sigma <-> timestep translation, the placing of calls in sampler steps, and the golden windowed DDIM run reproduced by
+Euler. Equality of the X-Portrait Sampler and the Guider with core samplers is tested through the nodes
+(tests/test_nodes.py) and in a real ComfyUI (tests/test_comfyui_guider.py)."""
 from __future__ import annotations
 
 import pytest
@@ -10,14 +9,9 @@ import torch
 
 from conftest import golden_hints
 from xportrait_core.model.schedule import ddpm_schedule
-from xportrait_core.sampling.guidance import Conditioning
-from xportrait_core.sampling.sigma_denoiser import (
-    SigmaSpaceDenoiser,
-    StepPlanner,
-    sd15_sigmas,
-    step_for_sigma,
-    timestep_for_sigma,
-)
+from xportrait_core.sampling.guidance import Conditioning, WindowedGuidedDenoiser
+from xportrait_core.sampling.samplers import euler as euler_steps
+from xportrait_core.sampling.sigmas import sd15_sigmas, step_for_sigma, timestep_for_sigma
 from xportrait_core.sampling.windows import WindowPlanner
 
 GOLDEN_TOL = 1e-4  # manifest: full sampling max abs 1e-4 (fp32 noise ~2e-5)
@@ -27,29 +21,24 @@ FRAMES = 16
 
 
 def euler(denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """k-diffusion's Euler without churn (ComfyUI's `euler`; its `ddim` is the same loop). Returns the final x and
-    the denoised estimate of every step."""
+    """The pack's euler (k-diffusion's Euler without churn, as ComfyUI's `euler` and `ddim`), called with one sigma
+    per frame as ComfyUI's samplers call a model. Returns the final x and the denoised estimate of every step."""
     denoised_per_step = []
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
-        denoised = denoiser(x, sigma * torch.ones(x.shape[0]))
-        denoised_per_step.append(denoised)
-        x = x + (x - denoised) / sigma * (sigma_next - sigma)
+    x = euler_steps(lambda x, sigma: denoiser(x, sigma * torch.ones(x.shape[0])), x, sigmas,
+                    on_step=lambda i, x_after, denoised: denoised_per_step.append(denoised))
     return x, denoised_per_step
 
 
 class AffineEpsModel:
     """A stand-in for XPortraitModel: eps = 0.5 * x_t + timestep / 1000, recording the timesteps it sees."""
 
-    WINDOW_FRAMES = 16
     device = torch.device("cpu")
     compute_dtype = torch.float32
 
     def __init__(self) -> None:
-        self.evaluation_counts: dict[str, int] = {}
         self.timesteps: list[int] = []
-        self.on_evaluation = None
 
-    def write_reference_bank(self, references, timesteps, context):
+    def write_reference_bank(self, references, timesteps, context, observer=None):
         return [references.flatten(2).transpose(1, 2)]
 
     def hint_feature_bytes(self, frames, latent_size):
@@ -61,11 +50,11 @@ class AffineEpsModel:
     def concat_reference_banks(self, banks):
         return [torch.cat(entries, dim=1) for entries in zip(*banks)]
 
-    def eps_conditional(self, x_t, timesteps, context, bank, pose_hint, local_hint):
+    def eps_conditional(self, x_t, timesteps, context, bank, pose_hint, local_hint, frames_per_video, observer=None):
         self.timesteps.append(int(timesteps[0]))
         return 0.5 * x_t + timesteps.float().reshape(-1, 1, 1, 1) / 1000
 
-    def eps_unconditional(self, x_t, timesteps, context):
+    def eps_unconditional(self, x_t, timesteps, context, frames_per_video, observer=None):
         raise AssertionError("cfg 1 never runs the unconditional pass")
 
 
@@ -75,10 +64,10 @@ def affine_conditioning(frames: int) -> Conditioning:
                         local_hints=torch.zeros(frames, 3, 16, 16), context=context, uncond_context=context)
 
 
-def affine_denoiser(frames: int, schedule, offsets=None) -> tuple[SigmaSpaceDenoiser, AffineEpsModel]:
+def affine_denoiser(frames: int, schedule, offsets=None) -> tuple[WindowedGuidedDenoiser, AffineEpsModel]:
     model = AffineEpsModel()
-    planner = StepPlanner(frames, 16, 4, "random", seed=0, offsets=offsets)
-    return SigmaSpaceDenoiser(model, affine_conditioning(frames), 1.0, planner, schedule), model
+    planner = WindowPlanner(frames, 16, 4, "random", seed=0, offsets=offsets)
+    return WindowedGuidedDenoiser(model, affine_conditioning(frames), 1.0, planner, schedule), model
 
 
 # --------------------------------------------------------------------------------------- sigma <-> timestep
@@ -128,7 +117,7 @@ def test_frames_at_different_noise_levels_are_refused():
 
 
 def test_an_ascending_schedule_is_refused():
-    with pytest.raises(ValueError, match="must descend"):
+    with pytest.raises(ValueError, match="descend"):
         affine_denoiser(FRAMES, [0.0, 1.0])
 
 
@@ -169,7 +158,7 @@ def test_heuns_corrector_at_the_next_sigma_shares_the_next_steps_windows():
 
 
 def test_a_step_plan_is_kept_when_a_later_call_returns_to_it():
-    planner = StepPlanner(GOLDEN_FRAMES, 16, 4, "random", seed=5)
+    planner = WindowPlanner(GOLDEN_FRAMES, 16, 4, "random", seed=5)
     first = planner.starts_for_step(0)
     planner.starts_for_step(1)
     assert planner.starts_for_step(0) == first and len(planner.offsets_used) == 2
@@ -187,8 +176,8 @@ def test_euler_over_the_ddim_timesteps_reproduces_the_golden_windowed_ddim_run(g
                                 context=golden_context, uncond_context=golden_context)
     sigmas = sd15_sigmas()
     schedule = torch.stack([sigmas[t] for t in GOLDEN_TIMESTEPS] + [sigmas[0]])
-    planner = StepPlanner(GOLDEN_FRAMES, 16, 4, "random", offsets=run["offsets"].tolist())
-    denoiser = SigmaSpaceDenoiser(golden_model, conditioning, 5.0, planner, schedule)
+    planner = WindowPlanner(GOLDEN_FRAMES, 16, 4, "random", offsets=run["offsets"].tolist())
+    denoiser = WindowedGuidedDenoiser(golden_model, conditioning, 5.0, planner, schedule)
     with torch.no_grad():
         x, denoised = euler(denoiser, run["x_T"] * (schedule[0] ** 2 + 1) ** 0.5, schedule)
     final_vp = x / (schedule[-1] ** 2 + 1) ** 0.5
