@@ -1,4 +1,5 @@
-"""prepare_driving_controls: the whole driving-video preparation, with scripted landmark providers."""
+"""The driving-video preparation (pipeline.prepare_controls: align_driving, then the local patches), with scripted
+landmark providers; and the two calls alone, as the Motion Control and Local Patches nodes make them."""
 
 from pathlib import Path
 
@@ -8,9 +9,11 @@ import torch
 from safetensors.numpy import load_file
 
 from xportrait_core.controls.alignment import align_frames_fchw, alignment_affine, transform_points
-from xportrait_core.controls.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
-from xportrait_core.media.image_fit import fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from xportrait_core.controls.driving_controls import SourceFaceNotFoundError
 from xportrait_core.controls.landmarks import FaceLandmarks
+from xportrait_core.media.image_fit import Framing, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from xportrait_core.options import OptionError
+from xportrait_core.pipeline import ControlOptions, align_driving, local_patches, prepare_controls
 
 GOLDEN = Path(__file__).parent / "golden" / "inputs.safetensors"
 GOLDEN_FRAMES = 20
@@ -72,6 +75,23 @@ def grey_source(size: int = 256) -> torch.Tensor:
     return grey_frames([SOURCE_GREY], size)[0]
 
 
+class Controls:
+    """Both controls' fields under one name each, for short assertions."""
+
+    def __init__(self, prepared):
+        aligned, patches = prepared.aligned, prepared.patches
+        self.pose_hints, self.source_image, self.best_frame = aligned.pose_hints, aligned.source_image, aligned.best_frame
+        self.affine, self.affine_256, self.aligned = aligned.affine, aligned.affine_256, aligned.aligned
+        self.local_hints, self.face_found, self.patch_centres = patches.local_hints, patches.face_found, patches.centres
+        self.patch_landmarks_256, self.frames_without_face = patches.landmarks_256, patches.frames_without_face
+
+
+def prepare_driving_controls(driving, source, provider, resolution=512, best_frame="auto", missing_face="black",
+                             fit="center_crop", patch_landmarks="detect_aligned", device="cpu", hooks=None):
+    options = ControlOptions(Framing(resolution, fit), best_frame, missing_face, patch_landmarks)
+    return Controls(prepare_controls(driving, source, provider, options, device=device, hooks=hooks))
+
+
 @pytest.fixture(scope="module")
 def golden():
     return load_file(GOLDEN)
@@ -82,7 +102,7 @@ def test_golden_run_without_alignment_gives_the_recorded_centres_and_hints(golde
     driving = torch.from_numpy(np.float32(frames_uint8 / 255))
     references = to_uint8_fhwc(resize_square_fchw(driving.permute(0, 3, 1, 2), 256))
     provider = NearestFrameProvider(references, golden["landmarks_256"][:GOLDEN_FRAMES])
-    controls = prepare_driving_controls(driving, None, provider, resolution=128, best_frame=None, device="cpu")
+    controls = prepare_driving_controls(driving, None, provider, resolution=128, best_frame="off", device="cpu")
 
     np.testing.assert_array_equal(controls.patch_centres.numpy(), golden["patch_centres"])
     pose_expected = torch.from_numpy(np.float32(frames_uint8 / 255) * 2 - 1).permute(0, 3, 1, 2)
@@ -166,15 +186,16 @@ def test_given_best_frame_without_a_face_leaves_the_video_unaligned_as_the_origi
     assert torch.equal(controls.pose_hints, driving.permute(0, 3, 1, 2) * 2 - 1)
 
 
-def test_transform_mode_moves_the_driving_landmarks_by_the_256_px_affine():
+def test_transform_mode_moves_the_landmarks_auto_detected_by_the_256_px_affine_without_detecting_again():
     driving_points = face_points_256(10, -6, 1.1)
-    provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: driving_points})
+    provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: driving_points})
     controls = prepare_driving_controls(
-        grey_frames([60]), grey_source(), provider, resolution=512, best_frame=0, patch_landmarks="transform",
+        grey_frames([60, 60]), grey_source(), provider, resolution=512, best_frame="auto", patch_landmarks="transform",
         device="cpu",
     )
     expected = transform_points(driving_points, controls.affine_256)
     np.testing.assert_allclose(controls.patch_landmarks_256[0], expected, atol=1e-5)
+    assert provider.frames_seen == 1 + 2  # the source and the driving frames, no pass over the aligned frames
 
 
 def test_center_crop_keeps_the_middle_square_of_a_landscape_frame():
@@ -203,30 +224,30 @@ def test_default_fit_is_center_crop():
     provider = GreyKeyedProvider({60: face_points_256()})
     driving = torch.zeros(1, 64, 128, 3)
     driving[:, :, 32:96] = 60 / 255  # only the central square is grey, the sides are black
-    controls = prepare_driving_controls(driving, None, provider, resolution=64, best_frame=None, device="cpu")
+    controls = prepare_driving_controls(driving, None, provider, resolution=64, best_frame="off", device="cpu")
     assert torch.allclose(controls.pose_hints, torch.full_like(controls.pose_hints, 60 / 255 * 2 - 1))
 
 
 @pytest.mark.parametrize("resolution", [0, 72, 100, 513])
 def test_resolution_must_be_a_multiple_of_64(resolution):
-    with pytest.raises(ValueError, match="multiple of 64"):
-        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution, best_frame=None)
+    with pytest.raises(OptionError, match="resolution: must be a multiple of 64 pixels"):
+        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution, best_frame="off")
 
 
 def test_best_frame_beyond_the_video_is_an_error_giving_the_range():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
-    with pytest.raises(ValueError, match=r"has 2 frames \(0..1\)"):
+    with pytest.raises(OptionError, match=r"best_frame: is 5, but the driving video has 2 frames \(0..1\)"):
         prepare_driving_controls(grey_frames([60, 60]), grey_source(), provider, resolution=128, best_frame=5)
 
 
 def test_alignment_without_a_source_is_an_error():
-    with pytest.raises(ValueError, match="needs the source image"):
+    with pytest.raises(OptionError, match="source: is needed to align the driving video to it; .*best_frame off"):
         prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=128, best_frame="auto")
 
 
 def test_driving_video_of_the_wrong_layout_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"driving video .*\(F, H, W, 3\)"):
-        prepare_driving_controls(torch.rand(2, 3, 64, 64), None, GreyKeyedProvider({}), resolution=64, best_frame=None)
+        prepare_driving_controls(torch.rand(2, 3, 64, 64), None, GreyKeyedProvider({}), resolution=64, best_frame="off")
 
 
 # ------------------------------------------------------------------------------------------ progress, interrupt
@@ -249,7 +270,7 @@ def test_progress_moves_through_every_pass_up_to_the_frames_of_work():
     provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(4, 2)})
     reports = []
     prepare_driving_controls(grey_frames([60] * frames), grey_source(), provider, resolution=64, best_frame="auto",
-                             patch_landmarks="detect_aligned", chunk_frames=4,
+                             patch_landmarks="detect_aligned",
                              hooks=FrameHooks(on_progress=lambda done, total: reports.append((done, total))))
     totals = {total for _, total in reports}
     dones = [done for done, _ in reports]
@@ -301,3 +322,39 @@ def test_grouped_detection_gives_the_same_landmarks_as_one_call():
     grouped, whole = detect_landmarks(provider, copies), provider.detect(copies)
     np.testing.assert_array_equal(grouped.face_found, whole.face_found)
     np.testing.assert_array_equal(grouped.points_68, whole.points_68)
+
+
+# ------------------------------------------------------------------------- the two calls the control nodes make
+@pytest.mark.parametrize("best_frame, detected", [("off", 0), (2, 2), ("auto", 1 + 10)])
+def test_aligning_detects_only_the_landmarks_its_best_frame_needs(best_frame, detected):
+    """Motion Control: off detects nothing, an index the source and that frame, auto the source and every frame;
+    none of them detects the aligned frames (Local Patches does that)."""
+    provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(4, 2)})
+    aligned = align_driving(grey_frames([60] * 10), grey_source(), provider, Framing(64), best_frame, device="cpu")
+    assert provider.frames_seen == detected and aligned.pose_hints.shape == (10, 3, 64, 64)
+
+
+def test_local_patches_of_aligned_frames_detect_each_frame_once_and_equal_the_whole_preparation():
+    provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(4, 2), 90: None})
+    driving = grey_frames([60, 90, 60, 60])
+    whole = prepare_driving_controls(driving, grey_source(), provider, resolution=64, best_frame=0)
+    aligned = align_driving(driving, grey_source(), provider, Framing(64), 0, device="cpu")
+    provider.frames_seen = 0
+    patches = local_patches(aligned.pose_hints, provider, "black")
+    assert provider.frames_seen == 4
+    assert torch.equal(patches.local_hints, whole.local_hints) and patches.face_found.tolist() == [True, False, True,
+                                                                                                    True]
+
+
+@pytest.mark.parametrize("value", ["first", -2, 1.5])
+def test_a_best_frame_that_is_no_frame_is_refused_naming_it(value):
+    with pytest.raises(OptionError, match="best_frame: must be auto, off or a frame number") as raised:
+        align_driving(grey_frames([60]), grey_source(), GreyKeyedProvider({}), Framing(64), value)
+    assert raised.value.option == "best_frame"
+
+
+def test_the_source_without_a_face_names_the_option_that_switches_alignment_off():
+    with pytest.raises(SourceFaceNotFoundError) as raised:
+        align_driving(grey_frames([60]), grey_source(), GreyKeyedProvider({SOURCE_GREY: None}), Framing(64), "auto")
+    assert raised.value.option == "source" and "(best_frame off)" in str(raised.value)
+    assert "(--best-frame off)" in raised.value.render(lambda name: "--best-frame" if name == "best_frame" else name)

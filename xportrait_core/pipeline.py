@@ -1,85 +1,297 @@
-"""The whole X-Portrait flow as a few calls, shared by the command line and the ComfyUI nodes:
-references -> latents, driving video -> controls, sampling, latents -> frames.
+"""The X-Portrait flow as the calls both front ends make: each ComfyUI node makes one of them, the command line all
+of them in a row (`animate`).
 
-Images at this level are ComfyUI IMAGE tensors: float (F, H, W, 3) in [0, 1].
+    framing = Framing(512, "center_crop")
+    references = encode_references(vae.encode, reference_images(source, extras, framing))  # X-Portrait Reference
+    aligned = align_driving(driving, source, provider, framing, "auto")                     # Motion Control
+    patches = local_patches(aligned.pose_hints, provider, "black")                          # Local Patches
+    conditioning = build_conditioning(model, references, pose, local, context, context)     # Sampler, Guider
+    result = sample_video(model, conditioning, SamplerOptions(), loras=...)                 # Sampler
+    denoiser = windowed_denoiser(model, conditioning, options, sigmas)                      # Guider
+    frames = decode_to_images(model, result.latents)                                        # VAE Decode
+
+Every call checks the options it is given where they enter (OptionError naming the option). Images at this level are
+ComfyUI IMAGE tensors: float (F, H, W, 3) in [0, 1]; hints are (F, 3, R, R) in [-1, 1]; reference latents follow
+ComfyUI's LATENT convention (unscaled VAE space), sampling latents are scaled.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 
-from .controls.driving_controls import DrivingControls, prepare_driving_controls
+from .controls.driving_controls import (AlignedDriving, LocalPatches, alignment_work, local_patches_from_landmarks,
+                                        moved_landmarks, patches_work)
+from .controls.driving_controls import align_driving as align_frames
+from .controls.driving_controls import local_patches as detect_local_patches
+from .controls.frame_hooks import FrameCounter, FrameHooks
 from .controls.landmarks import LandmarkProvider
-from .media.image_fit import (DEFAULT_FIT, FitMode, check_resolution, fit_square_fchw, images_to_fchw,
-                              resize_square_fchw)
+from .media.image_fit import Framing
 from .model.compilation import accelerated
-from .model.lora import LoraFileError, LoraPatch, apply_lora, read_lora
+from .model.lora import LoraChoice, LoraFileError, LoraPatch, apply_lora, read_lora
 from .model.xportrait_model import XPortraitModel
+from .options import VAE_DOWNSCALE, CompileMode, MissingFace, OptionError, check, check_best_frame, default
 from .sampling.finite_check import PRECISION_ADVICE, NonFiniteError, frame_ranges, non_finite_frames
-from .sampling.guidance import Conditioning
-from .sampling.option_checks import check_sampler_options
+from .sampling.guidance import Conditioning, DenoiserHooks, WindowedGuidedDenoiser
 from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
+from .sampling.windows import WindowPlanner
 
 log = logging.getLogger(__name__)
 
-REFERENCE_POSTERIOR = ("mean", "per_frame_samples")
-LATENT_DOWNSAMPLE = 8  # VAE: 8 pixels per latent cell
+ReferencePosterior = Literal["mean", "per_frame_samples"]
+PatchLandmarks = Literal["detect_aligned", "transform"]
 
 
-def to_model_images(images_fhwc: torch.Tensor, resolution: int, fit: FitMode = DEFAULT_FIT,
-                    what: str = "image") -> torch.Tensor:
-    """IMAGE (B, H, W, 3) or (H, W, 3) in [0, 1] -> (B, 3, R, R) in [-1, 1], squared by ``fit``."""
-    check_resolution(resolution)
-    frames = fit_square_fchw(images_to_fchw(images_fhwc, what), fit)
-    return resize_square_fchw(frames, resolution) * 2 - 1
+# ------------------------------------------------------------------------------------------------ references
+@dataclass(frozen=True)
+class References:
+    """The appearance references of one animation.
+
+    latents: one UNSCALED latent per reference image, main (source) first: (1, 4, R/8, R/8) posterior means (their
+        bank shared by all frames), or (F, 4, R/8, R/8) per-frame posterior samples, as the original draws them.
+    images: (B, R, R, 3) in [0, 1], the references as fitted and resized for the model (what was encoded).
+    """
+
+    latents: tuple[torch.Tensor, ...]
+    images: torch.Tensor
+
+    @property
+    def resolution(self) -> int:
+        return int(self.images.shape[1])
 
 
-def encode_references(model: XPortraitModel, images_bchw: torch.Tensor, frames: int = 1,
-                      posterior: str = "mean", generator: torch.Generator | None = None
-                      ) -> list[torch.Tensor]:
-    """One latent set per reference image (B, 3, R, R) in [-1, 1].
+def reference_images(source_fhwc: torch.Tensor, extra_references: Sequence[torch.Tensor], framing: Framing
+                     ) -> torch.Tensor:
+    """The portrait (one image) and any extra references, squared and resized: (B, R, R, 3) in [0, 1]."""
+    if source_fhwc.ndim == 4 and source_fhwc.shape[0] != 1:
+        raise OptionError("source", f"expected one image, got a batch of {source_fhwc.shape[0]}; pick one")
+    images = []
+    for option, what, image in [("source", "source image", source_fhwc)] + \
+            [("extra_references", "extra reference", extra) for extra in extra_references]:
+        try:
+            images.append(framing.model_images(image, what))
+        except (TypeError, ValueError) as error:
+            raise OptionError(option, str(error), leads=False) from error
+    return ((torch.cat(images) + 1) / 2).permute(0, 2, 3, 1).contiguous().cpu()
 
-    posterior "mean": each reference -> (1, 4, R/8, R/8), its bank shared by all frames (the appearance net
-    runs once per step). "per_frame_samples": (frames, 4, R/8, R/8) independent posterior samples, as the
-    original draws them (the appearance net then runs on every frame once per step)."""
-    if posterior not in REFERENCE_POSTERIOR:
-        raise ValueError(f"reference posterior must be one of {REFERENCE_POSTERIOR}, got {posterior!r}")
+
+def encode_references(encode: Callable[[torch.Tensor], torch.Tensor], images_bhwc: torch.Tensor,
+                      hooks: FrameHooks | None = None) -> References:
+    """Each reference image through `encode` (IMAGE (1, R, R, 3) -> unscaled posterior mean (1, 4, R/8, R/8): the
+    `ImageVAE` contract, which ComfyUI's VAE honours too), with progress and the interrupt check per image."""
+    counter = FrameCounter(hooks, len(images_bhwc))
+    latents = []
+    for image in images_bhwc:
+        counter.check()
+        latents.append(encode(image[None]).float().cpu())
+        counter.advance(1)
+    return References(latents=tuple(latents), images=images_bhwc)
+
+
+def sample_references(model: XPortraitModel, images_bhwc: torch.Tensor, frames: int,
+                      generator: torch.Generator) -> References:
+    """Per-frame posterior samples of each reference, as the original draws them: (frames, 4, R/8, R/8) each,
+    unscaled (the appearance net then runs on every frame once per step)."""
     latents = []
     with torch.no_grad():
-        for image in images_bchw.split(1):
-            if posterior == "mean":
-                latents.append(model.encode_images(image).float().cpu())
-                continue
-            batch = image.expand(frames, -1, -1, -1)
-            h, w = image.shape[-2] // LATENT_DOWNSAMPLE, image.shape[-1] // LATENT_DOWNSAMPLE
-            noise = torch.randn((frames, 4, h, w), generator=generator)
-            latents.append(model.encode_images(batch, noise).float().cpu())
-    return latents
+        for image in images_bhwc:
+            batch = (image.permute(2, 0, 1)[None] * 2 - 1).expand(frames, -1, -1, -1)
+            side = image.shape[0] // VAE_DOWNSCALE
+            noise = torch.randn((frames, 4, side, side), generator=generator)
+            latents.append(model.encode_images(batch, noise).float().cpu() / model.config.vae.scale_factor)
+    return References(latents=tuple(latents), images=images_bhwc)
 
 
-def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, resolution: int, frames: int,
-                      fit: FitMode = DEFAULT_FIT) -> torch.Tensor:
-    """IMAGE of another video (one frame per driving frame) -> scaled posterior means (F, 4, R/8, R/8) on the
-    CPU, the clean latents an "init_video" start noises."""
-    images = to_model_images(init_fhwc, resolution, fit, "init video")
+class ImageVAE:
+    """ComfyUI's VAE contract (`comfy.sd.VAE`) over the checkpoint's own AutoencoderKL, for use without ComfyUI.
+
+    encode: IMAGE (B, H, W, 3) in [0, 1] -> UNSCALED posterior mean (B, 4, H/8, W/8); H and W are centre-cropped
+    to multiples of 8 first, as ComfyUI does. decode: UNSCALED (B, 4, h, w) -> IMAGE (B, 8h, 8w, 3) in [0, 1].
+    """
+
+    def __init__(self, model: XPortraitModel) -> None:
+        self._vae = model.first_stage_model
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        weight = self._vae.quant_conv.weight
+        return weight.device, weight.dtype
+
+    def encode(self, pixels_bhwc: torch.Tensor) -> torch.Tensor:
+        height, width = pixels_bhwc.shape[1:3]
+        crop_h, crop_w = height // VAE_DOWNSCALE * VAE_DOWNSCALE, width // VAE_DOWNSCALE * VAE_DOWNSCALE
+        top, left = (height % VAE_DOWNSCALE) // 2, (width % VAE_DOWNSCALE) // 2
+        pixels = pixels_bhwc[:, top:top + crop_h, left:left + crop_w, :3]
+        device, dtype = self._device_dtype()
+        with torch.no_grad():
+            mean, _ = self._vae.encode_moments((pixels.movedim(-1, 1) * 2 - 1).to(device, dtype))
+        return mean.float().cpu()
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        device, dtype = self._device_dtype()
+        with torch.no_grad():
+            images = self._vae.decoder(self._vae.post_quant_conv(samples.to(device, dtype)))
+        return ((images.float() + 1) / 2).clamp(0, 1).movedim(1, -1).cpu()
+
+
+# ---------------------------------------------------------------------------------------------------- controls
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def align_driving(driving_fhwc: torch.Tensor, source_fhwc: torch.Tensor | None, provider: LandmarkProvider,
+                  framing: Framing = Framing(), best_frame: str | int | None = "auto", *,
+                  device: torch.device | str | None = None, hooks: FrameHooks | None = None) -> AlignedDriving:
+    """The pose control: the driving video aligned to the source portrait (`controls.driving_controls`). best_frame:
+    "auto", "off" (or None) or a frame index. device: where frames are resized and warped (default CUDA when there is
+    one). hooks: progress per frame or group of frames, and the interrupt check before each."""
+    best_frame = check_best_frame(best_frame)
+    counter = FrameCounter(hooks, alignment_work(len(driving_fhwc), best_frame))
+    return align_frames(driving_fhwc, source_fhwc, provider, framing, best_frame, device=_device(device),
+                        counter=counter)
+
+
+def local_patches(pose_hints_fchw: torch.Tensor, provider: LandmarkProvider, missing_face: MissingFace = "black",
+                  *, hooks: FrameHooks | None = None) -> LocalPatches:
+    """The local control of aligned frames (F, 3, R, R) in [-1, 1] (`image_fit.hints_of_images` turns Motion Control's
+    IMAGE into them): landmarks detected on the aligned frames, as the original."""
+    check("missing_face", missing_face)
+    counter = FrameCounter(hooks, patches_work(pose_hints_fchw.shape[0], detect=True))
+    return detect_local_patches(pose_hints_fchw, provider, missing_face, counter=counter)
+
+
+@dataclass(frozen=True)
+class ControlOptions:
+    """How the driving video becomes the two controls, checked when made. patch_landmarks: "detect_aligned" (detect
+    the landmarks of the patches on the aligned frames, as the original) or "transform" (move the landmarks
+    best_frame "auto" detected by the alignment affine instead: one detection pass fewer)."""
+
+    framing: Framing = Framing()
+    best_frame: str | int | None = default("best_frame")
+    missing_face: MissingFace = default("missing_face")
+    patch_landmarks: PatchLandmarks = "detect_aligned"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "best_frame", check_best_frame(self.best_frame))
+        check("missing_face", self.missing_face)
+        if self.patch_landmarks not in ("detect_aligned", "transform"):
+            raise ValueError(f"patch_landmarks must be detect_aligned or transform, got {self.patch_landmarks!r}")
+
+
+@dataclass(frozen=True)
+class DrivingControls:
+    """Both controls of a driving video, for the command line and `animate`."""
+
+    aligned: AlignedDriving
+    patches: LocalPatches
+
+
+def prepare_controls(driving_fhwc: torch.Tensor, source_fhwc: torch.Tensor | None, provider: LandmarkProvider,
+                     options: ControlOptions = ControlOptions(), *, device: torch.device | str | None = None,
+                     hooks: FrameHooks | None = None) -> DrivingControls:
+    """`align_driving` then the local patches, with one progress count over both."""
+    frames = len(driving_fhwc)
+    reuse = options.patch_landmarks == "transform" and options.best_frame == "auto"
+    counter = FrameCounter(hooks, alignment_work(frames, options.best_frame) + patches_work(frames, not reuse))
+    aligned = align_frames(driving_fhwc, source_fhwc, provider, options.framing, options.best_frame,
+                           device=_device(device), counter=counter)
+    moved = moved_landmarks(aligned) if reuse else None
+    if moved is None:
+        patches = detect_local_patches(aligned.pose_hints, provider, options.missing_face, counter=counter)
+    else:
+        patches = local_patches_from_landmarks(aligned.pose_hints, moved, options.missing_face, counter=counter)
+    return DrivingControls(aligned, patches)
+
+
+# ---------------------------------------------------------------------------------------------------- sampling
+def build_conditioning(model: XPortraitModel, references: References, pose_hints: torch.Tensor,
+                       local_hints: torch.Tensor, context: torch.Tensor | None = None,
+                       uncond_context: torch.Tensor | None = None) -> Conditioning:
+    """The sampler's conditioning from the references, the two controls' hints (F, 3, R, R) and the text contexts
+    (None: the empty prompt of the checkpoint's own text encoder, as the original). OptionError naming the input
+    that does not fit."""
+    if pose_hints.shape != local_hints.shape:
+        raise OptionError("local_patches", f"are {tuple(local_hints.shape)} but the motion {tuple(pose_hints.shape)};"
+                          " both come from the same driving video (Local Patches takes Motion Control's output)")
+    if pose_hints.shape[-1] != references.resolution:
+        raise OptionError("motion", f"frames are {pose_hints.shape[-1]} px but the reference is "
+                          f"{references.resolution} px; set the same {{resolution}} for both")
+    empty = None
+    if context is None or uncond_context is None:
+        empty = model.encode_empty_prompt().float().cpu()
+    scale = model.config.vae.scale_factor
+    return Conditioning(reference_latents=[latent.float().cpu() * scale for latent in references.latents],
+                        pose_hints=pose_hints, local_hints=local_hints,
+                        context=empty if context is None else context,
+                        uncond_context=empty if uncond_context is None else uncond_context)
+
+
+def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, framing: Framing, frames: int
+                      ) -> torch.Tensor:
+    """IMAGE of another video (one frame per driving frame) -> scaled posterior means (F, 4, R/8, R/8) on the CPU,
+    the clean latents an "init_video" start noises."""
+    images = framing.model_images(init_fhwc, "init video")
     if images.shape[0] != frames:
-        raise ValueError(f"the init video has {images.shape[0]} frames but the driving video has {frames}; "
-                         "give one init frame per driving frame")
-    chunk = model.vae_frames_per_call(resolution, resolution)
+        raise OptionError("init_video", f"has {images.shape[0]} frames but the driving video {frames}; give one init "
+                          "frame per driving frame")
+    chunk = model.vae_frames_per_call(framing.resolution, framing.resolution)
     with torch.no_grad():
         return torch.cat([model.encode_images(part).float().cpu() for part in images.split(chunk)])
+
+
+@contextlib.contextmanager
+def loras_merged(model: XPortraitModel, loras: Sequence[LoraChoice]) -> Iterator[list[LoraPatch]]:
+    """Every LoRA merged into the main UNet, in order, for the duration of the block; the weights are restored when
+    it ends, by an error or an interrupt too."""
+    with contextlib.ExitStack() as merged:
+        yield [merged.enter_context(_lora_applied(model, choice)) for choice in loras if choice.strength != 0]
+
+
+@contextlib.contextmanager
+def _lora_applied(model: XPortraitModel, choice: LoraChoice) -> Iterator[LoraPatch]:
+    try:
+        patch = apply_lora(model.unet, read_lora(choice.path), choice.strength)
+    except LoraFileError:
+        raise
+    except ValueError as error:  # no layer fits this UNet: a LoRA of another base model
+        raise LoraFileError(f"LoRA file '{choice.name}': {error}") from error
+    log.info("LoRA %s: %d layers merged at strength %g", choice.name, len(patch.applied), choice.strength)
+    try:
+        yield patch
+    finally:
+        patch.undo()
+
+
+def sample_video(model: XPortraitModel, conditioning: Conditioning, options: SamplerOptions = SamplerOptions(), *,
+                 init_latents: torch.Tensor | None = None, loras: Sequence[LoraChoice] = (),
+                 compile_mode: CompileMode = "off", hooks: SamplerHooks = SamplerHooks()) -> SamplerResult:
+    """`sampling.sampler.sample` with the LoRAs merged for the run and the model run as `compile_mode` says (off,
+    cuda_graphs; compile_blocks is applied to the model once, by whoever loads it)."""
+    with loras_merged(model, loras):
+        return sample(accelerated(model, compile_mode), conditioning, options, init_latents=init_latents,
+                      hooks=hooks)
+
+
+def windowed_denoiser(model: XPortraitModel, conditioning: Conditioning, options: SamplerOptions,
+                      sigmas: Sequence[float] | torch.Tensor, *, compile_mode: CompileMode = "off",
+                      hooks: DenoiserHooks = DenoiserHooks()) -> WindowedGuidedDenoiser:
+    """The denoiser `(x, sigma) -> denoised` a core sampler drives over `sigmas`: the same windowed guided denoiser
+    `sample_video` drives, with the options' cfg, windows and seed (which draws the random window offsets)."""
+    options.check_video(conditioning.num_frames)
+    planner = WindowPlanner(conditioning.num_frames, options.window, options.overlap, options.placement,
+                            options.seed, options.offsets)
+    return WindowedGuidedDenoiser(accelerated(model, compile_mode), conditioning, options.cfg, planner, sigmas,
+                                  bank_mode=options.bank_mode, batch_passes=options.batch_passes,
+                                  windows_per_batch=options.windows_per_batch, hooks=hooks)
 
 
 def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original). NonFiniteError
     when the VAE's output holds NaN or inf (clamping would hide it as black frames)."""
     frames = []
-    chunk = model.vae_frames_per_call(LATENT_DOWNSAMPLE * latents.shape[-2], LATENT_DOWNSAMPLE * latents.shape[-1])
+    chunk = model.vae_frames_per_call(VAE_DOWNSCALE * latents.shape[-2], VAE_DOWNSCALE * latents.shape[-1])
     with torch.no_grad():
         for first, part in zip(range(0, latents.shape[0], chunk), latents.split(chunk)):
             images = model.decode_latents(part).float()
@@ -91,25 +303,16 @@ def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tens
     return torch.cat(frames)
 
 
-@contextlib.contextmanager
-def lora_applied(model: XPortraitModel, lora_path: str | os.PathLike | None,
-                 strength: float = 1.0) -> Iterator[LoraPatch | None]:
-    """Merge an SD1.5 LoRA into the main UNet for the duration of the block, then restore the weights."""
-    if not lora_path or strength == 0:
-        yield None
-        return
-    try:
-        patch = apply_lora(model.unet, read_lora(lora_path), strength)
-    except LoraFileError:
-        raise
-    except ValueError as error:  # no layer fits this UNet: a LoRA of another base model
-        raise LoraFileError(f"LoRA file '{os.path.basename(str(lora_path))}': {error}") from error
-    log.info("LoRA %s: %d layers merged at strength %g", os.path.basename(str(lora_path)),
-             len(patch.applied), strength)
-    try:
-        yield patch
-    finally:
-        patch.undo()
+# ---------------------------------------------------------------------------------------------- end to end
+@dataclass(frozen=True)
+class AnimationInputs:
+    """What one animation is made of: the portrait (one IMAGE), the driving video (IMAGE frames), more photos of
+    the person (each an IMAGE), and the frames of a video to start from (one per driving frame, or None)."""
+
+    source: torch.Tensor
+    driving: torch.Tensor
+    extra_references: Sequence[torch.Tensor] = ()
+    init_frames: torch.Tensor | None = None
 
 
 @dataclass
@@ -120,41 +323,31 @@ class Animation:
     result: SamplerResult
 
 
-def animate(model: XPortraitModel, source_fhwc: torch.Tensor, driving_fhwc: torch.Tensor,
-            provider: LandmarkProvider, *, resolution: int = 512, best_frame: int | str | None = "auto",
-            missing_face: str = "black", fit: FitMode = DEFAULT_FIT, patch_landmarks: str = "detect_aligned",
-            options: SamplerOptions = SamplerOptions(), extra_references: Sequence[torch.Tensor] = (),
-            reference_posterior: str = "mean", init_frames_fhwc: torch.Tensor | None = None,
-            lora_path: str | os.PathLike | None = None, lora_strength: float = 1.0,
-            hooks: SamplerHooks | None = None, controls: DrivingControls | None = None,
-            compile_mode: str = "off") -> Animation:
+def animate(model: XPortraitModel, inputs: AnimationInputs, provider: LandmarkProvider, *,
+            controls: ControlOptions = ControlOptions(), sampling: SamplerOptions = SamplerOptions(),
+            loras: Sequence[LoraChoice] = (), reference_posterior: ReferencePosterior = "mean",
+            compile_mode: CompileMode = "off", hooks: SamplerHooks = SamplerHooks(),
+            prepared: DrivingControls | None = None) -> Animation:
     """Animate one portrait with a driving video, end to end, with the empty-prompt context.
 
-    controls: the driving controls when already prepared (e.g. by the command line before loading the model, so that
-    a source without a face is reported at once); otherwise they are prepared here from the arguments above.
-    compile_mode: how sampling runs (`model.compilation`: off, cuda_graphs; compile_blocks is applied to the model
-    once, by whoever loads it)."""
-    check_resolution(resolution)
-    if controls is None:
-        controls = prepare_driving_controls(driving_fhwc, source_fhwc, provider, resolution=resolution,
-                                            best_frame=best_frame, missing_face=missing_face, fit=fit,
-                                            patch_landmarks=patch_landmarks)
-    pose, local = controls.pose_hints.cpu(), controls.local_hints.cpu()
+    prepared: the driving controls when already prepared with these control options (e.g. by the command line
+    before loading the model, so that a source without a face is reported at once)."""
+    if prepared is None:
+        prepared = prepare_controls(inputs.driving, inputs.source, provider, controls)
+    pose, local = prepared.aligned.pose_hints.cpu(), prepared.patches.local_hints.cpu()
     frames = pose.shape[0]
-    check_sampler_options(options, frames)
-    generator = torch.Generator().manual_seed(options.seed)
-    references = [controls.source_image.cpu()] + [to_model_images(image, resolution, fit, "extra reference")
-                                                   for image in extra_references]
-    reference_latents = [latent for images in references
-                         for latent in encode_references(model, images, frames, reference_posterior, generator)]
+    sampling.check_video(frames)
+    images = reference_images(inputs.source, inputs.extra_references, controls.framing)
+    if reference_posterior == "per_frame_samples":
+        references = sample_references(model, images, frames, torch.Generator().manual_seed(sampling.seed))
+    else:
+        references = encode_references(ImageVAE(model).encode, images)
     init_latents = None
-    if init_frames_fhwc is not None:
-        init_latents = encode_init_video(model, init_frames_fhwc, resolution, frames, fit)
-    context = model.encode_empty_prompt()
-    conditioning = Conditioning(reference_latents=reference_latents, pose_hints=pose, local_hints=local,
-                                context=context, uncond_context=context)
-    with lora_applied(model, lora_path, lora_strength):
-        result = sample(accelerated(model, compile_mode), conditioning, options, init_latents=init_latents,
-                        hooks=hooks)
-    return Animation(frames=decode_to_images(model, result.latents), latents=result.latents,
-                     controls=controls, result=result)
+    if inputs.init_frames is not None:
+        init_latents = encode_init_video(model, inputs.init_frames, controls.framing, frames)
+        sampling = replace(sampling, start="init_video")
+    conditioning = build_conditioning(model, references, pose, local)
+    result = sample_video(model, conditioning, sampling, init_latents=init_latents, loras=loras,
+                          compile_mode=compile_mode, hooks=hooks)
+    return Animation(frames=decode_to_images(model, result.latents), latents=result.latents, controls=prepared,
+                     result=result)

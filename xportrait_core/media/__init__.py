@@ -2,5 +2,5 @@
 fitting images to the square grid the model works on, and writing every output safely (checked before any work,
 written to a temporary file and renamed: `safe_output`).
 
-May import: nothing of xportrait_core.
+May import: options (the vocabulary every part shares). Nothing else of xportrait_core.
 """

@@ -13,37 +13,34 @@ Inputs smaller than the target size are upsampled bilinearly (logged), never rej
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..options import FitMode, check, default
+
 logger = logging.getLogger(__name__)
 
-# Latents are an eighth of the pixels and the UNets halve them three times (the appearance net's skips must match):
-# the sampling resolution must be a multiple of 8 x 2**3 pixels.
-RESOLUTION_MULTIPLE = 64
-RELEASED_RESOLUTION = 512  # what the released X-Portrait model was trained at
-
-FitMode = Literal["center_crop", "pad", "resize"]
-FIT_MODES: tuple[str, ...] = ("center_crop", "pad", "resize")
-DEFAULT_FIT: FitMode = "center_crop"
 UINT8_MAX = 255
 
 
-def check_resolution(resolution: object, what: str = "resolution") -> None:
-    """ValueError unless `resolution` is a whole multiple of 64 pixels, naming the nearest sizes that work; `what` is
-    how the caller's user sets it (e.g. "--resolution")."""
-    if isinstance(resolution, int) and not isinstance(resolution, bool) and resolution >= RESOLUTION_MULTIPLE \
-            and resolution % RESOLUTION_MULTIPLE == 0:
-        return
-    near = ""
-    if isinstance(resolution, (int, float)) and not isinstance(resolution, bool) and resolution > 0:
-        below = max(RESOLUTION_MULTIPLE, int(resolution) // RESOLUTION_MULTIPLE * RESOLUTION_MULTIPLE)
-        near = f" (nearest: {below} or {below + RESOLUTION_MULTIPLE})"
-    raise ValueError(f"{what} must be a multiple of {RESOLUTION_MULTIPLE} pixels (the model downsamples by 64), "
-                     f"e.g. {RELEASED_RESOLUTION} for the released model; got {resolution!r}{near}.")
+@dataclass(frozen=True)
+class Framing:
+    """How images become the model's squares: the side in pixels, and how a non-square image is made square. Checked
+    when made (OptionError on resolution or fit), so whoever holds a Framing holds a valid one."""
+
+    resolution: int = default("resolution")
+    fit: FitMode = default("fit")
+
+    def __post_init__(self) -> None:
+        check("resolution", self.resolution)
+        check("fit", self.fit)
+
+    def model_images(self, images_fhwc: torch.Tensor, what: str = "image") -> torch.Tensor:
+        """IMAGE (B, H, W, 3) or (H, W, 3) in [0, 1] -> (B, 3, R, R) in [-1, 1]."""
+        return resize_square_fchw(fit_square_fchw(images_to_fchw(images_fhwc, what), self.fit), self.resolution) * 2 - 1
 
 
 def images_to_fchw(images: torch.Tensor, what: str) -> torch.Tensor:
@@ -65,11 +62,9 @@ def images_to_fchw(images: torch.Tensor, what: str) -> torch.Tensor:
     return images[..., :3].permute(0, 3, 1, 2)
 
 
-def fit_square_fchw(frames_fchw: torch.Tensor, mode: FitMode = DEFAULT_FIT) -> torch.Tensor:
+def fit_square_fchw(frames_fchw: torch.Tensor, mode: FitMode) -> torch.Tensor:
     """(F, C, H, W) -> (F, C, S, S) by `mode` (see module docstring); "resize" returns the frames unchanged,
     the later resize to a square does the stretching."""
-    if mode not in FIT_MODES:
-        raise ValueError(f"fit must be one of {FIT_MODES}; got {mode!r}.")
     height, width = frames_fchw.shape[-2:]
     if mode == "resize" or height == width:
         return frames_fchw
@@ -97,3 +92,17 @@ def to_uint8_fhwc(frames_fchw: torch.Tensor) -> np.ndarray:
     """(F, 3, H, W) float in [0, 1] -> (F, H, W, 3) uint8 numpy, rounded (as skimage's img_as_ubyte)."""
     scaled = (frames_fchw.clamp(0.0, 1.0) * UINT8_MAX).round().to(torch.uint8)
     return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def hints_of_images(images_fhwc: torch.Tensor, what: str) -> torch.Tensor:
+    """IMAGE (F, R, R, 3) in [0, 1] -> hints (F, 3, R, R) in [-1, 1] (square frames, as the control nodes make)."""
+    frames = images_to_fchw(images_fhwc, what).float()
+    if frames.shape[-1] != frames.shape[-2]:
+        raise ValueError(f"The {what} must be square frames (from the X-Portrait control nodes); "
+                         f"got {frames.shape[-1]}x{frames.shape[-2]}.")
+    return frames * 2 - 1
+
+
+def images_of_hints(hints_fchw: torch.Tensor) -> torch.Tensor:
+    """Hints (F, 3, R, R) in [-1, 1] -> IMAGE (F, R, R, 3) in [0, 1] on the CPU."""
+    return ((hints_fchw.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous().cpu()
