@@ -19,13 +19,4 @@ NODE_CLASS_MAPPINGS = {
     "XPortraitGuider": Guider,
 }
 
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "XPortraitLoadModel": "Load X-Portrait Model",
-    "XPortraitLoRA": "X-Portrait LoRA",
-    "XPortraitLandmarkProvider": "X-Portrait Landmark Provider",
-    "XPortraitReference": "X-Portrait Reference",
-    "XPortraitMotionControl": "X-Portrait Motion Control",
-    "XPortraitLocalPatches": "X-Portrait Local Patches",
-    "XPortraitSampler": "X-Portrait Sampler",
-    "XPortraitGuider": "X-Portrait Guider",
-}
+NODE_DISPLAY_NAME_MAPPINGS = {node_id: node.DISPLAY_NAME for node_id, node in NODE_CLASS_MAPPINGS.items()}

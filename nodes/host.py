@@ -171,7 +171,7 @@ class ManagedModel:
     model: "XPortraitModel"
     name: str
     patcher: Any = field(default=None, repr=False)
-    compile_mode: str = "off"  # xportrait_core.model.compilation.COMPILE_MODES
+    compile_mode: str = "off"  # xportrait_core.options.CompileMode
 
 
 def manage(model: "XPortraitModel", name: str, compile_mode: str = "off") -> ManagedModel:
@@ -214,11 +214,13 @@ def loaded(managed: ManagedModel, memory_required: int = 0) -> Iterator["XPortra
 
 def make_vae(model: "XPortraitModel") -> Any:
     """A VAE object over the checkpoint's own VAE weights: ComfyUI's `comfy.sd.VAE` inside ComfyUI (so core
-    VAE Encode/Decode nodes take it), `StandaloneVAE` (same contract) outside."""
-    from .comfy_types import StandaloneVAE, comfy_vae_config, vae_state_dict
+    VAE Encode/Decode nodes take it), `pipeline.ImageVAE` (same contract) outside."""
+    from .comfy_types import comfy_vae_config, vae_state_dict
 
     if not in_comfyui():
-        return StandaloneVAE(model)
+        from xportrait_core.pipeline import ImageVAE
+
+        return ImageVAE(model)
     import comfy.sd
 
     return comfy.sd.VAE(sd=vae_state_dict(model), config=comfy_vae_config(model.config.vae))

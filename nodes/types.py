@@ -3,6 +3,6 @@
 CATEGORY = "X-Portrait"
 
 MODEL = "XPORTRAIT_MODEL"  # nodes.host.ManagedModel
-REFERENCE = "XPORTRAIT_REFERENCE"  # nodes.comfy_types.XPortraitReference
-LORA = "XPORTRAIT_LORA"  # tuple of nodes.comfy_types.LoraChoice, applied in order
+REFERENCE = "XPORTRAIT_REFERENCE"  # xportrait_core.pipeline.References
+LORA = "XPORTRAIT_LORA"  # tuple of xportrait_core.model.lora.LoraChoice, applied in order
 LANDMARKS = "XPORTRAIT_LANDMARKS"  # an xportrait_core.controls.landmarks.LandmarkProvider
