@@ -16,7 +16,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORE = REPO_ROOT / "xportrait_core"
 NODES = REPO_ROOT / "nodes"
-ROLES = ("networks", "model", "sampling", "controls", "media", "cli")
+ROLES = ("networks", "model", "sampling", "controls", "media", "batch_queue", "cli")
 
 # Which parts each part may import (besides itself). Everything else is an upward or sideways import.
 ALLOWED = {
@@ -26,7 +26,8 @@ ALLOWED = {
     "model": {"networks", "media"},  # media only for safe_output: checkpoints are written like every output
     "sampling": {"model", "networks"},
     "pipeline": {"sampling", "controls", "model", "networks", "media"},
-    "cli": {"root", "pipeline", "sampling", "controls", "model", "networks", "media"},
+    "batch_queue": {"media"},  # media only for safe_output: the state file and downloads are written atomically
+    "cli": {"root", "batch_queue", "pipeline", "sampling", "controls", "model", "networks", "media"},
     "root": {"cli", "pipeline", "sampling", "model"},  # __main__ runs the cli; __init__ names the public API
     "nodes": {"pipeline", "sampling", "controls", "model", "networks", "media"},
 }
@@ -35,6 +36,7 @@ FORBIDDEN_MODULES = {
     "controls": {"xportrait_core.media.video_io"},  # controls see frames, never files
     "sampling": {"xportrait_core.media.video_io"},
     "model": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
+    "batch_queue": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
 }
 HOST_MODULES = ("comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server",
                 "execution", "node_helpers")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, NoReturn
 
 from .. import __version__
-from .batch_queue import (
+from ..batch_queue.runner import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_QUEUE,
     DEFAULT_POLL_INTERVAL_S,
@@ -31,9 +31,9 @@ from .batch_queue import (
     run_queue,
 )
 from .arg_types import positive_float, positive_int
-from .comfy_client import DEFAULT_TIMEOUT_S
+from ..batch_queue.comfy_client import DEFAULT_TIMEOUT_S
 from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
-from .queue_state import DONE, FAILED, Job, QueueStateError
+from ..batch_queue.queue_state import DONE, FAILED, Job, QueueStateError
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
