@@ -193,3 +193,17 @@ def test_importing_the_package_stays_light():
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=60)
     assert completed.stdout.strip() == "False", completed.stderr
+
+
+def test_the_batch_queue_needs_only_the_standard_library_and_safe_output():
+    """What xportrait_core/batch_queue/__init__.py promises: importing all of it loads no torch, no numpy, and of
+    xportrait_core nothing but the batch queue and media.safe_output."""
+    probe = ("import sys, xportrait_core.batch_queue.command; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('xportrait_core', 'torch', 'numpy')))")
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    loaded = set(ast.literal_eval(completed.stdout.strip()))
+    allowed = {"xportrait_core", "xportrait_core.media", "xportrait_core.media.safe_output"}
+    assert {m for m in loaded if not m.startswith("xportrait_core.batch_queue")} <= allowed, loaded
+    assert "xportrait_core.batch_queue.runner" in loaded
