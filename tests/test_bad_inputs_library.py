@@ -75,8 +75,8 @@ def test_a_killed_writer_never_leaves_a_half_written_video_at_the_destination(tm
 
 
 def test_a_state_file_write_that_fails_keeps_the_earlier_state(tmp_path, monkeypatch):
-    from xportrait_core.cli import queue_state
-    from xportrait_core.cli.queue_state import Job, QueueState
+    from xportrait_core.batch_queue import queue_state
+    from xportrait_core.batch_queue.queue_state import Job, QueueState
 
     state = QueueState(tmp_path / "state.json", [Job("a__b", "a.png", "b.mp4", 0)])
     state.save()

@@ -8,25 +8,25 @@ import json
 import pytest
 
 from test_comfy_queue import api_workflow, batch, fakes, settings_for  # noqa: F401 (fixtures)
-from xportrait_core.cli import batch_queue
-from xportrait_core.cli.batch_queue import run_queue
+from xportrait_core.batch_queue import runner
+from xportrait_core.batch_queue.runner import run_queue
 from xportrait_core.cli.main import main
-from xportrait_core.cli.queue_state import DONE, PENDING, RUNNING, QueueState
+from xportrait_core.batch_queue.queue_state import DONE, PENDING, RUNNING, QueueState
 
 SLOW_RUN_S = 0.5  # long enough that all four prompts are still on the server when the run stops
 
 
 def stop_once_all_are_queued(monkeypatch, fake, jobs: int, exception: type[BaseException]) -> None:
     """Make the queue's first wait after all `jobs` prompts reached `fake` raise `exception` (Ctrl-C, or a kill)."""
-    real_sleep = batch_queue.time.sleep
+    real_sleep = runner.time.sleep
 
     def sleep(seconds):
         if len(fake.accepted) >= jobs:
-            monkeypatch.setattr(batch_queue.time, "sleep", real_sleep)
+            monkeypatch.setattr(runner.time, "sleep", real_sleep)
             raise exception
         real_sleep(seconds)
 
-    monkeypatch.setattr(batch_queue.time, "sleep", sleep)
+    monkeypatch.setattr(runner.time, "sleep", sleep)
 
 
 def test_prompts_left_on_the_server_by_a_killed_run_are_collected_not_rendered_again(fakes, batch, monkeypatch):
@@ -49,20 +49,20 @@ def test_prompts_left_on_the_server_by_a_killed_run_are_collected_not_rendered_a
 def test_prompt_ids_are_saved_before_the_prompt_is_posted(fakes, batch, monkeypatch):
     fake = fakes()
     seen = []
-    real_submit = batch_queue.ComfyClient.submit_prompt
+    real_submit = runner.ComfyClient.submit_prompt
 
     def submit(client, prompt, client_id, prompt_id=None):
         saved = {job["prompt_id"]: job["status"] for job in json.loads(batch["state"].read_text())["jobs"]}
         seen.append(saved.get(prompt_id))
         return real_submit(client, prompt, client_id, prompt_id)
 
-    monkeypatch.setattr(batch_queue.ComfyClient, "submit_prompt", submit)
+    monkeypatch.setattr(runner.ComfyClient, "submit_prompt", submit)
     run_queue(settings_for([fake], batch["output"]), batch["jobs"], batch["state"])
     assert seen == [RUNNING] * 4
 
 
 def test_ctrl_c_can_cancel_this_batchs_prompts_and_only_those(fakes, batch, monkeypatch):
-    from xportrait_core.cli.batch_queue import QueueInterrupted
+    from xportrait_core.batch_queue.runner import QueueInterrupted
 
     fake = fakes(run_time_s=SLOW_RUN_S, foreign_backlog=1)
     stop_once_all_are_queued(monkeypatch, fake, 4, KeyboardInterrupt)

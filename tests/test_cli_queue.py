@@ -1,4 +1,5 @@
-"""The `queue` sub-command of `python -m xportrait_core` (xportrait_core.cli.main)."""
+"""The `queue` sub-command of `python -m xportrait_core`: its arguments in xportrait_core.cli.main, its run in
+xportrait_core.batch_queue.command."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_comfy_queue import FakeComfy, api_workflow, closed_port_url
-from xportrait_core.cli.main import EXIT_BAD_INPUT, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, main
+from xportrait_core.batch_queue.defaults import EXIT_BAD_INPUT, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK
+from xportrait_core.cli.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_POLL = "0.01"
@@ -53,6 +55,19 @@ def test_parsing_the_command_line_does_not_import_torch():
                                timeout=60)
 
     assert completed.stdout.strip() == "False"
+
+
+def test_building_the_parser_does_not_load_the_batch_queue():
+    """The queue's runner, HTTP client and state file are imported when `queue` runs, not by the other commands."""
+    heavy = ["xportrait_core.batch_queue.runner", "xportrait_core.batch_queue.comfy_client",
+             "xportrait_core.batch_queue.queue_state", "xportrait_core.batch_queue.command", "torch"]
+    probe = (f"import sys, xportrait_core.cli.main; xportrait_core.cli.main.build_parser(); "
+             f"print([name for name in {heavy!r} if name in sys.modules])")
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=60)
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
 
 
 def test_queue_runs_the_batch_and_reports_it(fake_server, inputs, capsys):

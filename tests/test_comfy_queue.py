@@ -1,4 +1,4 @@
-"""Batch queue into ComfyUI servers (xportrait_core.cli.batch_queue), against in-process fake servers.
+"""Batch queue into ComfyUI servers (xportrait_core.batch_queue), against in-process fake servers.
 
 FakeComfy answers the routes the queue uses with the reply shapes of ComfyUI 0.3.64's server.py and
 execution.py: POST /upload/image, POST /prompt (400 with error/node_errors on invalid graphs; the client's
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from xportrait_core.cli.batch_queue import (
+from xportrait_core.batch_queue.runner import (
     NoServerAvailableError,
     QueueInputError,
     QueueSettings,
@@ -35,7 +35,7 @@ from xportrait_core.cli.batch_queue import (
     run_queue,
     upload_name,
 )
-from xportrait_core.cli.queue_state import DONE, FAILED, PENDING, QueueState
+from xportrait_core.batch_queue.queue_state import DONE, FAILED, PENDING, QueueState
 
 FAST_POLL_S = 0.01
 FAKE_RUN_TIME_S = 0.05

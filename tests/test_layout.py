@@ -16,7 +16,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORE = REPO_ROOT / "xportrait_core"
 NODES = REPO_ROOT / "nodes"
-ROLES = ("networks", "model", "sampling", "controls", "media", "cli")
+ROLES = ("networks", "model", "sampling", "controls", "media", "batch_queue", "cli")
 
 # Which parts each part may import (besides itself). Everything else is an upward or sideways import.
 ALLOWED = {
@@ -26,7 +26,8 @@ ALLOWED = {
     "model": {"networks", "media"},  # media only for safe_output: checkpoints are written like every output
     "sampling": {"model", "networks"},
     "pipeline": {"sampling", "controls", "model", "networks", "media"},
-    "cli": {"root", "pipeline", "sampling", "controls", "model", "networks", "media"},
+    "batch_queue": {"media"},  # media only for safe_output: the state file and downloads are written atomically
+    "cli": {"root", "batch_queue", "pipeline", "sampling", "controls", "model", "networks", "media"},
     "root": {"cli", "pipeline", "sampling", "model"},  # __main__ runs the cli; __init__ names the public API
     "nodes": {"pipeline", "sampling", "controls", "model", "networks", "media"},
 }
@@ -35,6 +36,7 @@ FORBIDDEN_MODULES = {
     "controls": {"xportrait_core.media.video_io"},  # controls see frames, never files
     "sampling": {"xportrait_core.media.video_io"},
     "model": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
+    "batch_queue": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
 }
 HOST_MODULES = ("comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server",
                 "execution", "node_helpers")
@@ -191,3 +193,17 @@ def test_importing_the_package_stays_light():
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=60)
     assert completed.stdout.strip() == "False", completed.stderr
+
+
+def test_the_batch_queue_needs_only_the_standard_library_and_safe_output():
+    """What xportrait_core/batch_queue/__init__.py promises: importing all of it loads no torch, no numpy, and of
+    xportrait_core nothing but the batch queue and media.safe_output."""
+    probe = ("import sys, xportrait_core.batch_queue.command; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('xportrait_core', 'torch', 'numpy')))")
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    loaded = set(ast.literal_eval(completed.stdout.strip()))
+    allowed = {"xportrait_core", "xportrait_core.media", "xportrait_core.media.safe_output"}
+    assert {m for m in loaded if not m.startswith("xportrait_core.batch_queue")} <= allowed, loaded
+    assert "xportrait_core.batch_queue.runner" in loaded

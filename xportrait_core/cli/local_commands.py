@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..batch_queue.defaults import EXIT_BAD_INPUT, EXIT_OK
 from .arg_types import finite_float, positive_float, positive_int, whole_number
 
 logger = logging.getLogger(__name__)
 
-EXIT_BAD_INPUT = 2  # as argparse's usage errors
 DEMO_FRAMES = 24
 DEMO_RESOLUTION = 128   # the tiny model's working size: a minute on a laptop CPU
 # The tiny model's 32 channels in GroupNorm's 32 groups need at least 2x2 latent cells at the UNets' deepest level.
@@ -371,7 +371,7 @@ def run_animate(args: argparse.Namespace) -> int:
                             controls=controls, compile_mode=args.compile)
     _report(animation)
     _write_outputs(args, animation, clip.fps)
-    return 0
+    return EXIT_OK
 
 
 def _demo_provider(choice: str, clip):
@@ -429,7 +429,7 @@ def run_demo(args: argparse.Namespace) -> int:
     _write_outputs(args, animation, args.fps)
     print(f"done in {time.monotonic() - started:.0f} s. This model is random, so the video shows noise: the "
           f"pipeline works.\n{REAL_CHECKPOINT_HELP}")
-    return 0
+    return EXIT_OK
 
 
 @_reported
@@ -439,4 +439,4 @@ def run_convert(args: argparse.Namespace) -> int:
     counts = convert_to_safetensors(args.source, args.destination, fp16=args.fp16, text_num_heads=args.text_num_heads)
     print(f"wrote {args.destination}: {counts['tensors']} tensors ({counts['cast_to_fp16']} cast to fp16), "
           "read back and verified")
-    return 0
+    return EXIT_OK

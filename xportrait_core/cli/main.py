@@ -10,39 +10,27 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 from .. import __version__
-from .batch_queue import (
+from ..batch_queue.defaults import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_QUEUE,
     DEFAULT_POLL_INTERVAL_S,
+    DEFAULT_QUEUE_OUTPUT,
     DEFAULT_SERVER,
+    DEFAULT_TIMEOUT_S,
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_JOBS_FAILED,
+    EXIT_NO_SERVER,
+    EXIT_OK,
+    INTERRUPT_POLICIES,
     SEED_POLICIES,
-    NoServerAvailableError,
-    QueueInputError,
-    QueueInterrupted,
-    QueueSettings,
-    collect_pairs,
-    load_workflow,
-    locate_workflow_inputs,
-    plan_jobs,
-    read_pairs_file,
-    run_queue,
+    STATE_FILE_NAME,
 )
 from .arg_types import positive_float, positive_int
-from .comfy_client import DEFAULT_TIMEOUT_S
 from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
-from .queue_state import DONE, FAILED, Job, QueueStateError
-
-EXIT_OK = 0
-EXIT_JOBS_FAILED = 1
-EXIT_BAD_INPUT = 2  # also what argparse uses for usage errors
-EXIT_NO_SERVER = 3
-EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
-DEFAULT_QUEUE_OUTPUT = Path("xportrait_output")
-STATE_FILE_NAME = "queue_state.json"
-INTERRUPT_POLICIES = ("ask", "keep", "cancel")
 
 logger = logging.getLogger(__name__)
 
@@ -146,80 +134,15 @@ def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
                           "ask (in a terminal; without one, e.g. in a script or cron, they are kept), keep (they "
                           "finish and the next run collects them), cancel (removed from the servers' queues, the "
                           "running one interrupted) (default: ask)")
-    parser.set_defaults(func=run_queue_command)
+    parser.set_defaults(func=_run_queue_lazily)
 
 
-def run_queue_command(args: argparse.Namespace) -> int:
-    """Run the `queue` sub-command; returns the exit status."""
-    state_path = args.state or args.output / STATE_FILE_NAME
-    try:
-        if args.pairs and (args.sources or args.drivings):
-            raise QueueInputError("Give either --pairs or --sources with --drivings, not both.")
-        if args.pairs:
-            pairs = read_pairs_file(args.pairs)
-        elif args.sources and args.drivings:
-            pairs = collect_pairs(args.sources, args.drivings)
-        else:
-            raise QueueInputError("Say what to animate: --sources with --drivings, or --pairs.")
-        workflow = load_workflow(args.workflow)
-        settings = QueueSettings(
-            workflow=workflow,
-            inputs=locate_workflow_inputs(workflow, args.source_node, args.driving_node),
-            servers=args.servers or [DEFAULT_SERVER],
-            output_dir=args.output,
-            seed=args.seed,
-            seed_policy=args.seed_policy,
-            max_attempts=args.max_attempts,
-            max_queue=args.max_queue,
-            poll_interval_s=args.poll_interval,
-            request_timeout_s=args.timeout,
-        )
-        state = run_queue(settings, plan_jobs(pairs), state_path, _cancel_decision(args.on_interrupt))
-    except (QueueInputError, QueueStateError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except NoServerAvailableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_NO_SERVER
-    except QueueInterrupted as stop:
-        print(_interrupted_message(stop), file=sys.stderr)
-        return EXIT_INTERRUPTED
+def _run_queue_lazily(args: argparse.Namespace) -> int:
+    """Run the `queue` sub-command; returns the exit status. The batch queue (runner, HTTP client, state file) is
+    imported only here, so building the parser and the other commands never load it."""
+    from ..batch_queue.command import run_queue_command
 
-    failed = state.with_status(FAILED)
-    print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.output}, state in {state_path}.")
-    for job in failed:
-        print(f"failed: {job.job_id} after {job.attempts} attempts: {job.error}", file=sys.stderr)
-    return EXIT_JOBS_FAILED if failed else EXIT_OK
-
-
-def _cancel_decision(policy: str) -> Callable[[list[Job]], bool]:
-    """What Ctrl-C does with the prompts still on the servers: the --on-interrupt policy; "ask" asks only in a
-    terminal (a script or a scheduled run is never left waiting for an answer: it keeps them)."""
-    def decide(in_flight: list[Job]) -> bool:
-        if policy != "ask":
-            return policy == "cancel"
-        if not sys.stdin.isatty():
-            return False
-        sys.stderr.write(f"\n{len(in_flight)} prompts of this batch are still queued or running on the servers. "
-                         "Cancel them there? [y/N] ")
-        sys.stderr.flush()
-        try:
-            return sys.stdin.readline().strip().lower() in ("y", "yes")
-        except KeyboardInterrupt:  # a second Ctrl-C: leave them
-            return False
-    return decide
-
-
-def _interrupted_message(stop: QueueInterrupted) -> str:
-    kept = stop.in_flight - stop.cancelled
-    parts = [f"\ninterrupted; progress is saved in {stop.state_path}."]
-    if stop.cancelled:
-        parts.append(f"Cancelled this batch's {stop.cancelled} prompts on the servers.")
-    if kept:
-        parts.append(f"{kept} prompts keep running on the servers and are collected by the next run "
-                     "(--on-interrupt cancel cancels them instead).")
-    parts.append("Run the same command again to resume.")
-    return " ".join(parts)
+    return run_queue_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,13 +23,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .comfy_client import (
-    DEFAULT_TIMEOUT_S,
     ComfyClient,
     ComfyError,
     ServerUnreachableError,
     WorkflowRejectedError,
     execution_failure,
     output_files,
+)
+from .defaults import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_POLL_INTERVAL_S,
+    DEFAULT_TIMEOUT_S,
+    SEED_POLICIES,
 )
 from .queue_state import DONE, FAILED, PENDING, RUNNING, Job, QueueState
 
@@ -42,13 +48,6 @@ FILE_INPUT_BY_CLASS = {"LoadImage": "image", "LoadVideo": "file"}
 SOURCE_CLASS, DRIVING_CLASS = "LoadImage", "LoadVideo"
 # Inputs that take a seed: `seed` (X-Portrait Sampler, KSampler), `noise_seed` (RandomNoise, SamplerCustom).
 SEED_INPUTS = ("seed", "noise_seed")
-SEED_POLICIES = ("fixed", "increment")
-DEFAULT_SERVER = "http://127.0.0.1:8188"  # ComfyUI's default --listen/--port
-DEFAULT_MAX_ATTEMPTS = 3
-# A running prompt plus one waiting keeps a GPU busy between prompts while leaving the rest of the
-# batch free to go to whichever server drains first.
-DEFAULT_MAX_QUEUE = 2
-DEFAULT_POLL_INTERVAL_S = 1.0
 # How long a server that went away rests before it is asked again.
 REPROBE_INTERVAL_S = 10.0
 UPLOAD_HASH_CHARS = 12  # enough to tell apart inputs of one batch

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..media.safe_output import atomic_output
+from .defaults import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 30.0
 # Uploading a driving video can take longer than a JSON call.
 UPLOAD_TIMEOUT_S = 300.0
 DOWNLOAD_CHUNK_BYTES = 1 << 20
