@@ -9,12 +9,12 @@
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from xportrait_core.model.xportrait_model import XPortraitModel
-from xportrait_core.networks.config import VAEConfig
+if TYPE_CHECKING:
+    from xportrait_core.pipeline import XPortraitModel
 
 
 def to_comfy_latent(scaled_latents: torch.Tensor, scale_factor: float) -> dict[str, torch.Tensor]:
@@ -42,13 +42,14 @@ def context_from_conditioning(conditioning: Sequence[Any], context_dim: int, wha
     return context[:1].float()
 
 
-def vae_state_dict(model: XPortraitModel) -> dict[str, torch.Tensor]:
+def vae_state_dict(model: "XPortraitModel") -> dict[str, torch.Tensor]:
     """The checkpoint's VAE in LDM key names without the `first_stage_model.` prefix (what comfy.sd.VAE takes)."""
     return {key: value.detach().float().cpu() for key, value in model.first_stage_model.state_dict().items()}
 
 
-def comfy_vae_config(vae: VAEConfig) -> dict[str, Any]:
+def comfy_vae_config(model: "XPortraitModel") -> dict[str, Any]:
     """`config` for comfy.sd.VAE describing this checkpoint's AutoencoderKL (any width, not only SD1.5's)."""
+    vae = model.config.vae
     # "resolution" is a training-time field of LDM's ddconfig that shapes nothing; 256 is what SD1.5's config holds.
     ddconfig = {"double_z": True, "z_channels": vae.z_channels, "resolution": 256, "in_channels": vae.image_channels,
                 "out_ch": vae.image_channels, "ch": vae.channels, "ch_mult": list(vae.channel_mult),

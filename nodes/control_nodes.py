@@ -39,8 +39,7 @@ class Reference:
 
     def encode(self, source: Any, vae: Any, resolution: int, fit: str, extra_references: Any = None
                ) -> tuple[Any, Any]:
-        from xportrait_core.media.image_fit import Framing
-        from xportrait_core.pipeline import encode_references, reference_images
+        from xportrait_core.pipeline import Framing, encode_references, reference_images
 
         with about_input(Reference, "resolution"):
             framing = Framing(resolution, fit)
@@ -71,10 +70,8 @@ class MotionControl:
 
     def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
               resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
-        from xportrait_core.media.image_fit import Framing, images_of_hints
-        from xportrait_core.media.video_io import side_by_side
         from xportrait_core.options import OptionError
-        from xportrait_core.pipeline import align_driving
+        from xportrait_core.pipeline import Framing, align_driving, images_of_hints, side_by_side
 
         with about_input(MotionControl, "resolution"):
             framing = Framing(resolution, fit)
@@ -114,9 +111,7 @@ class LocalPatches:
         return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS)
 
     def extract(self, motion: Any, missing_face: str, landmarks: Any = None) -> tuple[Any, Any]:
-        from xportrait_core.media.image_fit import hints_of_images, images_of_hints
-        from xportrait_core.media.video_io import side_by_side
-        from xportrait_core.pipeline import local_patches
+        from xportrait_core.pipeline import hints_of_images, images_of_hints, local_patches, side_by_side
 
         with about_input(LocalPatches, "motion"):
             patches = local_patches(hints_of_images(motion, "motion"), _provider(landmarks), missing_face,

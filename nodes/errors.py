@@ -34,17 +34,20 @@ def input_error(node: type[XPortraitNode], input_name: str, error: BaseException
     return XPortraitInputError(f"{node.DISPLAY_NAME}, input '{input_name}': {error}")
 
 
-def node_spelling(node: type[XPortraitNode]) -> Callable[[str], str]:
-    """How `node` names an option: its input's name when it has that input, else the input and the node that has
-    it ("precision on Load X-Portrait Model")."""
+def node_spelling(node: type[XPortraitNode]) -> Callable[[str, str | None], str]:
+    """How `node` names an option (set to a value): its input's name when it has that input ("precision fp32"), else
+    the input and the nodes that have it ("precision fp32 on Load X-Portrait Model")."""
     from . import NODE_CLASS_MAPPINGS  # the node classes import this module
 
-    def spell(name: str) -> str:
+    def spell(name: str, value: str | None = None) -> str:
         option = OPTIONS.get(name)
+        spelled = option.node_input if option is not None and option.node_input else name
+        if value is not None:
+            spelled = f"{spelled} {value}"
         if option is None or option.node_input is None or name in options_taken(node):
-            return option.node_input if option is not None and option.node_input else name
-        holder = next((cls for cls in NODE_CLASS_MAPPINGS.values() if name in options_taken(cls)), None)
-        return f"{option.node_input} on {holder.DISPLAY_NAME}" if holder is not None else option.node_input
+            return spelled
+        holders = [cls.DISPLAY_NAME for cls in NODE_CLASS_MAPPINGS.values() if name in options_taken(cls)]
+        return f"{spelled} on {' and '.join(holders)}" if holders else spelled
 
     return spell
 

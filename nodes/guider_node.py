@@ -66,8 +66,7 @@ class GuidedRun:
         """The denoiser for one sampler run over `sigmas`, with the networks loaded and the LoRAs merged for the
         block (restored after it, also on an error or Cancel). `seed` (the NOISE's) draws the random window offsets,
         as the X-Portrait Sampler's seed does."""
-        from xportrait_core.pipeline import windowed_denoiser
-        from xportrait_core.sampling.guidance import DenoiserHooks
+        from xportrait_core.pipeline import DenoiserHooks, windowed_denoiser
 
         options = replace(self.options, seed=0 if seed is None else seed)
         log.info("X-Portrait guider: sampling %d frames over %d sigmas, cfg %g, windows of %d (overlap %d, %s)",
@@ -109,7 +108,7 @@ class Guider:
     def guide(self, model: Any, reference: Any, motion: Any, local_patches: Any, cfg: float, window: int,
               overlap: int, window_placement: str, positive: Any = None, negative: Any = None,
               lora: Any = ()) -> tuple[Any, Any, dict]:
-        from xportrait_core.sampling.sampler import SamplerOptions
+        from xportrait_core.pipeline import SamplerOptions
 
         from .comfy_types import to_comfy_latent
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 if TYPE_CHECKING:
     import torch
 
-    from xportrait_core.model.xportrait_model import XPortraitModel
+    from xportrait_core.pipeline import XPortraitModel
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ def make_vae(model: "XPortraitModel") -> Any:
         return ImageVAE(model)
     import comfy.sd
 
-    return comfy.sd.VAE(sd=vae_state_dict(model), config=comfy_vae_config(model.config.vae))
+    return comfy.sd.VAE(sd=vae_state_dict(model), config=comfy_vae_config(model))
 
 
 # ------------------------------------------------------------------------------- progress, interrupt, preview
@@ -242,7 +242,7 @@ def frame_progress(what: str) -> Any:
     ComfyUI a ProgressBar moved after every frame or small group of frames and the Cancel flag checked before
     each (it raises ComfyUI's InterruptProcessingException); standalone progress goes to the debug log and nothing
     interrupts."""
-    from xportrait_core.controls.frame_hooks import FrameHooks
+    from xportrait_core.pipeline import FrameHooks
 
     bar = None
 
@@ -335,7 +335,7 @@ def _guider_classes() -> tuple[type, type]:
     import comfy.samplers
     import comfy.supported_models
 
-    from xportrait_core.model.schedule import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
+    from xportrait_core.pipeline import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
 
     class XPortraitSchedule(comfy.model_base.BaseModel):
         """SD1.5's sampling side without its UNet: what core samplers and scheduler nodes read from a model."""

@@ -37,8 +37,7 @@ class LoadModel:
 
     def load(self, checkpoint: str, precision: str, attention: str,
              text_num_heads: int = AUTO_TEXT_HEADS, compile: str = "off") -> tuple[Any, Any]:
-        from xportrait_core.model.checkpoint import load_model
-        from xportrait_core.model.compilation import check_compile_mode, compile_blocks
+        from xportrait_core.pipeline import check_compile_mode, load_xportrait
 
         with about_input(LoadModel, "checkpoint"):
             path = host.model_file_path(host.CHECKPOINT_FOLDER, checkpoint)
@@ -46,11 +45,9 @@ class LoadModel:
         with about_input(LoadModel, "compile"):
             check_compile_mode(compile, host.sampling_device())
         with about_input(LoadModel, "checkpoint"):
-            model, _ = load_model(path, device=host.storage_device(), compute_device=host.sampling_device(),
-                                  precision=chosen, attention_backend=attention, text_num_heads=text_num_heads,
-                                  ops=host.layer_ops(weights_in_fp8=chosen == "fp8_e4m3fn"))
-        if compile == "compile_blocks":
-            compile_blocks(model)
+            model = load_xportrait(path, device=host.storage_device(), compute_device=host.sampling_device(),
+                                   precision=chosen, attention=attention, text_num_heads=text_num_heads,
+                                   compile_mode=compile, ops=host.layer_ops(weights_in_fp8=chosen == "fp8_e4m3fn"))
         log.info("X-Portrait model %s loaded: %s, attention %s, compile %s", checkpoint, chosen,
                  model.attention_backend, compile)
         return host.manage(model, checkpoint, compile), host.make_vae(model)
@@ -75,12 +72,13 @@ class LoRA:
                            choices={"lora_file": host.list_model_files(host.LORA_FOLDER)})
 
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
-        from xportrait_core.model.lora import LoraChoice, read_lora
+        from xportrait_core.pipeline import LoraChoice, check_lora_file
 
         with about_input(LoRA, "lora_name"):
             path = host.model_file_path(host.LORA_FOLDER, lora_name)
-            read_lora(path)  # a file that is no SD1.5 LoRA is reported here, before the sampler runs
-        return (tuple(lora or ()) + (LoraChoice(path, float(strength)),),)
+            check_lora_file(path)  # a file that is no SD1.5 LoRA is reported here, before the sampler runs
+        with about_input(LoRA, "strength"):
+            return (tuple(lora or ()) + (LoraChoice(path, float(strength)),),)
 
 
 @functools.lru_cache(maxsize=4)

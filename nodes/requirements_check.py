@@ -22,7 +22,7 @@ _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 def requirements(path: Path = REQUIREMENTS_FILE) -> dict[str, str]:
-    """{distribution name (lower case): its line in requirements.txt, e.g. 'diffusers>=0.27'}."""
+    """{distribution name (lower case): its line in requirements.txt, e.g. 'kornia>=0.7'}."""
     found = {}
     for line in path.read_text().splitlines():
         spec = line.split("#", 1)[0].strip()

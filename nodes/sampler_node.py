@@ -38,9 +38,7 @@ class Sampler:
                cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,
                denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
-        from xportrait_core.media.image_fit import Framing
-        from xportrait_core.pipeline import encode_init_video, sample_video
-        from xportrait_core.sampling.sampler import SamplerHooks, SamplerOptions
+        from xportrait_core.pipeline import Framing, SamplerHooks, SamplerOptions, encode_init_video, sample_video
 
         from .comfy_types import to_comfy_latent
 

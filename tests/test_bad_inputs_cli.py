@@ -217,17 +217,17 @@ def test_non_finite_numbers_are_refused_at_once(files, tmp_path, capsys, option,
 def test_a_resolution_that_is_not_a_multiple_of_64_is_refused(files, tmp_path, capsys, resolution,
                                                               model_must_not_load):
     assert animate(files, tmp_path / "out.mp4", "--resolution", resolution) == 2
-    assert "--resolution must be a multiple of 64 pixels" in error_line(capsys)
+    assert "--resolution: must be a multiple of 64 pixels" in error_line(capsys)
 
 
 @pytest.mark.parametrize("arguments, expected", [
     (["--steps", "0"], "--steps: must be a whole number from 1 to 1000, got 0"),
     (["--steps", "1001"], "--steps: must be a whole number from 1 to 1000"),
-    (["--cfg", "-1"], "--cfg: must be a finite number >= 0"),
+    (["--cfg", "-1"], "--cfg: must be a finite number from 0 to 30"),
     (["--seed", "-1"], "--seed: must be a whole number from 0 to"),
-    (["--window", "20"], "--window: must be a multiple of 16 frames"),
+    (["--window", "32"], "--window: must be a whole number from 16 to 24 (the motion modules were trained on 16"),
     (["--overlap", "16"], "--overlap: must be a whole number from 0 to 15"),
-    (["--strength", "1.5"], "--strength: must be a number in (0, 1]"),
+    (["--strength", "1.5"], "--strength: must be a finite number in (0, 1]"),
     (["--steps", "4", "--strength", "0.1"], "--strength: does not fit the steps"),
 ])
 def test_a_sampling_option_that_cannot_work_is_named_by_its_flag(files, tmp_path, capsys, arguments, expected,
@@ -246,13 +246,13 @@ def test_an_overlap_the_video_is_too_short_for_is_named_after_reading_it(files, 
 def test_zero_frames_or_frame_step_is_refused_at_once(files, tmp_path, capsys, option):
     with pytest.raises(SystemExit):
         animate(files, tmp_path / "out.mp4", option, "0")
-    assert f"argument {option}: must be 1 or more, got 0" in error_line(capsys)
+    assert f"argument {option}: must be a whole number >= 1, got 0" in error_line(capsys)
 
 
 @pytest.mark.parametrize("value", ["first", "-2"])
 def test_a_best_frame_that_is_no_frame_is_refused(files, tmp_path, capsys, value, model_must_not_load):
     assert animate(files, tmp_path / "out.mp4", "--best-frame", value) == 2
-    assert "--best-frame must be auto, none or a frame number" in error_line(capsys)
+    assert "--best-frame: must be auto, off or a frame number" in error_line(capsys)
 
 
 # ----------------------------------------------------------------------------------------------------- devices
@@ -285,14 +285,17 @@ def test_cuda_graphs_asked_on_the_cpu_is_refused_by_the_demo_before_any_work(tmp
     assert not (tmp_path / "demo.mp4").exists()
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
-def test_windows_per_batch_that_is_not_a_positive_whole_number_is_refused(files, tmp_path, capsys, value,
-                                                                         model_must_not_load):
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_windows_per_batch_below_one_is_refused(files, tmp_path, capsys, value, model_must_not_load):
+    assert animate(files, tmp_path / "out.mp4", "--windows-per-batch", value) == 2
+    assert f"--windows-per-batch: must be a whole number >= 1, got {value}" in error_line(capsys)
+
+
+def test_windows_per_batch_that_is_no_number_is_refused_at_once(files, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["animate", str(files["tiny.safetensors"]), str(files["portrait.png"]), str(files["driving.mp4"]),
-              str(tmp_path / "out.mp4"), "--windows-per-batch", value])
+        animate(files, tmp_path / "out.mp4", "--windows-per-batch", "two")
     assert exit_.value.code == 2
-    assert "--windows-per-batch" in capsys.readouterr().err
+    assert "argument --windows-per-batch: expected a whole number, got 'two'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -312,7 +315,7 @@ def test_a_checkpoint_with_a_nan_weight_is_refused_naming_the_tensor(files, tmp_
 def test_a_small_checkpoint_asks_for_the_text_head_count_by_its_option(files, tmp_path, capsys):
     assert main(["animate", str(files["tiny.th"]), str(files["portrait.png"]), str(files["driving.mp4"]),
                  str(tmp_path / "out.mp4"), *FAST]) == 2
-    assert "--text-num-heads N on the command line" in error_line(capsys)
+    assert "give the head count (--text-num-heads N)" in error_line(capsys)
 
 
 def test_a_text_head_count_that_does_not_divide_the_encoder_is_refused(files, tmp_path, capsys):
@@ -327,7 +330,7 @@ def test_a_source_without_a_face_names_the_source_and_the_option_before_the_mode
     assert main(["animate", str(files["tiny.safetensors"]), str(files["wall.png"]), str(files["driving.mp4"]),
                  str(tmp_path / "out.mp4"), *FAST]) == 2
     line = error_line(capsys)
-    assert "No face was found in the source image" in line and "(--best-frame none)" in line
+    assert "No face was found in the source image" in line and "(--best-frame off)" in line
     assert "best_frame=None" not in line
 
 
@@ -345,7 +348,7 @@ def test_sampling_that_goes_non_finite_names_the_step_and_writes_nothing(files, 
                  *FAST, "--cfg", "1"]) == 2
     err = capsys.readouterr().err
     assert re.search(r"sampling went non-finite .* at step 1 of 1, in 8 of 8 frames \(0-7\)", err)
-    assert "--dtype fp32" in err and "Traceback" not in err
+    assert "Try --precision fp32" in err and "a lower --cfg" in err and "Traceback" not in err
     assert out.read_bytes() == b"an earlier render"
 
 
@@ -353,7 +356,7 @@ def test_sampling_that_goes_non_finite_names_the_step_and_writes_nothing(files, 
 def test_demo_with_zero_frames_is_refused_at_once(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--frames", "0"])
-    assert "argument --frames: must be 1 or more, got 0" in error_line(capsys)
+    assert "argument --frames: must be a whole number >= 1, got 0" in error_line(capsys)
 
 
 @pytest.mark.parametrize("fps", ["0", "nan"])
@@ -469,9 +472,12 @@ def test_convert_keeps_the_text_head_count_so_the_result_loads(files, tmp_path):
         assert model.config.text.num_heads == TINY_TEXT_HEADS
 
 
-def test_the_command_line_checks_outputs_against_exactly_what_the_writer_writes():
-    """The suffix list is kept beside the parser so that --help needs no torch; it must not drift from the writer's."""
-    from xportrait_core.cli.local_commands import WRITABLE_SUFFIXES
-    from xportrait_core.media import video_io
+def test_the_command_line_checks_outputs_against_exactly_what_the_writer_writes(tmp_path):
+    """One list of suffixes (options.VIDEO_OUTPUT_SUFFIXES) serves the command line's check and the writer."""
+    from xportrait_core.media.video_io import VideoWriteError, write_video
+    from xportrait_core.options import VIDEO_OUTPUT_SUFFIXES
 
-    assert WRITABLE_SUFFIXES == video_io.WRITABLE_SUFFIXES
+    for suffix in VIDEO_OUTPUT_SUFFIXES:
+        write_video(tmp_path / f"clip{suffix}", torch.rand(2, 16, 16, 3), fps=5)
+    with pytest.raises(VideoWriteError, match="the suffix must be one of .mp4, .webm, .gif"):
+        write_video(tmp_path / "clip.avi", torch.rand(2, 16, 16, 3), fps=5)

@@ -177,27 +177,34 @@ def test_a_phone_photo_with_exif_rotation_reads_upright(tmp_path, portrait_rgb):
 
 # ------------------------------------------------------------------------------------------- non-finite values
 class NaNAfter:
-    """A denoiser whose eps is fine until `step`, then NaN in `frames`."""
+    """A sigma-space denoiser whose estimate of some frames turns NaN from a given call (sampler step) on."""
+
+    windows_per_batch, batch_passes, evaluation_counts = 1, False, {}
 
     def __init__(self, step: int, frames: list[int]) -> None:
-        self.step, self.frames = step, frames
+        self.step, self.frames, self.calls = step, frames, 0
 
-    def __call__(self, latents_in, timestep, step_index):
-        eps = torch.zeros_like(latents_in)
-        if step_index >= self.step:
-            eps[self.frames] = float("nan")
-        return eps
+    def __call__(self, x, sigma):
+        denoised = torch.zeros_like(x)
+        if self.calls >= self.step:
+            denoised[self.frames] = float("nan")
+        self.calls += 1
+        return denoised
 
 
-def test_latents_that_go_non_finite_stop_the_loop_at_that_step_naming_the_frames():
+def test_latents_that_go_non_finite_stop_the_run_at_that_step_naming_the_frames(monkeypatch):
+    from xportrait_core.sampling import sampler
     from xportrait_core.sampling.finite_check import NonFiniteError
-    from xportrait_core.sampling.sampler import denoise_loop
-    from xportrait_core.sampling.schedulers import make_scheduler
 
+    from test_sampler import FakeXPortrait, make_conditioning
+
+    broken = NaNAfter(step=1, frames=[2, 3, 6])
+    monkeypatch.setattr(sampler, "WindowedGuidedDenoiser", lambda *args, **kwargs: broken)
     seen_steps = []
+    hooks = sampler.SamplerHooks(on_step=lambda step, total, denoised: seen_steps.append(step))
     with pytest.raises(NonFiniteError, match=r"at step 2 of 3, in 3 of 8 frames \(2-3, 6\).*fp32") as raised:
-        denoise_loop(NaNAfter(step=1, frames=[2, 3, 6]), make_scheduler("ddim", 3), torch.zeros(8, 4, 8, 8),
-                     on_step=lambda step, total, denoised: seen_steps.append(step))
+        sampler.sample(FakeXPortrait(), make_conditioning(8), sampler.SamplerOptions(steps=3, placement="fixed"),
+                       hooks=hooks)
     assert raised.value.frames == [2, 3, 6]
     assert seen_steps == [0]  # no preview or progress of the broken step
 
@@ -229,20 +236,21 @@ def test_a_lora_with_non_finite_values_is_refused_naming_the_file_and_tensor(tmp
 
 
 # ---------------------------------------------------------------------------------------------- resolutions
-@pytest.mark.parametrize("resolution", [72, 200, 520])
+@pytest.mark.parametrize("resolution", [72, 200, 520, 4096])
 def test_the_pipeline_refuses_a_resolution_the_model_cannot_sample(resolution):
-    from xportrait_core.pipeline import to_model_images
+    from xportrait_core.options import OptionError
+    from xportrait_core.pipeline import Framing
 
-    with pytest.raises(ValueError, match=rf"resolution must be a multiple of 64 pixels .*got {resolution}"):
-        to_model_images(torch.rand(1, 96, 96, 3), resolution)
+    with pytest.raises(OptionError, match=rf"resolution: must be a multiple of 64 pixels from 64 to 2048 .*got "
+                                          rf"{resolution}"):
+        Framing(resolution)
 
 
 def test_the_steps_counted_are_the_steps_the_original_ddim_runs():
-    from xportrait_core.sampling.option_checks import check_sampler_options
     from xportrait_core.sampling.sampler import SamplerOptions
 
-    assert check_sampler_options(SamplerOptions(steps=30)) == 31
-    assert check_sampler_options(SamplerOptions(steps=30, scheduler="euler")) == 30
+    assert SamplerOptions(steps=30).steps_run == 31
+    assert SamplerOptions(steps=30, scheduler="euler").steps_run == 30
 
 
 def test_an_mp4_can_still_be_written_next_to_its_temporary_file_name(tmp_path):

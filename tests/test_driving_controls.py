@@ -236,7 +236,8 @@ def test_resolution_must_be_a_multiple_of_64(resolution):
 
 def test_best_frame_beyond_the_video_is_an_error_giving_the_range():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
-    with pytest.raises(OptionError, match=r"best_frame: is 5, but the driving video has 2 frames \(0..1\)"):
+    with pytest.raises(OptionError, match=r"best_frame: frame 5 is past the end of the driving video, which has 2 "
+                                          r"frames \(0..1\)"):
         prepare_driving_controls(grey_frames([60, 60]), grey_source(), provider, resolution=128, best_frame=5)
 
 
@@ -356,5 +357,5 @@ def test_a_best_frame_that_is_no_frame_is_refused_naming_it(value):
 def test_the_source_without_a_face_names_the_option_that_switches_alignment_off():
     with pytest.raises(SourceFaceNotFoundError) as raised:
         align_driving(grey_frames([60]), grey_source(), GreyKeyedProvider({SOURCE_GREY: None}), Framing(64), "auto")
-    assert raised.value.option == "source" and "(best_frame off)" in str(raised.value)
-    assert "(--best-frame off)" in raised.value.render(lambda name: "--best-frame" if name == "best_frame" else name)
+    assert raised.value.option == "source" and "(best_frame='off')" in str(raised.value)
+    assert "(--best-frame off)" in raised.value.render(lambda name, value: f"--best-frame {value}")

@@ -19,17 +19,21 @@ NODES = REPO_ROOT / "nodes"
 ROLES = ("networks", "model", "sampling", "controls", "media", "batch_queue", "cli")
 
 # Which parts each part may import (besides itself). Everything else is an upward or sideways import.
+# options (the option table and the numbers every part shares) is the one leaf all of them may import.
 ALLOWED = {
-    "networks": set(),
-    "media": set(),
-    "controls": {"media"},
-    "model": {"networks", "media"},  # media only for safe_output: checkpoints are written like every output
-    "sampling": {"model", "networks"},
-    "pipeline": {"sampling", "controls", "model", "networks", "media"},
-    "batch_queue": {"media"},  # media only for safe_output: the state file and downloads are written atomically
-    "cli": {"root", "batch_queue", "pipeline", "sampling", "controls", "model", "networks", "media"},
+    "options": set(),
+    "networks": {"options"},
+    "media": {"options"},
+    "controls": {"options", "media"},
+    "model": {"options", "networks", "media"},  # media only for safe_output: checkpoints are written like every output
+    "sampling": {"options", "model", "networks"},
+    "pipeline": {"options", "sampling", "controls", "model", "networks", "media"},
+    "batch_queue": {"options", "media"},  # media only for safe_output: the state file and downloads, atomically
+    "cli": {"options", "root", "batch_queue", "pipeline", "sampling", "controls", "model", "networks", "media"},
     "root": {"cli", "pipeline", "sampling", "model"},  # __main__ runs the cli; __init__ names the public API
-    "nodes": {"pipeline", "sampling", "controls", "model", "networks", "media"},
+    # The nodes go through the pipeline, the narrow waist of both front ends; besides it only the option table and
+    # the landmark providers they hand on.
+    "nodes": {"options", "pipeline", "controls"},
 }
 # Modules that lower parts must not touch even where their part is allowed.
 FORBIDDEN_MODULES = {
@@ -37,6 +41,10 @@ FORBIDDEN_MODULES = {
     "sampling": {"xportrait_core.media.video_io"},
     "model": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
     "batch_queue": {"xportrait_core.media.video_io", "xportrait_core.media.image_fit"},
+}
+# Parts a part may import only some modules of.
+ONLY_MODULES = {
+    "nodes": {"controls": ("xportrait_core.controls.landmarks",)},  # the providers; the rest through the pipeline
 }
 HOST_MODULES = ("comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server",
                 "execution", "node_helpers")
@@ -102,7 +110,7 @@ def test_every_role_is_a_subpackage_that_says_what_it_holds_and_may_import():
 
 def test_no_module_sits_loose_beside_the_role_subpackages():
     loose = {path.name for path in CORE.glob("*.py")}
-    assert loose == {"__init__.py", "__main__.py", "pipeline.py"}
+    assert loose == {"__init__.py", "__main__.py", "options.py", "pipeline.py"}
 
 
 def test_imports_run_one_way():
@@ -119,6 +127,9 @@ def test_imports_run_one_way():
                 violations.append(f"{where} ({source_part} may not import {target_part})")
             if target in FORBIDDEN_MODULES.get(source_part, ()):
                 violations.append(f"{where} ({source_part} may not import {target})")
+            only = ONLY_MODULES.get(source_part, {}).get(target_part)
+            if only and not target.startswith(only):
+                violations.append(f"{where} ({source_part} may import only {', '.join(only)} of {target_part})")
     assert not violations, "\n".join(violations)
 
 
@@ -195,15 +206,15 @@ def test_importing_the_package_stays_light():
     assert completed.stdout.strip() == "False", completed.stderr
 
 
-def test_the_batch_queue_needs_only_the_standard_library_and_safe_output():
+def test_the_batch_queue_needs_only_the_standard_library_the_options_and_safe_output():
     """What xportrait_core/batch_queue/__init__.py promises: importing all of it loads no torch, no numpy, and of
-    xportrait_core nothing but the batch queue and media.safe_output."""
+    xportrait_core nothing but the batch queue, the option table and media.safe_output."""
     probe = ("import sys, xportrait_core.batch_queue.command; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('xportrait_core', 'torch', 'numpy')))")
     completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
                                timeout=60)
     assert completed.returncode == 0, completed.stderr
     loaded = set(ast.literal_eval(completed.stdout.strip()))
-    allowed = {"xportrait_core", "xportrait_core.media", "xportrait_core.media.safe_output"}
+    allowed = {"xportrait_core", "xportrait_core.options", "xportrait_core.media", "xportrait_core.media.safe_output"}
     assert {m for m in loaded if not m.startswith("xportrait_core.batch_queue")} <= allowed, loaded
     assert "xportrait_core.batch_queue.runner" in loaded

@@ -19,13 +19,14 @@ from nodes.errors import XPortraitInputError
 from nodes.guider_node import GuidedRun, Guider
 from nodes.loader_nodes import LandmarkProvider, LoadModel, LoRA
 from nodes.sampler_node import Sampler
-from xportrait_core.model.checkpoint import save_model_checkpoint
-from nodes.comfy_types import LoraChoice, XPortraitReference
-from xportrait_core.sampling.guidance import Conditioning
 from xportrait_core.controls.landmarks import FaceLandmarks
-from xportrait_core.sampling.sampler import SamplerOptions, sample
-from xportrait_core.sampling.sigma_denoiser import sd15_sigmas
+from xportrait_core.model.checkpoint import save_model_checkpoint
+from xportrait_core.model.lora import LoraChoice
 from xportrait_core.model.tiny_model import build_random_model
+from xportrait_core.pipeline import References
+from xportrait_core.sampling.guidance import Conditioning
+from xportrait_core.sampling.sampler import SamplerOptions, sample
+from xportrait_core.sampling.sigmas import sd15_sigmas
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"
@@ -204,7 +205,7 @@ def test_a_foreign_checkpoint_is_an_error_naming_the_input(models_dir):
 
 # ------------------------------------------------------------------------------------------------- Reference
 def test_reference_encodes_the_source_at_the_resolution_with_a_preview(reference, golden, loaded):
-    assert isinstance(reference, XPortraitReference) and reference.resolution == RESOLUTION
+    assert isinstance(reference, References) and reference.resolution == RESOLUTION
     assert [tuple(latent.shape) for latent in reference.latents] == [(1, 4, LATENT, LATENT)]
     torch.testing.assert_close(reference.images, golden["source"])  # 128 px square source: unchanged
     torch.testing.assert_close(reference.latents[0], loaded[1].encode(golden["source"]))
@@ -255,8 +256,8 @@ def test_best_frame_index_is_used_as_given(golden):
 
 
 def test_a_best_frame_index_past_the_video_is_an_error_naming_the_input(golden):
-    with pytest.raises(XPortraitInputError, match=f"input 'best_frame_index': best_frame is 99, but the driving "
-                                                  f"video has {FRAMES} frames"):
+    with pytest.raises(XPortraitInputError, match=f"input 'best_frame_index': frame 99 is past the end of the driving "
+                                                  f"video, which has {FRAMES} frames"):
         MotionControl().align(golden["driving"], golden["source"], "index", 99, "center_crop", RESOLUTION,
                               FixedFaceProvider())
 
@@ -294,7 +295,7 @@ def test_a_frame_without_a_face_gets_black_patches_or_the_nearest_frames():
 
 
 def test_non_square_frames_are_an_error_naming_the_input():
-    with pytest.raises(XPortraitInputError, match="input 'motion': The aligned frames must be square"):
+    with pytest.raises(XPortraitInputError, match="input 'motion': The motion must be square frames"):
         LocalPatches().extract(torch.rand(2, 64, 96, 3), "black", FixedFaceProvider())
 
 
@@ -415,7 +416,9 @@ def test_conditioning_of_another_width_is_an_error_naming_the_input(loaded, refe
 
 def test_a_motion_resolution_other_than_the_references_is_an_error(loaded, reference, golden):
     motion = torch.rand(FRAMES, 64, 64, 3)
-    with pytest.raises(XPortraitInputError, match="input 'motion': motion frames are 64 px but the reference is 128"):
+    with pytest.raises(XPortraitInputError, match="input 'motion': motion frames are 64 px but the reference is 128 px; "
+                                                  "set the same resolution on X-Portrait Reference and X-Portrait "
+                                                  "Motion Control"):
         run_sampler(loaded, reference, (motion, motion))
 
 
@@ -530,13 +533,17 @@ def test_a_latent_image_that_is_not_one_latent_per_frame_is_refused_naming_the_f
         run.check_latent((FRAMES + 1, 4, LATENT, LATENT))
 
 
-def test_a_guider_window_that_is_not_a_multiple_of_16_is_an_error_naming_the_input(loaded, reference, controls):
-    with pytest.raises(XPortraitInputError, match="X-Portrait Guider, input 'window': 24 frames"):
-        make_guider(loaded, reference, controls, window=24)
+@pytest.mark.parametrize("window", [32, 15])
+def test_a_guider_window_the_motion_modules_cannot_see_whole_is_an_error_naming_the_input(loaded, reference, controls,
+                                                                                        window):
+    with pytest.raises(XPortraitInputError, match="X-Portrait Guider, input 'window': must be a whole number from 16 "
+                                                  f"to 24 .*got {window}"):
+        make_guider(loaded, reference, controls, window=window)
 
 
 def test_a_guider_overlap_as_long_as_the_window_is_an_error_naming_the_input(loaded, reference, controls):
-    with pytest.raises(XPortraitInputError, match="X-Portrait Guider, input 'overlap': window overlap must be in"):
+    with pytest.raises(XPortraitInputError, match=r"X-Portrait Guider, input 'overlap': must be a whole number from 0 "
+                                                  r"to 15 \(less than the window of 16\)"):
         make_guider(loaded, reference, controls, overlap=16)
 
 

@@ -45,11 +45,13 @@ def test_xformers_equals_sdpa_on_cuda():
     assert torch.allclose(attention(q, k, v, 8, "xformers"), attention(q, k, v, 8, "sdpa"), atol=2e-3)
 
 
-def test_unknown_or_unavailable_backend_is_a_clear_error():
-    with pytest.raises(ValueError, match="not one of"):
-        resolve_backend("flash9")
+def test_unknown_or_unavailable_backend_is_a_clear_error_before_loading():
+    from xportrait_core.options import OptionError
+
+    with pytest.raises(OptionError, match="attention: must be one of auto, sdpa, xformers, math, got 'flash9'"):
+        load_model(GOLDEN_DIR / "missing.safetensors", attention_backend="flash9")
     if not xformers_available():
-        with pytest.raises(ValueError, match="xformers is not installed"):
+        with pytest.raises(OptionError, match="attention: xformers was asked for but is not installed"):
             resolve_backend("xformers")
     assert resolve_backend("auto") in ("sdpa", "xformers")
 

@@ -6,8 +6,8 @@ and the help text that is both the command line's help and the node's tooltip.
 
 The command line (`cli/flags.py`) and the nodes (`nodes/node_inputs.py`) generate their flags and inputs from this
 table; the library checks user values once, where they enter it (`SamplerOptions`, `Framing`, `ControlOptions` and
-the pipeline's calls), with `check`. Errors name options in the library's words (`{precision}` in a message is the
-option `precision`); each front end renders them in its own (`--precision`, "precision on Load X-Portrait Model")
+the pipeline's calls), with `check`. Errors name options in the library's words (`{precision=fp32}` in a message is the
+option `precision` set to fp32); each front end renders them in its own (`--precision`, "precision on Load X-Portrait Model")
 with `OptionError.render`.
 
 Import-light on purpose (no torch): the command line's `--help` and ComfyUI's node list read it at start-up.
@@ -46,13 +46,23 @@ DDPM_TRAIN_STEPS = 1000  # SD1.5 was trained with 1000 DDPM steps
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range (from 0)
 BEST_FRAME_OFF = "off"  # best_frame: the driving frames are not aligned
 
-MENTION = re.compile(r"\{([a-z_]+)\}")
+VIDEO_OUTPUT_SUFFIXES = (".mp4", ".webm", ".gif")  # what media.video_io writes
+
+# Exit statuses of `python -m xportrait_core COMMAND`.
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1  # queue: some jobs failed
+EXIT_BAD_INPUT = 2  # also what argparse uses for usage errors
+EXIT_NO_SERVER = 3  # queue: no server reachable
+EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+
+MENTION = re.compile(r"\{([a-z_]+)(?:=([^{}]+))?\}")  # {option} or {option=value} in a message
 
 
 class OptionError(ValueError):
     """A value that cannot work. `option` names the option at fault (None: the run as a whole), `detail` says what
-    is wrong and what to do; `{name}` in it mentions another option. `leads`: the message starts with the option's
-    name (False where the detail is a sentence that names its subject itself, e.g. "checkpoint 'x' is damaged").
+    is wrong and what to do; `{name}` in it mentions another option, `{name=value}` the option set to a value.
+    `leads`: the message starts with the option's name (False where the detail is a sentence that names its subject
+    itself, e.g. "checkpoint 'x' is damaged").
 
     str() spells options as the library names them; a front end calls `render` with its own spelling."""
 
@@ -62,15 +72,18 @@ class OptionError(ValueError):
         self.leads = leads and option is not None
         super().__init__(self.render(library_spelling))
 
-    def render(self, spell: Callable[[str], str], lead: bool = True) -> str:
+    def render(self, spell: Spelling, lead: bool = True) -> str:
         """The message with the option at fault (where it leads, unless `lead` is False because the caller names it
-        already) and every mentioned option spelled by `spell`."""
-        detail = MENTION.sub(lambda match: spell(match.group(1)), self.detail)
-        return f"{spell(self.option)}: {detail}" if lead and self.leads and self.option else detail
+        already) and every mentioned option spelled by `spell(name, value)`."""
+        detail = MENTION.sub(lambda match: spell(match.group(1), match.group(2)), self.detail)
+        return f"{spell(self.option, None)}: {detail}" if lead and self.leads and self.option else detail
 
 
-def library_spelling(name: str) -> str:
-    return name
+Spelling = Callable[[str, "str | None"], str]  # (option name, value or None) -> how a front end writes it
+
+
+def library_spelling(name: str, value: str | None = None) -> str:
+    return name if value is None else f"{name}={value!r}"
 
 
 # ------------------------------------------------------------------------------------------------- options
@@ -286,7 +299,7 @@ OPTIONS: dict[str, Option] = _declare(
     Option("init_video", "A video to start from (e.g. an earlier result), one frame per driving frame, used with "
            "start init_video (on the command line, giving it chooses that start).", "link", carries="images",
            flag="--init-video", node_input="init_images"),
-    Option("output", "The video to write (.mp4, .webm or .gif); never an input's name.", "path", cli_only=True, flag="output"),
+    Option("output", f"The video to write ({', '.join(VIDEO_OUTPUT_SUFFIXES)}); never an input's name.", "path", cli_only=True, flag="output"),
     Option("comparison", "Also write a side-by-side video: driving (aligned) | local patches | result.", "path",
            cli_only=True, flag="--comparison"),
     Option("model", "The model output of Load X-Portrait Model.", "link", carries="model", node_input="model"),
@@ -315,6 +328,8 @@ OPTIONS: dict[str, Option] = _declare(
     Option("convert_destination", "The .safetensors file to write (not the source).", "path", cli_only=True, flag="destination"),
     Option("fp16", "Store parameters in fp16 (half the size; schedule buffers stay fp32).", "bool", False,
            cli_only=True, flag="--fp16"),
+    Option("verbose", "Also log every HTTP request (debug level).", "bool", False, cli_only=True, flag="--verbose",
+           aliases=("-v",)),
     # ------------------------------------------------------------------------------------------- batch queue
     Option("workflow", "Workflow JSON in API format (ComfyUI: Workflow > Export (API)).", "path", cli_only=True, flag="workflow"),
     Option("sources", "A source portrait image, or a folder of them (png/jpg/jpeg/webp).", "path",
@@ -342,7 +357,8 @@ OPTIONS: dict[str, Option] = _declare(
            "gets seed + i.", "choice", "fixed", _choices(SeedPolicy), cli_only=True, flag="--seed-policy"),
     Option("queue_output", "Folder for the downloaded outputs, one sub-folder per job.", "path", "xportrait_output",
            cli_only=True, flag="--output"),
-    Option("state", "Resumable state file (default: OUTPUT/queue_state.json).", "path", None, cli_only=True, flag="--state"),
+    Option("state", "Resumable state file (default: queue_state.json in the output folder).", "path", None,
+           cli_only=True, flag="--state"),
     Option("max_attempts", "Tries per job before it is marked failed; a server going away does not count.", "int",
            3, minimum=1, cli_only=True, flag="--max-attempts"),
     Option("on_interrupt", "What Ctrl-C does with this batch's prompts still queued or running on the servers: ask "

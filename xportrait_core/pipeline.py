@@ -13,11 +13,16 @@ of them in a row (`animate`).
 Every call checks the options it is given where they enter (OptionError naming the option). Images at this level are
 ComfyUI IMAGE tensors: float (F, H, W, 3) in [0, 1]; hints are (F, 3, R, R) in [-1, 1]; reference latents follow
 ComfyUI's LATENT convention (unscaled VAE space), sampling latents are scaled.
+
+The front ends need nothing below this module but the option table (`options`) and the landmark providers: the
+types its calls take are importable from here too (Framing, SamplerOptions, SamplerHooks, DenoiserHooks, FrameHooks,
+LoraChoice, XPortraitModel; the image <-> hint conversions; the SD1.5 schedule's numbers, for hosts that rebuild it).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -29,11 +34,16 @@ from .controls.driving_controls import align_driving as align_frames
 from .controls.driving_controls import local_patches as detect_local_patches
 from .controls.frame_hooks import FrameCounter, FrameHooks
 from .controls.landmarks import LandmarkProvider
-from .media.image_fit import Framing
-from .model.compilation import accelerated
+from .media.image_fit import Framing, hints_of_images, images_of_hints
+from .media.video_io import side_by_side
+from .model.checkpoint import load_model
+from .model.compilation import accelerated, check_compile_mode, compile_blocks
+from .networks.layer_ops import LayerOps
 from .model.lora import LoraChoice, LoraFileError, LoraPatch, apply_lora, read_lora
+from .model.schedule import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
 from .model.xportrait_model import XPortraitModel
-from .options import VAE_DOWNSCALE, CompileMode, MissingFace, OptionError, check, check_best_frame, default
+from .options import (VAE_DOWNSCALE, AttentionChoice, CompileMode, MissingFace, OptionError, Precision, check,
+                      check_best_frame, default)
 from .sampling.finite_check import PRECISION_ADVICE, NonFiniteError, frame_ranges, non_finite_frames
 from .sampling.guidance import Conditioning, DenoiserHooks, WindowedGuidedDenoiser
 from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
@@ -41,8 +51,36 @@ from .sampling.windows import WindowPlanner
 
 log = logging.getLogger(__name__)
 
+__all__ = [  # the calls, and the types they take (see the module docstring)
+    "AlignedDriving", "Animation", "AnimationInputs", "ControlOptions", "DDPM_TRAIN_STEPS", "DenoiserHooks",
+    "DrivingControls", "FrameHooks", "Framing", "ImageVAE", "LINEAR_END", "LINEAR_START", "LocalPatches",
+    "LoraChoice", "References", "SamplerHooks", "SamplerOptions", "align_driving", "animate", "build_conditioning",
+    "check_compile_mode", "check_lora_file", "decode_to_images", "encode_init_video", "encode_references",
+    "hints_of_images", "images_of_hints", "load_xportrait", "local_patches", "loras_merged", "prepare_controls",
+    "reference_images", "sample_references", "sample_video", "side_by_side", "windowed_denoiser", "XPortraitModel",
+]
 ReferencePosterior = Literal["mean", "per_frame_samples"]
 PatchLandmarks = Literal["detect_aligned", "transform"]
+
+
+# ------------------------------------------------------------------------------------------------------ model
+def load_xportrait(path: str | os.PathLike, *, device: torch.device | str, precision: Precision = "auto",
+                   attention: AttentionChoice = "auto", text_num_heads: int | None = None,
+                   compile_mode: CompileMode = "off", compute_device: torch.device | str | None = None,
+                   ops: LayerOps | None = None) -> XPortraitModel:
+    """A checkpoint loaded for sampling (`model.checkpoint.load_model`), its blocks compiled when compile_mode is
+    compile_blocks. The compile mode is checked against the device beforehand, by `check_compile_mode`, where the
+    front end can say so before any work."""
+    model, _ = load_model(path, device=device, precision=precision, attention_backend=attention,
+                          text_num_heads=text_num_heads, ops=ops, compute_device=compute_device)
+    if compile_mode == "compile_blocks":
+        compile_blocks(model)
+    return model
+
+
+def check_lora_file(path: str | os.PathLike) -> None:
+    """LoraFileError, naming the file, unless it is a readable SD1.5 LoRA with finite values (before any work)."""
+    read_lora(path)
 
 
 # ------------------------------------------------------------------------------------------------ references
@@ -216,8 +254,8 @@ def build_conditioning(model: XPortraitModel, references: References, pose_hints
         raise OptionError("local_patches", f"are {tuple(local_hints.shape)} but the motion {tuple(pose_hints.shape)};"
                           " both come from the same driving video (Local Patches takes Motion Control's output)")
     if pose_hints.shape[-1] != references.resolution:
-        raise OptionError("motion", f"frames are {pose_hints.shape[-1]} px but the reference is "
-                          f"{references.resolution} px; set the same {{resolution}} for both")
+        raise OptionError("motion", f"motion frames are {pose_hints.shape[-1]} px but the reference is "
+                          f"{references.resolution} px; set the same {{resolution}}", leads=False)
     empty = None
     if context is None or uncond_context is None:
         empty = model.encode_empty_prompt().float().cpu()
@@ -234,8 +272,8 @@ def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, framing: F
     the clean latents an "init_video" start noises."""
     images = framing.model_images(init_fhwc, "init video")
     if images.shape[0] != frames:
-        raise OptionError("init_video", f"has {images.shape[0]} frames but the driving video {frames}; give one init "
-                          "frame per driving frame")
+        raise OptionError("init_video", f"the init video has {images.shape[0]} frames but the driving video {frames}; "
+                          "give one init frame per driving frame", leads=False)
     chunk = model.vae_frames_per_call(framing.resolution, framing.resolution)
     with torch.no_grad():
         return torch.cat([model.encode_images(part).float().cpu() for part in images.split(chunk)])

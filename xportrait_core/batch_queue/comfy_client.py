@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..media.safe_output import atomic_output
-from .defaults import DEFAULT_TIMEOUT_S
+from ..options import default
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def describe_rejection(error: Any, node_errors: dict[str, Any]) -> str:
 class ComfyClient:
     """Talks to one ComfyUI server at `base_url` (e.g. http://127.0.0.1:8188)."""
 
-    def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, base_url: str, timeout_s: float = default("timeout")):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
 

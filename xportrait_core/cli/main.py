@@ -9,31 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
-from ..batch_queue.defaults import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_POLL_INTERVAL_S,
-    DEFAULT_QUEUE_OUTPUT,
-    DEFAULT_SERVER,
-    DEFAULT_TIMEOUT_S,
-    EXIT_BAD_INPUT,
-    EXIT_INTERRUPTED,
-    EXIT_JOBS_FAILED,
-    EXIT_NO_SERVER,
-    EXIT_OK,
-    INTERRUPT_POLICIES,
-    SEED_POLICIES,
-    STATE_FILE_NAME,
-)
-from .arg_types import positive_float, positive_int
+from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK
+from .flags import add_flag
 from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
-
-logger = logging.getLogger(__name__)
-
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, reporting a bad argument in one line (which argument, what is wrong, where help is) instead
@@ -50,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "convert checkpoints, batch-run on ComfyUI servers.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also log every HTTP request (debug level)")
+    add_flag(parser, "verbose")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Sub-commands, one registration function each.
     add_animate_parser(subparsers)
@@ -84,56 +65,26 @@ def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("workflow", type=Path,
-                        help="workflow JSON in API format (ComfyUI: Workflow > Export (API))")
+    add_flag(parser, "workflow")
     inputs = parser.add_argument_group("inputs (--sources with --drivings, or --pairs)")
-    inputs.add_argument("--sources", type=Path, metavar="PATH",
-                        help="a source portrait image, or a folder of them (png/jpg/jpeg/webp)")
-    inputs.add_argument("--drivings", type=Path, metavar="PATH",
-                        help="a driving video, or a folder of them (mp4/webm/mov/mkv/avi/gif); "
-                             "every source is animated with every driving")
-    inputs.add_argument("--pairs", type=Path, metavar="FILE",
-                        help="explicit pairs instead: CSV rows 'source,driving' (header optional) or a JSON list "
-                             "of {\"source\": ..., \"driving\": ...}; relative paths are taken from the file's folder")
-
+    add_flag(inputs, "sources", metavar="PATH")
+    add_flag(inputs, "drivings", metavar="PATH")
+    add_flag(inputs, "pairs", metavar="FILE")
     servers = parser.add_argument_group("servers")
-    servers.add_argument("--server", dest="servers", action="append", metavar="URL",
-                         help=f"ComfyUI server address; repeat for several (default: {DEFAULT_SERVER})")
-    servers.add_argument("--max-queue", type=positive_int, default=DEFAULT_MAX_QUEUE, metavar="N",
-                         help="queue a job on a server only while its queue (anyone's prompts, running or "
-                              f"waiting) is shorter than N (default: {DEFAULT_MAX_QUEUE})")
-    servers.add_argument("--poll-interval", type=positive_float, default=DEFAULT_POLL_INTERVAL_S, metavar="S",
-                         help=f"seconds between progress checks (default: {DEFAULT_POLL_INTERVAL_S})")
-    servers.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                         help=f"seconds to wait for one HTTP reply (default: {DEFAULT_TIMEOUT_S:g})")
-
+    add_flag(servers, "servers", action="append", metavar="URL")
+    add_flag(servers, "max_queue", metavar="N")
+    add_flag(servers, "poll_interval", metavar="S")
+    add_flag(servers, "timeout", metavar="S")
     workflow = parser.add_argument_group("workflow patching")
-    workflow.add_argument("--source-node", metavar="ID",
-                          help="id of the LoadImage node that takes the source (default: the only LoadImage, or "
-                               "the one whose title contains 'source')")
-    workflow.add_argument("--driving-node", metavar="ID",
-                          help="id of the LoadVideo node that takes the driving video (default: the only "
-                               "LoadVideo, or the one whose title contains 'driving')")
-    workflow.add_argument("--seed", type=int, metavar="N",
-                          help="seed for every node with a 'seed' or 'noise_seed' input, e.g. XPortraitSampler "
-                               "or RandomNoise (default: keep the workflow's seeds)")
-    workflow.add_argument("--seed-policy", choices=SEED_POLICIES, default="fixed",
-                          help="fixed: every job gets the same seed; increment: job number i (from 0, in batch "
-                               "order) gets seed + i (default: fixed)")
-
+    add_flag(workflow, "source_node", metavar="ID")
+    add_flag(workflow, "driving_node", metavar="ID")
+    add_flag(workflow, "queue_seed", metavar="N")
+    add_flag(workflow, "seed_policy")
     run = parser.add_argument_group("results and resuming")
-    run.add_argument("--output", type=Path, default=DEFAULT_QUEUE_OUTPUT, metavar="DIR",
-                     help=f"folder for the downloaded outputs, one sub-folder per job (default: {DEFAULT_QUEUE_OUTPUT})")
-    run.add_argument("--state", type=Path, metavar="FILE",
-                     help=f"resumable state file (default: OUTPUT/{STATE_FILE_NAME})")
-    run.add_argument("--max-attempts", type=positive_int, default=DEFAULT_MAX_ATTEMPTS, metavar="N",
-                     help="tries per job before it is marked failed; a server going away does not count "
-                          f"(default: {DEFAULT_MAX_ATTEMPTS})")
-    run.add_argument("--on-interrupt", choices=INTERRUPT_POLICIES, default="ask",
-                     help="what Ctrl-C does with this batch's prompts still queued or running on the servers: "
-                          "ask (in a terminal; without one, e.g. in a script or cron, they are kept), keep (they "
-                          "finish and the next run collects them), cancel (removed from the servers' queues, the "
-                          "running one interrupted) (default: ask)")
+    add_flag(run, "queue_output", metavar="DIR")
+    add_flag(run, "state", metavar="FILE")
+    add_flag(run, "max_attempts", metavar="N")
+    add_flag(run, "on_interrupt")
     parser.set_defaults(func=_run_queue_lazily)
 
 

@@ -49,8 +49,8 @@ class SourceFaceNotFoundError(OptionError):
             "source",
             f"No face was found in the source image (the portrait to animate) by the '{provider_name}' landmark "
             "provider, so the driving video cannot be aligned to it. Use a source with a clearly visible, roughly "
-            f"frontal face (at least about a fifth of the image wide), or switch alignment off ({{best_frame}} "
-            f"{BEST_FRAME_OFF}) for driving frames that are already aligned.", leads=False)
+            f"frontal face (at least about a fifth of the image wide), or switch alignment off ({{best_frame={BEST_FRAME_OFF}}}) "
+            "for driving frames that are already aligned.", leads=False)
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,8 @@ def align_driving(driving_fhwc: torch.Tensor, source_hwc: torch.Tensor | None, p
     driving_fchw = fit_square_fchw(images_to_fchw(driving_fhwc, "driving video"), framing.fit)
     frame_count = driving_fchw.shape[0]
     if isinstance(best_frame, int) and best_frame >= frame_count:
-        raise OptionError("best_frame", f"is {best_frame}, but the driving video has {frame_count} frames "
-                          f"(0..{frame_count - 1})")
+        raise OptionError("best_frame", f"frame {best_frame} is past the end of the driving video, which has "
+                          f"{frame_count} frames (0..{frame_count - 1})")
     source_fchw = None
     if source_hwc is not None:
         source_fchw = fit_square_fchw(images_to_fchw(source_hwc, "source image"), framing.fit)

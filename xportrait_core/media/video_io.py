@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from ..options import VIDEO_OUTPUT_SUFFIXES
 from .safe_output import atomic_output
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
 # PNG stores at most 16 bits per sample, so these hold 0..65535.
 SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I"})
 SIXTEEN_BIT_MAX = 65535
-WRITABLE_SUFFIXES = (".mp4", ".webm", ".gif")
 # x264 quality: 18 is visually near-lossless, small enough for comparison clips.
 DEFAULT_CRF = 18
 GIF_PALETTE_SIZE = 256  # the GIF format's colour table limit
@@ -182,8 +182,8 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, crf: int = D
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in WRITABLE_SUFFIXES:
-        raise VideoWriteError(f"Cannot write {path}: the suffix must be one of {', '.join(WRITABLE_SUFFIXES)}.")
+    if suffix not in VIDEO_OUTPUT_SUFFIXES:
+        raise VideoWriteError(f"Cannot write {path}: the suffix must be one of {', '.join(VIDEO_OUTPUT_SUFFIXES)}.")
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise VideoWriteError(f"Expected frames shaped (F, H, W, 3) with F >= 1 for {path}, got {tuple(frames.shape)}.")
     if fps <= 0:

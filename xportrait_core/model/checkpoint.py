@@ -270,7 +270,7 @@ def check_text_heads(state_dict: Mapping[str, torch.Tensor], name: str, text_num
             raise TextHeadsError(
                 f"{name!r}: its text encoder is {width} wide, not a multiple of CLIP's {CLIP_HEAD_WIDTH}-wide "
                 f"heads, and the file does not record its head count ('{TEXT_HEADS_METADATA}' metadata); give "
-                f"the head count ({{text_num_heads}})")
+                f"the head count ({{text_num_heads=N}})")
         return
     if text_num_heads < 1 or width % text_num_heads:
         raise TextHeadsError(f"{name!r}: a head count of {text_num_heads} does not divide the text encoder's "

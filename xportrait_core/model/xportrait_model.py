@@ -63,13 +63,19 @@ def supports_bf16(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
+def resolved_precision(precision: Precision, device: torch.device) -> Precision:
+    """auto: fp16 on CUDA, fp32 elsewhere; any other choice as it is."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
 def precision_plan(precision: Precision, device: torch.device | str) -> PrecisionPlan:
     """fp32 / fp16 / bf16, or fp8_e4m3fn (weights stored in fp8, computed in bf16 where the device has it, else
     fp16; fp32 on the CPU); auto: fp16 on CUDA, fp32 elsewhere. The VAE never runs in fp16 (SD1.5's VAE overflows
     there): bf16 where the device has it and the networks compute in half precision, else fp32."""
     device = torch.device(device)
-    if precision == "auto":
-        precision = "fp16" if device.type == "cuda" else "fp32"
+    precision = resolved_precision(precision, device)
     half = torch.bfloat16 if supports_bf16(device) else torch.float16
     if precision in FP8_STORAGE:
         compute = half if device.type == "cuda" else torch.float32

@@ -12,7 +12,7 @@ import torch
 from ..options import OptionError
 
 # {name} mentions an option; each front end spells it its own way (`options.OptionError.render`).
-PRECISION_ADVICE = "Try {precision} fp32, or bf16 where the device has it, or a lower {cfg}"
+PRECISION_ADVICE = "Try {precision=fp32}, or bf16 where the device has it, or a lower {cfg}"
 
 
 class NonFiniteError(OptionError):

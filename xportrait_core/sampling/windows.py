@@ -28,7 +28,7 @@ def check_window_fit(num_frames: int, overlap: int, placement: Placement) -> Non
         # The original divides by zero here: range(o, o + F - overlap, ...) is empty, no frame gets a prediction.
         raise OptionError("overlap", f"does not fit the video: random window placement needs more frames than the "
                           f"overlap: the video has {num_frames} frames and the overlap is {overlap}; lower the overlap "
-                          f"below {num_frames} or use {{placement}} fixed")
+                          f"below {num_frames} or use {{placement=fixed}}")
 
 
 def window_frames(start: int, num_frames: int, window: int) -> torch.Tensor:
