@@ -3,7 +3,12 @@ definitions they use: our nodes' live INPUT_TYPES and the core nodes' /object_in
 (tests/data/object_info_core.json); that they are what tools/build_workflows.py writes now; and the canvas rules the
 builder promises (no overlapping nodes, no link under a node, fit view readable on 1920 x 1080, titled groups, a Note,
 the driving video's sound passed on). tests/ui/ checks the same templates in the real frontend. Also: our INPUT_TYPES
-still equal the /object_info a real ComfyUI served for them (tests/data/object_info_xportrait.json)."""
+still equal the /object_info a real ComfyUI served for them (tests/data/object_info_xportrait.json).
+
+ComfyUI 0.3.64 (app/custom_node_manager.py:96-140) lists `<pack>/example_workflows/*.json` (no subfolders) as
+templates and serves the whole folder, subfolders included, as static files under /api/workflow_templates/<pack>/;
+it also accepts "example", "examples", "workflow" and "workflows", logging (at debug level) "consider renaming it to
+'example_workflows'"."""
 from __future__ import annotations
 
 import functools
@@ -25,6 +30,8 @@ UI_WORKFLOWS = sorted(TEMPLATES_DIR.glob("*.json"))  # ComfyUI lists every *.jso
 API_DIR = ROOT / "docs" / "api_workflows"
 API_WORKFLOWS = sorted(API_DIR.glob("*.json"))
 TOOLS = ROOT / "tools"
+# The other folder names ComfyUI 0.3.64 serves as templates (app/custom_node_manager.py:96).
+OTHER_TEMPLATE_FOLDERS = ("example", "examples", "workflow", "workflows")
 BASIC = TEMPLATES_DIR / "X-Portrait basic animation.json"
 NOTE = "Note"
 MIN_FIT_ZOOM = 0.6  # below this zoom the frontend draws nodes without their text
@@ -152,11 +159,24 @@ def test_the_five_example_workflows_exist_with_readable_names():
                                               "X-Portrait with core samplers (Guider)"]
 
 
-def test_only_ui_workflows_sit_where_the_templates_browser_lists_them():
+def test_the_templates_folder_holds_only_ui_templates_and_their_thumbnails():
+    """ComfyUI serves all of example_workflows/ as static files: no code, no API graph, no subfolder sits there."""
+    entries = sorted(TEMPLATES_DIR.iterdir())
+    assert [path.name for path in entries] == sorted(name for path in UI_WORKFLOWS
+                                                     for name in (path.name, path.with_suffix(".jpg").name))
+    assert all(path.is_file() for path in entries)
     for path in UI_WORKFLOWS:
         workflow = json.loads(path.read_text())
         assert isinstance(workflow.get("nodes"), list) and workflow["version"] == 0.4, path.name
-    assert API_WORKFLOWS, "the API-format graphs live in docs/api_workflows/"
+
+
+def test_the_api_graphs_live_with_the_docs_not_with_the_templates():
+    assert [path.stem for path in API_WORKFLOWS] == ["xportrait_basic_api", "xportrait_guider_api"]
+    assert not {path.name for path in API_WORKFLOWS} & {path.name for path in TEMPLATES_DIR.iterdir()}
+
+
+def test_no_other_folder_is_served_as_templates():
+    assert [name for name in OTHER_TEMPLATE_FOLDERS if (ROOT / name).exists()] == []
 
 
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
