@@ -6,7 +6,8 @@ Skipped unless COMFYUI_PATH points to a ComfyUI checkout (like tests/test_comfyu
 Node.js or playwright-core are missing. Needs: Debian's `chromium` (or XPORTRAIT_CHROMIUM=/path/to/chromium),
 `node`, and playwright-core installed with npm outside the repo (XPORTRAIT_PLAYWRIGHT_CORE=<its package folder>; no
 browser download). Screenshots go to XPORTRAIT_UI_ARTIFACTS (default: a pytest temporary folder, printed).
-XPORTRAIT_WRITE_THUMBNAILS=1 also writes each template's thumbnail (example_workflows/<template>.jpg) from its screenshot.
+XPORTRAIT_WRITE_THUMBNAILS=1 also writes each template's thumbnail (example_workflows/<template>.jpg) from its
+screenshot.
 """
 from __future__ import annotations
 
