@@ -28,9 +28,9 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a 
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
 PACK_LINK_NAME = "comfyui-xportrait"
-API_WORKFLOW = PACK_ROOT / "workflows" / "api" / "xportrait_basic_api.json"
-GUIDER_API_WORKFLOW = PACK_ROOT / "workflows" / "api" / "xportrait_guider_api.json"
-UI_WORKFLOWS = sorted((PACK_ROOT / "workflows").glob("*.json"))
+API_WORKFLOW = PACK_ROOT / "docs" / "api_workflows" / "xportrait_basic_api.json"
+GUIDER_API_WORKFLOW = PACK_ROOT / "docs" / "api_workflows" / "xportrait_guider_api.json"
+UI_WORKFLOWS = sorted((PACK_ROOT / "example_workflows").glob("*.json"))
 RECORDED_OBJECT_INFO = Path(__file__).parent / "data" / "object_info_xportrait.json"
 GOLDEN_INPUTS = Path(__file__).parent / "golden" / "inputs.safetensors"
 CHECKPOINT = "tiny.safetensors"
@@ -466,7 +466,7 @@ def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_med
 
     from real_media import audio_rms
 
-    path = PACK_ROOT / "workflows" / "X-Portrait basic animation.json"
+    path = PACK_ROOT / "example_workflows" / "X-Portrait basic animation.json"
     prompt = api_from_ui(json.loads(path.read_text()), server.get("/object_info"))
     for node in prompt.values():
         inputs = node["inputs"]

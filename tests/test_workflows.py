@@ -1,9 +1,14 @@
-"""The example workflows in workflows/ against the node definitions they use: our nodes' live INPUT_TYPES and the
-core nodes' /object_info recorded from ComfyUI 0.3.64 (tests/data/object_info_core.json); that they are what
-workflows/build_workflows.py writes now; and the canvas rules the builder promises (no overlapping nodes, no link
-under a node, fit view readable on 1920 x 1080, titled groups, a Note, the driving video's sound passed on).
-tests/ui/ checks the same files in the real frontend. Also: our INPUT_TYPES still equal the /object_info a real
-ComfyUI served for them (tests/data/object_info_xportrait.json)."""
+"""The UI templates in example_workflows/ and the API-format graphs in docs/api_workflows/ against the node
+definitions they use: our nodes' live INPUT_TYPES and the core nodes' /object_info recorded from ComfyUI 0.3.64
+(tests/data/object_info_core.json); that they are what tools/build_workflows.py writes now; and the canvas rules the
+builder promises (no overlapping nodes, no link under a node, fit view readable on 1920 x 1080, titled groups, a Note,
+the driving video's sound passed on). tests/ui/ checks the same templates in the real frontend. Also: our INPUT_TYPES
+still equal the /object_info a real ComfyUI served for them (tests/data/object_info_xportrait.json).
+
+ComfyUI 0.3.64 (app/custom_node_manager.py:96-140) lists `<pack>/example_workflows/*.json` (no subfolders) as
+templates and serves the whole folder, subfolders included, as static files under /api/workflow_templates/<pack>/;
+it also accepts "example", "examples", "workflow" and "workflows", logging (at debug level) "consider renaming it to
+'example_workflows'"."""
 from __future__ import annotations
 
 import functools
@@ -20,10 +25,14 @@ from xportrait_core.batch_queue.runner import load_workflow, locate_workflow_inp
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
-WORKFLOWS = ROOT / "workflows"
-UI_WORKFLOWS = sorted(WORKFLOWS.glob("*.json"))  # ComfyUI lists every *.json directly in workflows/ as a template
-API_WORKFLOWS = sorted((WORKFLOWS / "api").glob("*.json"))
-BASIC = WORKFLOWS / "X-Portrait basic animation.json"
+TEMPLATES_DIR = ROOT / "example_workflows"
+UI_WORKFLOWS = sorted(TEMPLATES_DIR.glob("*.json"))  # ComfyUI lists every *.json directly in it as a template
+API_DIR = ROOT / "docs" / "api_workflows"
+API_WORKFLOWS = sorted(API_DIR.glob("*.json"))
+TOOLS = ROOT / "tools"
+# The other folder names ComfyUI 0.3.64 serves as templates (app/custom_node_manager.py:96).
+OTHER_TEMPLATE_FOLDERS = ("example", "examples", "workflow", "workflows")
+BASIC = TEMPLATES_DIR / "X-Portrait basic animation.json"
 NOTE = "Note"
 MIN_FIT_ZOOM = 0.6  # below this zoom the frontend draws nodes without their text
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
@@ -31,7 +40,7 @@ WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 FILE_INPUTS = {("XPortraitLoadModel", "checkpoint"), ("XPortraitLoRA", "lora_name"),
                ("XPortraitLandmarkProvider", "dlib_model")}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflows"))  # canvas_layout, next to the builder
+sys.path.insert(0, str(TOOLS))  # canvas_layout, next to the builder
 SEEDED_CLASS = {"xportrait_basic_api": "XPortraitSampler", "xportrait_guider_api": "RandomNoise"}
 UI_OF_API = {"xportrait_basic_api": "X-Portrait basic animation",
              "xportrait_guider_api": "X-Portrait with core samplers (Guider)"}
@@ -150,11 +159,24 @@ def test_the_five_example_workflows_exist_with_readable_names():
                                               "X-Portrait with core samplers (Guider)"]
 
 
-def test_only_ui_workflows_sit_where_the_templates_browser_lists_them():
+def test_the_templates_folder_holds_only_ui_templates_and_their_thumbnails():
+    """ComfyUI serves all of example_workflows/ as static files: no code, no API graph, no subfolder sits there."""
+    entries = sorted(TEMPLATES_DIR.iterdir())
+    assert [path.name for path in entries] == sorted(name for path in UI_WORKFLOWS
+                                                     for name in (path.name, path.with_suffix(".jpg").name))
+    assert all(path.is_file() for path in entries)
     for path in UI_WORKFLOWS:
         workflow = json.loads(path.read_text())
         assert isinstance(workflow.get("nodes"), list) and workflow["version"] == 0.4, path.name
-    assert API_WORKFLOWS, "the API-format graphs live in workflows/api/"
+
+
+def test_the_api_graphs_live_with_the_docs_not_with_the_templates():
+    assert [path.stem for path in API_WORKFLOWS] == ["xportrait_basic_api", "xportrait_guider_api"]
+    assert not {path.name for path in API_WORKFLOWS} & {path.name for path in TEMPLATES_DIR.iterdir()}
+
+
+def test_no_other_folder_is_served_as_templates():
+    assert [name for name in OTHER_TEMPLATE_FOLDERS if (ROOT / name).exists()] == []
 
 
 @pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
@@ -166,7 +188,8 @@ def test_every_template_has_a_jpeg_thumbnail_beside_it(path):
 
 
 def test_the_fast_workflow_samples_with_lcm_few_steps_low_cfg_and_a_lora():
-    nodes = {n["type"]: n for n in json.loads((WORKFLOWS / "X-Portrait fast animation (LCM LoRA).json").read_text())["nodes"]}
+    workflow = json.loads((TEMPLATES_DIR / "X-Portrait fast animation (LCM LoRA).json").read_text())
+    nodes = {n["type"]: n for n in workflow["nodes"]}
     seed, _, steps, cfg, scheduler = nodes["XPortraitSampler"]["widgets_values"][:5]
     assert (scheduler, steps <= 8, 1.0 <= cfg <= 2.0) == ("lcm", True, True)
     assert any(entry["name"] == "lora" and entry["link"] for entry in nodes["XPortraitSampler"]["inputs"])
@@ -216,7 +239,7 @@ def test_nodes_sit_in_titled_groups(path):
 # ------------------------------------------------------------------------------------------------ the builder
 @functools.cache
 def _builder():
-    spec = importlib.util.spec_from_file_location("build_workflows", WORKFLOWS / "build_workflows.py")
+    spec = importlib.util.spec_from_file_location("build_workflows", TOOLS / "build_workflows.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["build_workflows"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -226,10 +249,11 @@ def _builder():
 def test_the_files_are_what_the_builder_writes_now():
     builder = _builder()
     known = builder.definitions()
+    assert (builder.TEMPLATES_DIR, builder.API_DIR) == (TEMPLATES_DIR, API_DIR)
     for name, make in builder.WORKFLOWS.items():
-        assert json.loads((WORKFLOWS / f"{name}.json").read_text()) == builder.ui_file(name, make(), known), name
+        assert json.loads((TEMPLATES_DIR / f"{name}.json").read_text()) == builder.ui_file(name, make(), known), name
     for name, make in builder.API_WORKFLOWS.items():
-        assert json.loads((WORKFLOWS / "api" / f"{name}.json").read_text()) == builder.api_workflow(make().nodes, known)
+        assert json.loads((API_DIR / f"{name}.json").read_text()) == builder.api_workflow(make().nodes, known)
 
 
 @pytest.mark.parametrize("name", ["X-Portrait basic animation", "X-Portrait fast animation (LCM LoRA)",
@@ -304,14 +328,14 @@ def test_the_batch_queue_finds_source_driving_and_seed_in_the_api_workflow(path)
 
 @pytest.mark.parametrize("path", API_WORKFLOWS, ids=lambda p: p.stem)
 def test_each_api_workflow_is_its_ui_workflow_without_the_note(path):
-    ui = json.loads((WORKFLOWS / f"{UI_OF_API[path.stem]}.json").read_text())
+    ui = json.loads((TEMPLATES_DIR / f"{UI_OF_API[path.stem]}.json").read_text())
     api = json.loads(path.read_text())
     assert sorted((str(n["id"]), n["type"]) for n in ui["nodes"] if n["type"] != NOTE) == \
         sorted((k, v["class_type"]) for k, v in api.items())
 
 
 def test_the_guider_workflow_samples_with_core_nodes_from_the_guiders_start():
-    workflow = json.loads((WORKFLOWS / "X-Portrait with core samplers (Guider).json").read_text())
+    workflow = json.loads((TEMPLATES_DIR / "X-Portrait with core samplers (Guider).json").read_text())
     nodes = {n["id"]: n for n in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
     sampler = next(n for n in nodes.values() if n["type"] == "SamplerCustomAdvanced")

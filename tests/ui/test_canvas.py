@@ -6,7 +6,8 @@ Skipped unless COMFYUI_PATH points to a ComfyUI checkout (like tests/test_comfyu
 Node.js or playwright-core are missing. Needs: Debian's `chromium` (or XPORTRAIT_CHROMIUM=/path/to/chromium),
 `node`, and playwright-core installed with npm outside the repo (XPORTRAIT_PLAYWRIGHT_CORE=<its package folder>; no
 browser download). Screenshots go to XPORTRAIT_UI_ARTIFACTS (default: a pytest temporary folder, printed).
-XPORTRAIT_WRITE_THUMBNAILS=1 also writes each template's thumbnail (workflows/<template>.jpg) from its screenshot.
+XPORTRAIT_WRITE_THUMBNAILS=1 also writes each template's thumbnail (example_workflows/<template>.jpg) from its
+screenshot.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ import pytest
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 PACK_ROOT = Path(__file__).resolve().parents[2]
-WORKFLOWS = PACK_ROOT / "workflows"
-TEMPLATES = sorted(WORKFLOWS.glob("*.json"))
+TEMPLATES_DIR = PACK_ROOT / "example_workflows"
+TEMPLATES = sorted(TEMPLATES_DIR.glob("*.json"))
 DRIVER = Path(__file__).parent / "canvas_check.mjs"
 CHROMIUM = os.environ.get("XPORTRAIT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 NODE = shutil.which("node")
@@ -75,7 +76,7 @@ def frontend(tmp_path_factory):
         print(f"UI screenshots in {artifacts}")
         if os.environ.get("XPORTRAIT_WRITE_THUMBNAILS"):
             for entry in report["reports"]:
-                write_thumbnail(entry, WORKFLOWS / f"{entry['name']}.jpg")
+                write_thumbnail(entry, TEMPLATES_DIR / f"{entry['name']}.jpg")
         yield {entry["name"]: entry for entry in report["reports"]}, report["templatesBrowser"], server
     finally:
         server.stop()

@@ -1,13 +1,15 @@
-"""Writes every example file of this folder from one description per graph: the UI templates (`<title>.json`, listed
-by ComfyUI's Templates browser under the pack's name) and, in `api/`, the API format for scripts and the batch queue.
+"""Writes every example graph from one description per graph: the UI templates (`example_workflows/<title>.json`,
+listed by ComfyUI's Templates browser under the pack's name) and the API format for scripts and the batch queue
+(`docs/api_workflows/`).
 
-    python workflows/build_workflows.py    # from the pack root
+    python tools/build_workflows.py    # from the pack root
 
 A graph is its nodes plus a layout: titled groups of canvas columns (canvas_layout.py computes positions from node
 sizes); the files are written the way ComfyUI's frontend 1.27.10 saves them (workflow_format.py). Widget order comes
 from our nodes' INPUT_TYPES and, for core nodes, tests/data/object_info_core.json (recorded from ComfyUI 0.3.64).
-Thumbnails (`<title>.jpg`) are screenshots of each graph in the real frontend: `tests/ui/` writes them when asked
-(see README "UI tests"). tests/test_workflows.py checks the written files and that they are up to date.
+Thumbnails (`<title>.jpg` beside each template) are screenshots of each graph in the real frontend: `tests/ui/`
+writes them when asked (see README "UI tests"). tests/test_workflows.py checks the written files and that they are
+up to date.
 """
 from __future__ import annotations
 
@@ -19,16 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-WORKFLOWS_DIR = Path(__file__).resolve().parent
-PACK_ROOT = WORKFLOWS_DIR.parent
+TOOLS_DIR = Path(__file__).resolve().parent
+PACK_ROOT = TOOLS_DIR.parent
 sys.path.insert(0, str(PACK_ROOT))
-sys.path.insert(0, str(WORKFLOWS_DIR))
+sys.path.insert(0, str(TOOLS_DIR))
 
 from canvas_layout import (Group, Layout, Link, Placed, Slots, arrange, fit_view, links_under_nodes,  # noqa: E402
                            overlapping_nodes)
 from workflow_format import NOTE_TYPE, Definition, Node, api_workflow, definitions, ui_workflow  # noqa: E402
 
-API_DIR = WORKFLOWS_DIR / "api"  # a subfolder: ComfyUI lists only the *.json directly in workflows/ as templates
+# ComfyUI lists every *.json directly in example_workflows/ as a template and serves the whole folder as static files,
+# so it holds only the templates and their thumbnails; the API format, which the frontend cannot open, is a doc.
+TEMPLATES_DIR = PACK_ROOT / "example_workflows"
+API_DIR = PACK_ROOT / "docs" / "api_workflows"
 CHECKPOINT = "model_state-415001.th"  # the file the X-Portrait release publishes (README "Model files")
 LCM_LORA = "lcm-lora-sdv1-5.safetensors"
 PORTRAIT = "your_portrait.png"
@@ -267,11 +272,12 @@ def write_json(path: Path, content: dict[str, Any]) -> None:
 
 def main() -> None:
     known = definitions()
-    API_DIR.mkdir(exist_ok=True)
+    for folder in (TEMPLATES_DIR, API_DIR):
+        folder.mkdir(exist_ok=True)
     for name, make in WORKFLOWS.items():
         canvas = make()
         check_layout(name, canvas, known)
-        write_json(WORKFLOWS_DIR / f"{name}.json", ui_file(name, canvas, known))
+        write_json(TEMPLATES_DIR / f"{name}.json", ui_file(name, canvas, known))
     for name, make in API_WORKFLOWS.items():
         write_json(API_DIR / f"{name}.json", api_workflow(make().nodes, known))
 
