@@ -21,11 +21,11 @@ from skimage import data
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xportrait_core.controls.alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine  # noqa: E402
-from xportrait_core.controls.driving_controls import prepare_driving_controls  # noqa: E402
-from xportrait_core.media.image_fit import resize_square_fchw, to_uint8_fhwc  # noqa: E402
 from xportrait_core.controls.local_patches import local_hints_fchw, patch_centres  # noqa: E402
+from xportrait_core.media.image_fit import resize_square_fchw, to_uint8_fhwc  # noqa: E402
+from xportrait_core.pipeline import ControlOptions, Framing, prepare_controls  # noqa: E402
 
-MAX_ROTATION_DEGREES = 10.0  # HOG finds the face reliably up to about 35 degrees (LANDMARKS.md)
+MAX_ROTATION_DEGREES = 10.0  # well inside the rotations HOG finds faces at (docs/controls.md, "Face landmarks")
 MAX_SHIFT_PX = 20.0
 
 
@@ -97,9 +97,7 @@ def main() -> None:
     _, patch_seconds = timed(device, patches)
     _, total_seconds = timed(
         device,
-        lambda: prepare_driving_controls(
-            driving, source, provider, resolution=args.resolution, best_frame="auto", device=device
-        ),
+        lambda: prepare_controls(driving, source, provider, ControlOptions(Framing(args.resolution)), device=device),
     )
 
     print(f"device {device}, provider {provider.name}, {frames} frames 512 px -> {args.resolution} px, "
@@ -109,7 +107,7 @@ def main() -> None:
         ("landmark detection", detect_seconds),
         ("alignment (resize + warp)", align_seconds),
         ("local patches", patch_seconds),
-        ("prepare_driving_controls, best_frame=auto (2 detection passes)", total_seconds),
+        ("prepare_controls, best_frame=auto (2 detection passes)", total_seconds),
     ]
     for name, seconds in rows:
         print(f"{name:<66s} {frames / seconds:9.1f} frames/s  ({1000 * seconds / frames:7.2f} ms/frame)")

@@ -23,9 +23,9 @@ On a machine that other work keeps busy, two OpenMP threads wait at every operat
 thread: wall time then follows the number of operators, not their cost. Compare CPU time there
 (speedup_end_to_end_cpu) and profile with --threads 1.
 
-The run is what a user does: the checkpoint through `load_model`, controls through
-`prepare_driving_controls` (alignment off, as the original's --best_frame -2), the reference through
-`encode_references`, `sample(SamplerOptions(steps, cfg, seed))` and `decode_to_images`. The inputs are the
+The run is what a user does: the checkpoint through `load_model`, controls through the pipeline's
+`prepare_controls` (alignment off, as the original's --best_frame -2), the reference through `encode_references`,
+`build_conditioning`, `sample(SamplerOptions(steps, cfg, seed))` and `decode_to_images`. The inputs are the
 golden data's (tests/golden/inputs.safetensors: a 128 px portrait, 21 driving frames, their landmarks), fitted
 to the sampling resolution by the pipeline, as on the original's side. Random weights: the numbers measure
 cost, not quality.
@@ -41,10 +41,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -53,28 +53,25 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from xportrait_core.controls.driving_controls import prepare_driving_controls  # noqa: E402
 from xportrait_core.controls.landmarks import FaceLandmarks, check_uint8_frames  # noqa: E402
 from xportrait_core.model.checkpoint import load_model, save_model_checkpoint  # noqa: E402
-from xportrait_core.model.tiny_model import TINY_CONFIG, build_random_model  # noqa: E402
-from xportrait_core.networks.config import TextEncoderConfig, UNetConfig, VAEConfig, XPortraitConfig  # noqa: E402
-from xportrait_core.pipeline import decode_to_images, encode_references  # noqa: E402
-from xportrait_core.sampling.guidance import Conditioning  # noqa: E402
-from xportrait_core.sampling.sampler import SamplerOptions, sample  # noqa: E402
+from xportrait_core.model.tiny_model import MID_CONFIG, TINY_CONFIG, build_random_model  # noqa: E402
+from xportrait_core.pipeline import (  # noqa: E402
+    ControlOptions,
+    Framing,
+    ImageVAE,
+    SamplerOptions,
+    build_conditioning,
+    decode_to_images,
+    encode_references,
+    prepare_controls,
+    reference_images,
+)
+from xportrait_core.sampling.sampler import sample  # noqa: E402
 
 logger = logging.getLogger("bench_cpu_end_to_end")
 
-# Issue 11's "mid" configuration (its exact widths are not recorded; these are SD1.5's proportions at a
-# quarter to a fifth of the width, 136.7 M parameters against the issue's "about 139 M"): UNet family
-# 320 -> 64 channels, channel_mult (1, 2, 4, 4), attention at levels 0-2 (attention_resolutions 4, 2, 1),
-# 2 ResBlocks per level, 8 heads; context / CLIP text width 768 -> 192 (3 heads of CLIP's 64, 12 layers,
-# MLP 4x as ViT-L/14); VAE 128 -> 32 channels (the narrowest GroupNorm(32) allows), ch_mult (1, 2, 4, 4).
-MID139_CONFIG = XPortraitConfig(
-    unet=UNetConfig(model_channels=64, channel_mult=(1, 2, 4, 4), context_dim=192),
-    vae=VAEConfig(channels=32, channel_mult=(1, 2, 4, 4)),
-    text=TextEncoderConfig(hidden_size=192, num_layers=12, num_heads=3, intermediate_size=768),
-)
-CONFIGS = {"mid139": (MID139_CONFIG, 256), "tiny": (TINY_CONFIG, 128)}  # config, default resolution (px)
+CONFIGS = {"mid": (MID_CONFIG, 256), "tiny": (TINY_CONFIG, 128)}  # config, default resolution (px)
 WEIGHTS_SEED = 0
 DEFAULT_INPUTS = REPO / "tests" / "golden" / "inputs.safetensors"
 DEFAULT_WEIGHTS_DIR = Path("/tmp/xportrait_bench")
@@ -243,14 +240,12 @@ def run_pipeline(settings: RunSettings, meter: PhaseMeter,
     with meter.phase("prep"):
         source = inputs.source_uint8.float() / 255
         driving = inputs.driving_uint8.float() / 255
-        controls = prepare_driving_controls(driving, source, provider, resolution=settings.resolution,
-                                            best_frame=None, device="cpu")
-        frames = controls.pose_hints.shape[0]
-        generator = torch.Generator().manual_seed(settings.seed)
-        reference = encode_references(model, controls.source_image, frames, "mean", generator)
-        context = model.encode_empty_prompt()
-        conditioning = Conditioning(reference_latents=reference, pose_hints=controls.pose_hints,
-                                    local_hints=controls.local_hints, context=context, uncond_context=context)
+        framing = Framing(settings.resolution)
+        controls = prepare_controls(driving, source, provider, ControlOptions(framing, best_frame="off"), device="cpu")
+        frames = controls.aligned.pose_hints.shape[0]
+        references = encode_references(ImageVAE(model).encode, reference_images(source, (), framing))
+        conditioning = build_conditioning(model, references, controls.aligned.pose_hints,
+                                          controls.patches.local_hints)
     with meter.phase("sampling"):
         result = sample(model, conditioning, SamplerOptions(steps=settings.steps, cfg=settings.cfg,
                                                             seed=settings.seed))
@@ -523,14 +518,14 @@ def profile(settings: RunSettings) -> None:
 # ------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="mid139")
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="mid")
     parser.add_argument("--weights", type=Path, help="checkpoint both sides load (default: "
                         f"{DEFAULT_WEIGHTS_DIR}/<config>_seed{WEIGHTS_SEED}.safetensors, written when missing)")
     parser.add_argument("--write-weights", action="store_true", help="(re)write the random weights, then stop")
     parser.add_argument("--inputs", type=Path, default=DEFAULT_INPUTS)
     parser.add_argument("--frames", type=int, default=DRIVING_FRAMES_SAMPLED,
                         help="driving frames to animate (default 20, as the original's run)")
-    parser.add_argument("--resolution", type=int, help="sampling resolution in px (default: 256 mid139, 128 tiny)")
+    parser.add_argument("--resolution", type=int, help="sampling resolution in px (default: 256 mid, 128 tiny)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--cfg", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)

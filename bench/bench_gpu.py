@@ -82,7 +82,7 @@ class Phase:
     def __init__(self, device: torch.device) -> None:
         self.device = device
 
-    def __enter__(self) -> "Phase":
+    def __enter__(self) -> Phase:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -154,6 +154,7 @@ def golden_row(device: torch.device) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS, golden_hints  # noqa: E402 - the tests' own readers
     from safetensors.torch import load_file
+
     from xportrait_core.model.checkpoint import load_model
 
     model, _ = load_model(GOLDEN_DIR / "tiny_weights.safetensors", device=device, precision="fp16",
@@ -182,7 +183,8 @@ def compile_row_in_subprocess(args: argparse.Namespace, cache_dir: str, label: s
     started = time.perf_counter()
     try:
         completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=args.compile_timeout)
-    except subprocess.TimeoutExpired:  # a start-up this long fails issue 11's budget anyway; keep the lease for the rest
+    except subprocess.TimeoutExpired:
+        # A start-up this long fails issue 11's budget anyway; keep the lease for the rest.
         return {"row": "compile_blocks", "cache": label, "error": f"no result within {args.compile_timeout} s"}
     if completed.returncode:
         return {"row": "compile_blocks", "cache": label, "error": completed.stderr.strip().splitlines()[-1:]}
@@ -274,14 +276,14 @@ def main() -> None:
         if name in ("fp16_cfg5", "fp16_cfg1", "bf16_cfg5"):
             precision, cfg = name.split("_")
             for frames in args.frame_counts:
-                attempt(named(name, lambda f=frames, p=precision, c=cfg: sampling_row(
-                    name, model_for(p), args.config, f, args.steps, device, cfg=float(c[3:]))))
+                attempt(named(name, lambda n=name, f=frames, p=precision, c=cfg: sampling_row(
+                    n, model_for(p), args.config, f, args.steps, device, cfg=float(c[3:]))))
         elif name == "original_schedule":
-            attempt(named(name, lambda: sampling_row(name, model_for("fp16"), args.config, short, args.steps, device,
-                                                     bank_mode="per_window", batch_passes=False,
-                                                     windows_per_batch=1)))
+            attempt(named(name, lambda n=name: sampling_row(n, model_for("fp16"), args.config, short, args.steps,
+                                                            device, bank_mode="per_window", batch_passes=False,
+                                                            windows_per_batch=1)))
         elif name == "budget_10gib" and device.type == "cuda":
-            def budget_row():
+            def budget_row(name=name):
                 total = torch.cuda.get_device_properties(device).total_memory
                 torch.cuda.set_per_process_memory_fraction(min(1.0, BUDGET_BYTES / total), device)
                 try:
@@ -297,11 +299,11 @@ def main() -> None:
             attempt(named(name, budget_row))
         elif name == "windows_sweep":
             for windows in SWEEP_WINDOWS:
-                attempt(named(name, lambda w=windows: {**sampling_row(
-                    name, model_for("fp16"), args.config, longest, args.steps, device, count_flops=False,
+                attempt(named(name, lambda n=name, w=windows: {**sampling_row(
+                    n, model_for("fp16"), args.config, longest, args.steps, device, count_flops=False,
                     windows_per_batch=w), "windows_per_forward": w}))
         elif name == "cuda_graphs" and device.type == "cuda":
-            def graphs_row():
+            def graphs_row(name=name):
                 graphed = accelerated(model_for("fp16"), "cuda_graphs")
                 started = time.perf_counter()
                 sample(graphed, make_conditioning(args.config, longest), SamplerOptions(steps=1))
@@ -320,8 +322,8 @@ def main() -> None:
                 if "error" not in cold:  # a warm cache needs a cold run that finished
                     emit(compile_row_in_subprocess(args, cache_dir, "warm"))
         elif name == "fp8":
-            attempt(named(name, lambda: sampling_row(name, model_for("fp8_e4m3fn"), args.config, short, args.steps,
-                                                     device, count_flops=False)))
+            attempt(named(name, lambda n=name: sampling_row(n, model_for("fp8_e4m3fn"), args.config, short,
+                                                            args.steps, device, count_flops=False)))
         elif name == "decode":
             attempt(named(name, lambda: decode_row(model_for("fp16"), args.config, longest, device)))
         elif name == "golden_fp16":

@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from xportrait_core.model.tiny_model import MID_CONFIG, TINY_CONFIG, build_random_model  # noqa: E402
 from xportrait_core.sampling.guidance import Conditioning  # noqa: E402
 from xportrait_core.sampling.sampler import SamplerOptions, sample  # noqa: E402
-from xportrait_core.model.tiny_model import MID_CONFIG, TINY_CONFIG, build_random_model  # noqa: E402
 
 logger = logging.getLogger("bench_sampler")
 
@@ -91,7 +91,8 @@ def run_in_subprocess(config_name: str, mode: str, device: str, frames: int, ste
 def report(rows: list[dict], device: str, frames: int, steps: int) -> None:
     memory = "CUDA max allocated" if device == "cuda" else "max RSS"
     print(f"device {device}, {frames} frames, {steps} steps, cfg 5, window 16, overlap 4; memory = {memory}")
-    header = f"{'config':6} {'mode':9} {'frames/s':>9} {'peak MiB':>9} {'appear.':>8} {'pose':>6} {'local':>6} {'unet':>6}  ratios vs naive (speed, memory, appearance evals)"
+    header = (f"{'config':6} {'mode':9} {'frames/s':>9} {'peak MiB':>9} {'appear.':>8} {'pose':>6} {'local':>6} "
+              f"{'unet':>6}  ratios vs naive (speed, memory, appearance evals)")
     print(header)
     naive = {row["config"]: row for row in rows if row["mode"] == "naive"}
     for row in rows:

@@ -9,7 +9,8 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -42,12 +43,12 @@ def context_from_conditioning(conditioning: Sequence[Any], context_dim: int, wha
     return context[:1].float()
 
 
-def vae_state_dict(model: "XPortraitModel") -> dict[str, torch.Tensor]:
+def vae_state_dict(model: XPortraitModel) -> dict[str, torch.Tensor]:
     """The checkpoint's VAE in LDM key names without the `first_stage_model.` prefix (what comfy.sd.VAE takes)."""
     return {key: value.detach().float().cpu() for key, value in model.first_stage_model.state_dict().items()}
 
 
-def comfy_vae_config(model: "XPortraitModel") -> dict[str, Any]:
+def comfy_vae_config(model: XPortraitModel) -> dict[str, Any]:
     """`config` for comfy.sd.VAE describing this checkpoint's AutoencoderKL (any width, not only SD1.5's)."""
     vae = model.config.vae
     # "resolution" is a training-time field of LDM's ddconfig that shapes nothing; 256 is what SD1.5's config holds.

@@ -8,8 +8,8 @@ from typing import Any
 from . import host
 from .errors import XPortraitInputError, about_input, input_error
 from .loader_nodes import landmark_provider
-from .node_inputs import node_inputs
-from .types import CATEGORY, REFERENCE
+from .node_inputs import OptionNode
+from .types import REFERENCE
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,10 @@ def _provider(landmarks: Any) -> Any:
     return landmarks if landmarks is not None else landmark_provider("dlib")
 
 
-class Reference:
+class Reference(OptionNode):
     DISPLAY_NAME = "X-Portrait Reference"
     DESCRIPTION = ("The portrait to animate (and optional extra reference images of the same person), squared by "
                    "'fit', resized to 'resolution' and encoded with the VAE. The preview shows what was encoded.")
-    CATEGORY = CATEGORY
     FUNCTION = "encode"
     RETURN_TYPES = (REFERENCE, "IMAGE")
     RETURN_NAMES = ("reference", "preview")
@@ -32,10 +31,6 @@ class Reference:
                        "The photo(s) as the model sees them (squared and resized), to check the framing.")
     REQUIRED_OPTIONS = ("source", "vae", "resolution", "fit")
     OPTIONAL_OPTIONS = ("extra_references",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS)
 
     def encode(self, source: Any, vae: Any, resolution: int, fit: str, extra_references: Any = None
                ) -> tuple[Any, Any]:
@@ -49,11 +44,10 @@ class Reference:
         return references, references.images
 
 
-class MotionControl:
+class MotionControl(OptionNode):
     DISPLAY_NAME = "X-Portrait Motion Control"
     DESCRIPTION = ("Aligns the driving video to the source portrait (pose control): every frame is squared, "
                    "resized and moved so the driving face in the best frame sits where the source face is.")
-    CATEGORY = CATEGORY
     FUNCTION = "align"
     RETURN_TYPES = ("IMAGE", "INT", "IMAGE")
     RETURN_NAMES = ("motion", "best_frame", "preview")
@@ -63,10 +57,6 @@ class MotionControl:
                        "Portrait and lined-up driving frame side by side, to check the alignment.")
     REQUIRED_OPTIONS = ("driving", "source", "best_frame", "best_frame_index", "fit", "resolution")
     OPTIONAL_OPTIONS = ("landmarks",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS)
 
     def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
               resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
@@ -92,11 +82,10 @@ class MotionControl:
         return motion, used, side_by_side([images_of_hints(aligned.source_image), motion])
 
 
-class LocalPatches:
+class LocalPatches(OptionNode):
     DISPLAY_NAME = "X-Portrait Local Patches"
     DESCRIPTION = ("The local control: the eye and mouth squares of the aligned frames (from Motion Control), "
                    "black elsewhere. Landmarks are detected on the aligned frames.")
-    CATEGORY = CATEGORY
     FUNCTION = "extract"
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("local_patches", "preview")
@@ -105,10 +94,6 @@ class LocalPatches:
                        "Lined-up frame and its eye and mouth patches side by side, to check them.")
     REQUIRED_OPTIONS = ("motion", "missing_face")
     OPTIONAL_OPTIONS = ("landmarks",)
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS)
 
     def extract(self, motion: Any, missing_face: str, landmarks: Any = None) -> tuple[Any, Any]:
         from xportrait_core.pipeline import hints_of_images, images_of_hints, local_patches, side_by_side

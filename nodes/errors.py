@@ -8,33 +8,29 @@ X-Portrait Model"). Anything else, ComfyUI's InterruptProcessingException above 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
 
 from xportrait_core.options import OPTIONS, OptionError
 
+from .node_inputs import OptionNode
+
 REPORTED = (ValueError, FileNotFoundError, ImportError)
-
-
-class XPortraitNode(Protocol):
-    DISPLAY_NAME: str
-    REQUIRED_OPTIONS: tuple[str, ...]
-    OPTIONAL_OPTIONS: tuple[str, ...]
 
 
 class XPortraitInputError(ValueError):
     """A node input that cannot be used, with the node's and the input's name in the message."""
 
 
-def options_taken(node: type[XPortraitNode]) -> tuple[str, ...]:
+def options_taken(node: type[OptionNode]) -> tuple[str, ...]:
     return node.REQUIRED_OPTIONS + node.OPTIONAL_OPTIONS
 
 
-def input_error(node: type[XPortraitNode], input_name: str, error: BaseException | str) -> XPortraitInputError:
+def input_error(node: type[OptionNode], input_name: str, error: BaseException | str) -> XPortraitInputError:
     """`<node>, input '<input_name>': <message>`."""
     return XPortraitInputError(f"{node.DISPLAY_NAME}, input '{input_name}': {error}")
 
 
-def node_spelling(node: type[XPortraitNode]) -> Callable[[str, str | None], str]:
+def node_spelling(node: type[OptionNode]) -> Callable[[str, str | None], str]:
     """How `node` names an option (set to a value): its input's name when it has that input ("precision fp32"), else
     the input and the nodes that have it ("precision fp32 on Load X-Portrait Model")."""
     from . import NODE_CLASS_MAPPINGS  # the node classes import this module
@@ -52,7 +48,7 @@ def node_spelling(node: type[XPortraitNode]) -> Callable[[str, str | None], str]
     return spell
 
 
-def option_error(node: type[XPortraitNode], input_name: str, error: OptionError) -> XPortraitInputError:
+def option_error(node: type[OptionNode], input_name: str, error: OptionError) -> XPortraitInputError:
     """An OptionError as this node's error: under the input that sets the option at fault when the node has it, else
     under `input_name` with the option named in the message."""
     own = error.option is None or error.option in options_taken(node)
@@ -61,7 +57,7 @@ def option_error(node: type[XPortraitNode], input_name: str, error: OptionError)
 
 
 @contextlib.contextmanager
-def about_input(node: type[XPortraitNode], input_name: str) -> Iterator[None]:
+def about_input(node: type[OptionNode], input_name: str) -> Iterator[None]:
     """Re-raise the core's user-facing errors as `<node>, input '<input_name>': <message>` (the input at fault
     instead, when the error names one of the node's own)."""
     try:

@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from . import host
 from .errors import XPortraitInputError, about_input
-from .node_inputs import node_inputs
-from .sampling_inputs import ANIMATION_OPTIONS, PROMPT_OPTIONS, WINDOW_OPTIONS, compile_mode, networks_with_loras, \
-    prepared_conditioning
-from .types import CATEGORY
+from .node_inputs import OptionNode
+from .sampling_inputs import (
+    ANIMATION_OPTIONS,
+    PROMPT_OPTIONS,
+    WINDOW_OPTIONS,
+    compile_mode,
+    networks_with_loras,
+    prepared_conditioning,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +86,13 @@ class GuidedRun:
                  self.frames, len(denoiser.calls), len({step for step, _ in denoiser.calls}), denoiser.offsets_used)
 
 
-class Guider:
+class Guider(OptionNode):
     DISPLAY_NAME = "X-Portrait Guider"
     DESCRIPTION = ("X-Portrait as a GUIDER for SamplerCustomAdvanced: any core sampler (KSamplerSelect), schedule "
                    "(BasicScheduler on 'schedule', KarrasScheduler, AlignYourStepsScheduler SD1, SplitSigmas) and "
                    "noise (RandomNoise, DisableNoise). The video is denoised window by window with X-Portrait's "
                    "guidance at this node's cfg; the noise seed also draws the window offsets. Decode the output "
                    "with VAE Decode and the VAE of Load X-Portrait Model.")
-    CATEGORY = CATEGORY
     FUNCTION = "guide"
     RETURN_TYPES = (GUIDER, CORE_MODEL, LATENT)
     RETURN_NAMES = ("guider", "schedule", "start_latent")
@@ -100,10 +105,6 @@ class Guider:
     )
     REQUIRED_OPTIONS = (*ANIMATION_OPTIONS, "cfg", *WINDOW_OPTIONS)
     OPTIONAL_OPTIONS = (*PROMPT_OPTIONS, "lora")
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS)
 
     def guide(self, model: Any, reference: Any, motion: Any, local_patches: Any, cfg: float, window: int,
               overlap: int, window_placement: str, positive: Any = None, negative: Any = None,

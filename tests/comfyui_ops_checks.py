@@ -66,7 +66,8 @@ def main() -> None:
     plain = load("fp32", None)
     comfy_built = load("fp32", host.layer_ops(weights_in_fp8=False))
     reference = eps(plain)
-    result = {"layer_class": type(comfy_built.unet.out[2]).__module__ + "." + type(comfy_built.unet.out[2]).__qualname__}
+    layer_class = type(comfy_built.unet.out[2])
+    result = {"layer_class": layer_class.__module__ + "." + layer_class.__qualname__}
     result["ops_max_abs"] = max((a - b).abs().max().item() for a, b in zip(reference, eps(comfy_built)))
 
     managed = host.manage(comfy_built, "tiny")

@@ -28,7 +28,8 @@ from xportrait_core.controls.landmarks import dlib_provider
 
 DLIB_READY = importlib.util.find_spec("dlib") is not None and dlib_provider.bundled_model_path() is not None
 
-# Astronaut face box at 512 px (LANDMARKS.md, dlib landmark bbox), and scale + translation maps on the 512 grid.
+# Astronaut face box at 512 px (measured once: the dlib landmarks' bounding box), and scale + translation maps on
+# the 512 grid.
 ASTRONAUT_FACE_BOX_512 = (179, 87, 272, 178)
 SCALE_TRANSLATIONS = [(1.0, 24.0, -16.0), (1.15, -40.0, -10.0), (0.9, 30.0, 30.0), (1.1, 10.0, 20.0)]
 EXACT_CORNER_ERROR_PX = 1e-3

@@ -193,10 +193,10 @@ class NaNAfter:
 
 
 def test_latents_that_go_non_finite_stop_the_run_at_that_step_naming_the_frames(monkeypatch):
+    from test_sampler import FakeXPortrait, make_conditioning
+
     from xportrait_core.sampling import sampler
     from xportrait_core.sampling.finite_check import NonFiniteError
-
-    from test_sampler import FakeXPortrait, make_conditioning
 
     broken = NaNAfter(step=1, frames=[2, 3, 6])
     monkeypatch.setattr(sampler, "WindowedGuidedDenoiser", lambda *args, **kwargs: broken)
@@ -228,7 +228,8 @@ def test_a_lora_with_non_finite_values_is_refused_naming_the_file_and_tensor(tmp
     from xportrait_core.model.lora import LoraFileError, read_lora
 
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    save_file({f"{name}.lora_down.weight": torch.ones(2, 320), f"{name}.lora_up.weight": torch.full((320, 2), float("inf"))},
+    save_file({f"{name}.lora_down.weight": torch.ones(2, 320),
+               f"{name}.lora_up.weight": torch.full((320, 2), float("inf"))},
               str(tmp_path / "bad.safetensors"))
     with pytest.raises(LoraFileError, match=rf"LoRA file 'bad.safetensors' is damaged: '{name}.lora_up.weight' holds "
                                             r"640 NaN or infinite values \(of 640\)"):

@@ -8,13 +8,23 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_nodes import (  # noqa: F401 (fixtures)
+    CHECKPOINT,
+    RESOLUTION,
+    FixedFaceProvider,
+    controls,
+    golden,
+    loaded,
+    models_dir,
+    reference,
+    run_sampler,
+    standalone_models,
+)
 
 from nodes import host
 from nodes.control_nodes import MotionControl, Reference
 from nodes.errors import XPortraitInputError
 from nodes.loader_nodes import LoadModel, LoRA
-from test_nodes import (CHECKPOINT, RESOLUTION, FixedFaceProvider, controls, golden, loaded,  # noqa: F401 (fixtures)
-                        models_dir, reference, run_sampler, standalone_models)
 
 TINY_TEXT_HEADS = 2
 

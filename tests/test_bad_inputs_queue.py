@@ -6,12 +6,12 @@ import io
 import json
 
 import pytest
-
 from test_comfy_queue import api_workflow, batch, fakes, settings_for  # noqa: F401 (fixtures)
+
 from xportrait_core.batch_queue import runner
+from xportrait_core.batch_queue.queue_state import DONE, PENDING, RUNNING, QueueState
 from xportrait_core.batch_queue.runner import run_queue
 from xportrait_core.cli.main import main
-from xportrait_core.batch_queue.queue_state import DONE, PENDING, RUNNING, QueueState
 
 SLOW_RUN_S = 0.5  # long enough that all four prompts are still on the server when the run stops
 

@@ -6,13 +6,19 @@ import os
 
 import pytest
 import torch
+from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS
 from safetensors.torch import load_file, save_file
 
-from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS
-from xportrait_core.model.checkpoint import (CheckpointError, convert_to_safetensors, load_model,
-                                       model_from_state_dict, read_state_dict, save_model_checkpoint)
-from xportrait_core.networks.config import XPortraitConfig
+from xportrait_core.model.checkpoint import (
+    CheckpointError,
+    convert_to_safetensors,
+    load_model,
+    model_from_state_dict,
+    read_state_dict,
+    save_model_checkpoint,
+)
 from xportrait_core.model.xportrait_model import XPortraitModel
+from xportrait_core.networks.config import XPortraitConfig
 
 TINY = GOLDEN_DIR / "tiny_weights.safetensors"
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.test_comfy_queue import FakeComfy, api_workflow, closed_port_url
-from xportrait_core.options import EXIT_BAD_INPUT, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK
 from xportrait_core.cli.main import main
+from xportrait_core.options import EXIT_BAD_INPUT, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST_POLL = "0.01"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from xportrait_core.batch_queue.queue_state import DONE, FAILED, PENDING, QueueState
 from xportrait_core.batch_queue.runner import (
     NoServerAvailableError,
     QueueInputError,
@@ -35,7 +36,6 @@ from xportrait_core.batch_queue.runner import (
     run_queue,
     upload_name,
 )
-from xportrait_core.batch_queue.queue_state import DONE, FAILED, PENDING, QueueState
 
 FAST_POLL_S = 0.01
 FAKE_RUN_TIME_S = 0.05
@@ -479,7 +479,8 @@ def test_ambiguous_loaders_ask_for_a_node_id():
     workflow = api_workflow()
     workflow["5"] = {"class_type": "LoadImage", "inputs": {"image": "x.png"}, "_meta": {"title": "Mask"}}
 
-    with pytest.raises(QueueInputError, match=r"which node takes the source: LoadImage nodes found: 1 .*5 .*--source-node"):
+    with pytest.raises(QueueInputError,
+                       match=r"which node takes the source: LoadImage nodes found: 1 .*5 .*--source-node"):
         locate_workflow_inputs(workflow)
 
 

@@ -114,7 +114,8 @@ class Server:
         boundary = uuid.uuid4().hex
         body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + \
-            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n--{boundary}--\r\n".encode()
+            (f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n"
+             f"--{boundary}--\r\n").encode()
         request = urllib.request.Request(self.url + "/upload/image", data=body,
                                          headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         with urllib.request.urlopen(request, timeout=60) as reply:
@@ -136,8 +137,8 @@ class Server:
 
 def _write_inputs(folder: Path) -> tuple[Path, Path]:
     import torch
-    from safetensors.torch import load_file
     from PIL import Image
+    from safetensors.torch import load_file
 
     from xportrait_core.media.video_io import write_video
 
@@ -168,7 +169,8 @@ def server(tmp_path_factory):
     base = comfyui_base(tmp_path_factory.mktemp("comfyui_base"))
     save_model_checkpoint(build_random_model(seed=0), base / "models" / "xportrait" / CHECKPOINT)
     (base / "models" / "loras").mkdir()
-    save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32), f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2)},
+    save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32),
+               f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2)},
               str(base / "models" / "loras" / LORA))
     running = Server(base)
     running.start()
@@ -463,7 +465,6 @@ def test_cancel_during_motion_control_lands_within_a_few_frames(server, astronau
 
 def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_media):
     import av
-
     from real_media import audio_rms
 
     path = PACK_ROOT / "example_workflows" / "X-Portrait basic animation.json"
@@ -491,17 +492,19 @@ def test_the_basic_template_keeps_the_driving_videos_sound(server, astronaut_med
         assert len(container.streams.audio) == 1, "the output has no sound track"
         seconds = float(container.duration / av.time_base)
     rms = audio_rms(video)
-    print(f"output sound RMS {rms:.3f} (driving clip {audio_rms(astronaut_media['sound_source']):.3f}), {seconds:.2f} s")
+    driving_rms = audio_rms(astronaut_media["sound_source"])
+    print(f"output sound RMS {rms:.3f} (driving clip {driving_rms:.3f}), {seconds:.2f} s")
     assert rms > MIN_TONE_RMS
     assert abs(seconds - SOUND_CLIP_FRAMES / FPS) < 0.5
 
 
 def test_with_a_requirement_missing_comfyui_still_lists_every_node_and_says_what_to_install(tmp_path):
-    """A real ComfyUI whose Python cannot import diffusers (a sitecustomize hides it, as if not installed): all of our
-    nodes are served (the Sampler does not drop out) and the console has one line naming it and the pip command."""
-    hide = tmp_path / "hide_diffusers"
+    """A real ComfyUI whose Python cannot import kornia (a sitecustomize hides it, as if not installed): all of our
+    nodes are served (Motion Control, which warps with it, does not drop out) and the console has one line naming it
+    and the pip command."""
+    hide = tmp_path / "hide_kornia"
     hide.mkdir()
-    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['diffusers'] = None  # as if not installed\n")
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['kornia'] = None  # as if not installed\n")
     running = Server(comfyui_base(tmp_path / "base"), {"PYTHONPATH": str(hide)})
     running.start()
     try:
@@ -511,5 +514,5 @@ def test_with_a_requirement_missing_comfyui_still_lists_every_node_and_says_what
         running.stop()
     lines = [line for line in log.splitlines() if "X-Portrait: missing Python packages" in line]
     assert len(lines) == 1, log[-4000:]
-    assert 'missing Python packages diffusers>=0.27 ' in lines[0] and '-m pip install "diffusers>=0.27"' in lines[0]
+    assert 'missing Python packages kornia>=0.7 ' in lines[0] and '-m pip install "kornia>=0.7"' in lines[0]
     assert not [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_LINK_NAME in line]

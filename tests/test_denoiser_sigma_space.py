@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import golden_hints
+
 from xportrait_core.model.schedule import ddpm_schedule
 from xportrait_core.sampling.guidance import Conditioning, WindowedGuidedDenoiser
 from xportrait_core.sampling.samplers import euler as euler_steps

@@ -80,7 +80,8 @@ class Controls:
 
     def __init__(self, prepared):
         aligned, patches = prepared.aligned, prepared.patches
-        self.pose_hints, self.source_image, self.best_frame = aligned.pose_hints, aligned.source_image, aligned.best_frame
+        self.pose_hints, self.source_image = aligned.pose_hints, aligned.source_image
+        self.best_frame = aligned.best_frame
         self.affine, self.affine_256, self.aligned = aligned.affine, aligned.affine_256, aligned.aligned
         self.local_hints, self.face_found, self.patch_centres = patches.local_hints, patches.face_found, patches.centres
         self.patch_landmarks_256, self.frames_without_face = patches.landmarks_256, patches.frames_without_face
@@ -231,7 +232,8 @@ def test_default_fit_is_center_crop():
 @pytest.mark.parametrize("resolution", [0, 72, 100, 513])
 def test_resolution_must_be_a_multiple_of_64(resolution):
     with pytest.raises(OptionError, match="resolution: must be a multiple of 64 pixels"):
-        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution, best_frame="off")
+        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution,
+                                 best_frame="off")
 
 
 def test_best_frame_beyond_the_video_is_an_error_giving_the_range():

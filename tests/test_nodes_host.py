@@ -1,5 +1,5 @@
 """nodes/host.py's ComfyUI side, against stand-ins for the two host modules it reads (folder_paths and
-comfy.model_management), with the behaviour HOST_API.md records for ComfyUI 0.3.64."""
+comfy.model_management), with the behaviour of ComfyUI 0.3.64 (the ComfyUI file for each is named below)."""
 from __future__ import annotations
 
 import sys

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import GOLDEN_DIR, GOLDEN_TEXT_HEADS
-from xportrait_core.networks.attention import attention, resolve_backend, xformers_available
+
 from xportrait_core.model.checkpoint import load_model
+from xportrait_core.networks.attention import attention, resolve_backend, xformers_available
 
 BF16_RELATIVE_TOL = 0.05   # measured: relative L2 error of eps 0.020, max abs 0.027 (values O(1))
 FP16_RELATIVE_TOL = 0.01   # measured: relative L2 error of eps 0.0021

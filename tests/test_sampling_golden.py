@@ -3,6 +3,7 @@ replayed from the manifest) reproduced end to end with the real model."""
 from __future__ import annotations
 
 from conftest import golden_hints
+
 from xportrait_core.sampling.guidance import Conditioning
 from xportrait_core.sampling.sampler import SamplerOptions, sample
 

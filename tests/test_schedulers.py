@@ -12,9 +12,16 @@ from xportrait_core.model.schedule import ddpm_schedule, q_sample
 from xportrait_core.options import OptionError
 from xportrait_core.sampling.sampler import start_latents
 from xportrait_core.sampling.samplers import SAMPLERS, dpmpp_2m, euler
-from xportrait_core.sampling.sigmas import (dpm_solver_timesteps, lcm_timesteps, leading_timesteps,
-                                            original_ddim_timesteps, sd15_sigmas, sigma_schedule, timestep_for_sigma,
-                                            vp_scale)
+from xportrait_core.sampling.sigmas import (
+    dpm_solver_timesteps,
+    lcm_timesteps,
+    leading_timesteps,
+    original_ddim_timesteps,
+    sd15_sigmas,
+    sigma_schedule,
+    timestep_for_sigma,
+    vp_scale,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 SHAPE = (2, 4, 3, 3)
@@ -58,7 +65,8 @@ def test_ddim_with_30_steps_runs_the_original_31_steps_from_t991():
     assert len(timesteps) == 31 and timesteps[0] == 991 and timesteps[-1] == 1
 
 
-@pytest.mark.parametrize("steps, first, count", [(3, 667, 3), (9, 889, 9), (27, 963, 27), (105, 991, 111), (1000, 999, 999)])
+@pytest.mark.parametrize("steps, first, count",
+                         [(3, 667, 3), (9, 889, 9), (27, 963, 27), (105, 991, 111), (1000, 999, 999)])
 def test_ddim_drops_the_timestep_1000_the_original_would_index_past_the_schedule(steps, first, count):
     # When 1000 // S divides 999, range(0, 1000, 1000 // S) + 1 ends at 1000 and the original crashes.
     timesteps = original_ddim_timesteps(steps)

@@ -6,9 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from xportrait_core.options import OptionError
+from xportrait_core.sampling.sampler import SamplerOptions
 from xportrait_core.sampling.windows import (
     WindowAverager,
     WindowPlanner,
+    check_window_fit,
     fixed_window_starts,
     random_window_starts,
     window_frames,
@@ -69,6 +72,8 @@ def test_replay_needs_one_offset_per_step():
 
 def test_replayed_offsets_must_be_frame_indices():
     with pytest.raises(ValueError, match=r"offsets must lie in \[0, 19\]"):
+        SamplerOptions(steps=1, offsets=[20]).check_video(20)
+    with pytest.raises(AssertionError):  # the planner takes them checked
         WindowPlanner(20, 16, 4, "random", offsets=[20])
 
 
@@ -119,13 +124,17 @@ def test_a_frame_no_window_covered_is_an_error():
 
 @pytest.mark.parametrize("overlap", [16, 20, -1])
 def test_overlap_must_be_below_the_window_length(overlap):
-    with pytest.raises(ValueError, match="window overlap must be in"):
+    with pytest.raises(OptionError, match="overlap: must be a whole number from 0 to"):
+        SamplerOptions(window=16, overlap=overlap)
+    with pytest.raises(AssertionError):  # the planner takes them checked
         WindowPlanner(20, 16, overlap)
 
 
 def test_random_placement_with_no_more_frames_than_the_overlap_is_an_error():
     # The original divides by zero here (no window, zero counts).
-    with pytest.raises(ValueError, match="video has 4 frames and the overlap is 4"):
+    with pytest.raises(OptionError, match="video has 4 frames and the overlap is 4; .* or use placement='fixed'"):
+        check_window_fit(4, 4, "random")
+    with pytest.raises(AssertionError):
         WindowPlanner(4, 16, 4, "random")
 
 
@@ -136,5 +145,5 @@ def test_fixed_placement_accepts_a_video_no_longer_than_the_overlap():
 
 
 def test_unknown_placement_is_rejected():
-    with pytest.raises(ValueError, match="window placement must be one of"):
-        WindowPlanner(20, 16, 4, "sliding")
+    with pytest.raises(OptionError, match="placement: must be one of random, fixed, got 'sliding'"):
+        SamplerOptions(placement="sliding")

@@ -231,7 +231,8 @@ def test_nodes_sit_in_titled_groups(path):
     for node in workflow["nodes"]:
         x, y = node["pos"]
         width, height = node["size"]
-        inside = [g for g in workflow["groups"] if g["bounding"][0] <= x and x + width <= g["bounding"][0] + g["bounding"][2]
+        inside = [g for g in workflow["groups"]
+                  if g["bounding"][0] <= x and x + width <= g["bounding"][0] + g["bounding"][2]
                   and g["bounding"][1] <= y - 30 and y + height <= g["bounding"][1] + g["bounding"][3]]
         assert len(inside) == 1, f"node {node['id']} is in {len(inside)} groups"
 

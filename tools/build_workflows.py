@@ -17,17 +17,17 @@ import json
 import math
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 TOOLS_DIR = Path(__file__).resolve().parent
 PACK_ROOT = TOOLS_DIR.parent
 sys.path.insert(0, str(PACK_ROOT))
 sys.path.insert(0, str(TOOLS_DIR))
 
-from canvas_layout import (Group, Layout, Link, Placed, Slots, arrange, fit_view, links_under_nodes,  # noqa: E402
-                           overlapping_nodes)
+from canvas_layout import Group, Layout, Link, Placed, Slots, arrange, fit_view, links_under_nodes, overlapping_nodes  # noqa: E402
 from workflow_format import NOTE_TYPE, Definition, Node, api_workflow, definitions, ui_workflow  # noqa: E402
 
 # ComfyUI lists every *.json directly in example_workflows/ as a template and serves the whole folder as static files,

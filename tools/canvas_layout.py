@@ -14,8 +14,8 @@ cubic splines between slot positions.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 # LiteGraph geometry of ComfyUI frontend 1.27.10 (measured in the browser: LiteGraph.NODE_TITLE_HEIGHT etc.).
 TITLE_HEIGHT = 30
@@ -140,7 +140,8 @@ class Group:
 @dataclass
 class Layout:
     boxes: dict[int, Box] = field(default_factory=dict)
-    groups: list[tuple[str, str, tuple[float, float, float, float]]] = field(default_factory=list)  # title, colour, x,y,w,h
+    # title, colour, (x, y, w, h)
+    groups: list[tuple[str, str, tuple[float, float, float, float]]] = field(default_factory=list)
 
 
 def place(groups: Sequence[Group], nodes: dict[int, Placed], min_y: dict[int, float] | None = None) -> Layout:
@@ -246,7 +247,8 @@ def arrange(groups: Sequence[Group], nodes: dict[int, Placed], links: Sequence[L
             if node_id in (link.source, link.target):
                 continue
             left, _, right, _ = layout.boxes[node_id].rect
-            lowest = max(y for x, y in link_points(link, layout, nodes) if left - LINK_CLEARANCE < x < right + LINK_CLEARANCE)
+            lowest = max(y for x, y in link_points(link, layout, nodes)
+                         if left - LINK_CLEARANCE < x < right + LINK_CLEARANCE)
             wanted = lowest + LINK_CLEARANCE + TITLE_HEIGHT
             if wanted > min_y.get(node_id, -math.inf):
                 min_y[node_id], moved = wanted, True

@@ -7,8 +7,8 @@ and the help text that is both the command line's help and the node's tooltip.
 The command line (`cli/flags.py`) and the nodes (`nodes/node_inputs.py`) generate their flags and inputs from this
 table; the library checks user values once, where they enter it (`SamplerOptions`, `Framing`, `ControlOptions` and
 the pipeline's calls), with `check`. Errors name options in the library's words (`{precision=fp32}` in a message is the
-option `precision` set to fp32); each front end renders them in its own (`--precision`, "precision on Load X-Portrait Model")
-with `OptionError.render`.
+option `precision` set to fp32); each front end renders them in its own (`--precision fp32`, "precision fp32 on Load
+X-Portrait Model") with `OptionError.render`.
 
 Import-light on purpose (no torch): the command line's `--help` and ComfyUI's node list read it at start-up.
 """
@@ -17,8 +17,9 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Literal, get_args
 
 # ----------------------------------------------------------------------------------------------- vocabularies
 Scheduler = Literal["ddim", "euler", "dpmpp_2m", "lcm"]
@@ -150,8 +151,8 @@ class Option:
                 below = max(self.multiple_of, int(value) // self.multiple_of * self.multiple_of)
                 near = f" (nearest: {below} or {below + self.multiple_of})"
             unit = f" {self.unit}" if self.unit else ""
-            return (f"must be a multiple of {self.multiple_of}{unit} from {_number(self.minimum)} to {_number(self.maximum)}{why}; "
-                    f"got {value!r}{near}")
+            span = f"from {_number(self.minimum)} to {_number(self.maximum)}"
+            return f"must be a multiple of {self.multiple_of}{unit} {span}{why}; got {value!r}{near}"
         if self.minimum is not None and self.maximum is not None:
             lower = "(" if self.above else "["
             low, high = _number(self.minimum), _number(self.maximum)
@@ -237,7 +238,8 @@ OPTIONS: dict[str, Option] = _declare(
     # ----------------------------------------------------------------------------- framing and driving video
     Option("resolution", "Size in pixels of the animation (square): 512 is what the model was trained for. Set "
            "the same on X-Portrait Reference and Motion Control.", "int", RELEASED_RESOLUTION,
-           minimum=RESOLUTION_MULTIPLE, maximum=2048, multiple_of=RESOLUTION_MULTIPLE, unit="pixels", why="the model downsamples "
+           minimum=RESOLUTION_MULTIPLE, maximum=2048, multiple_of=RESOLUTION_MULTIPLE, unit="pixels",
+           why="the model downsamples "
            f"by {RESOLUTION_MULTIPLE}; {RELEASED_RESOLUTION} for the released model", flag="--resolution",
            node_input="resolution"),
     Option("fit", "How a photo or video that is not square is made square: center_crop cuts the sides, pad adds "
@@ -252,7 +254,8 @@ OPTIONS: dict[str, Option] = _declare(
     Option("missing_face", "What a frame gets where no face is found. black: no eye and mouth detail there (as the "
            "original); nearest: the eye and mouth positions of the closest frame with a face.", "choice", "black",
            _choices(MissingFace), flag="--missing-face", node_input="missing_face"),
-    Option("max_frames", "Use at most this many driving frames.", "int", None, minimum=1, cli_only=True, flag="--max-frames"),
+    Option("max_frames", "Use at most this many driving frames.", "int", None, minimum=1, cli_only=True,
+           flag="--max-frames"),
     Option("frame_step", "Use every n-th driving frame.", "int", 1, minimum=1, cli_only=True, flag="--frame-step"),
     Option("landmark_provider", "Which detector finds the eyes, nose and mouth. dlib: the default, offline, not for "
            "commercial use. mediapipe: better with turned heads, allowed commercially, needs the mediapipe package.",
@@ -299,7 +302,8 @@ OPTIONS: dict[str, Option] = _declare(
     Option("init_video", "A video to start from (e.g. an earlier result), one frame per driving frame, used with "
            "start init_video (on the command line, giving it chooses that start).", "link", carries="images",
            flag="--init-video", node_input="init_images"),
-    Option("output", f"The video to write ({', '.join(VIDEO_OUTPUT_SUFFIXES)}); never an input's name.", "path", cli_only=True, flag="output"),
+    Option("output", f"The video to write ({', '.join(VIDEO_OUTPUT_SUFFIXES)}); never an input's name.", "path",
+           cli_only=True, flag="output"),
     Option("comparison", "Also write a side-by-side video: driving (aligned) | local patches | result.", "path",
            cli_only=True, flag="--comparison"),
     Option("model", "The model output of Load X-Portrait Model.", "link", carries="model", node_input="model"),
@@ -320,18 +324,21 @@ OPTIONS: dict[str, Option] = _declare(
     # ------------------------------------------------------------------------------------------ demo, convert
     Option("demo_output", "The video to write.", "path", "xportrait_demo.mp4", cli_only=True, flag="--output"),
     Option("demo_frames", "Clip length in frames.", "int", 24, minimum=1, cli_only=True, flag="--frames"),
-    Option("demo_fps", "Frames per second of the clip.", "float", 12.0, minimum=0.0, above=True, cli_only=True, flag="--fps"),
+    Option("demo_fps", "Frames per second of the clip.", "float", 12.0, minimum=0.0, above=True, cli_only=True,
+           flag="--fps"),
     Option("demo_landmarks", "auto: dlib when its model is installed, else the clip's exact landmarks.", "choice",
            "auto", ("auto", "dlib", "exact"), cli_only=True, flag="--landmarks"),
     Option("convert_source", "The checkpoint to convert (.th and other pickles are read weights-only).", "path",
            cli_only=True, flag="source"),
-    Option("convert_destination", "The .safetensors file to write (not the source).", "path", cli_only=True, flag="destination"),
+    Option("convert_destination", "The .safetensors file to write (not the source).", "path", cli_only=True,
+           flag="destination"),
     Option("fp16", "Store parameters in fp16 (half the size; schedule buffers stay fp32).", "bool", False,
            cli_only=True, flag="--fp16"),
     Option("verbose", "Also log every HTTP request (debug level).", "bool", False, cli_only=True, flag="--verbose",
            aliases=("-v",)),
     # ------------------------------------------------------------------------------------------- batch queue
-    Option("workflow", "Workflow JSON in API format (ComfyUI: Workflow > Export (API)).", "path", cli_only=True, flag="workflow"),
+    Option("workflow", "Workflow JSON in API format (ComfyUI: Workflow > Export (API)).", "path", cli_only=True,
+           flag="workflow"),
     Option("sources", "A source portrait image, or a folder of them (png/jpg/jpeg/webp).", "path",
            cli_only=True, flag="--sources"),
     Option("drivings", "A driving video, or a folder of them (mp4/webm/mov/mkv/avi/gif); every source is animated "

@@ -23,13 +23,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Literal
 
 import torch
 
-from .controls.driving_controls import (AlignedDriving, LocalPatches, alignment_work, local_patches_from_landmarks,
-                                        moved_landmarks, patches_work)
+from .controls.driving_controls import (
+    AlignedDriving,
+    LocalPatches,
+    alignment_work,
+    local_patches_from_landmarks,
+    moved_landmarks,
+    patches_work,
+)
 from .controls.driving_controls import align_driving as align_frames
 from .controls.driving_controls import local_patches as detect_local_patches
 from .controls.frame_hooks import FrameCounter, FrameHooks
@@ -38,12 +45,21 @@ from .media.image_fit import Framing, hints_of_images, images_of_hints
 from .media.video_io import side_by_side
 from .model.checkpoint import load_model
 from .model.compilation import accelerated, check_compile_mode, compile_blocks
-from .networks.layer_ops import LayerOps
 from .model.lora import LoraChoice, LoraFileError, LoraPatch, apply_lora, read_lora
 from .model.schedule import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
 from .model.xportrait_model import XPortraitModel
-from .options import (VAE_DOWNSCALE, AttentionChoice, CompileMode, MissingFace, OptionError, Precision, check,
-                      check_best_frame, default)
+from .networks.layer_ops import LayerOps
+from .options import (
+    VAE_DOWNSCALE,
+    AttentionChoice,
+    CompileMode,
+    MissingFace,
+    OptionError,
+    Precision,
+    check,
+    check_best_frame,
+    default,
+)
 from .sampling.finite_check import PRECISION_ADVICE, NonFiniteError, frame_ranges, non_finite_frames
 from .sampling.guidance import Conditioning, DenoiserHooks, WindowedGuidedDenoiser
 from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, sample

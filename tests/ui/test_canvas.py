@@ -39,7 +39,8 @@ pytestmark = [
     pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a ComfyUI checkout to run"),
     pytest.mark.skipif(not (CHROMIUM and NODE), reason="needs chromium and node (Debian: apt-get install chromium)"),
     pytest.mark.skipif(not (Path(PLAYWRIGHT_CORE) / "index.mjs").is_file(),
-                       reason="set XPORTRAIT_PLAYWRIGHT_CORE to playwright-core's folder (npm install playwright-core)"),
+                       reason="set XPORTRAIT_PLAYWRIGHT_CORE to playwright-core's folder "
+                              "(npm install playwright-core)"),
 ]
 
 

@@ -15,9 +15,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..media.safe_output import atomic_output
 from ..options import default
@@ -81,7 +82,8 @@ def describe_rejection(error: Any, node_errors: dict[str, Any]) -> str:
     for node_id, info in node_errors.items():
         for reason in info.get("errors", []):
             lines.append(
-                f"  node {node_id} ({info.get('class_type', '?')}): {reason.get('message', '')}: {reason.get('details', '')}"
+                f"  node {node_id} ({info.get('class_type', '?')}): {reason.get('message', '')}: "
+                f"{reason.get('details', '')}"
             )
     return "\n".join(lines)
 
@@ -152,7 +154,8 @@ class ComfyClient:
 
     def download(self, output: OutputFile, destination: Path) -> None:
         """Save one output file (GET /view) to `destination`, whole or not at all (`atomic_output`)."""
-        query = urllib.parse.urlencode({"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
+        query = urllib.parse.urlencode({"filename": output.filename, "subfolder": output.subfolder,
+                                        "type": output.type})
         destination.parent.mkdir(parents=True, exist_ok=True)
         with atomic_output(destination) as partial, self._open("GET", f"/view?{query}") as response, \
                 partial.open("wb") as file:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, default
 from .queue_state import DONE, FAILED, STATE_FILE_NAME, Job, QueueStateError
@@ -61,7 +61,8 @@ def run_queue_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
     failed = state.with_status(FAILED)
-    print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.queue_output}, state in {state_path}.")
+    print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.queue_output}, "
+          f"state in {state_path}.")
     for job in failed:
         print(f"failed: {job.job_id} after {job.attempts} attempts: {job.error}", file=sys.stderr)
     return EXIT_JOBS_FAILED if failed else EXIT_OK

@@ -18,10 +18,12 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..options import SeedPolicy, default
 from .comfy_client import (
     ComfyClient,
     ComfyError,
@@ -30,7 +32,6 @@ from .comfy_client import (
     execution_failure,
     output_files,
 )
-from ..options import SeedPolicy, default
 from .queue_state import DONE, FAILED, PENDING, RUNNING, Job, QueueState
 
 logger = logging.getLogger(__name__)

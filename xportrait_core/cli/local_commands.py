@@ -8,8 +8,9 @@ import argparse
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..options import EXIT_BAD_INPUT, EXIT_OK, VIDEO_OUTPUT_SUFFIXES, OptionError
 from .flags import add_flag, add_flags, spell
@@ -38,7 +39,7 @@ class ProgressLine:
         self.started = time.monotonic()
         self.shown = False
 
-    def __enter__(self) -> "ProgressLine":
+    def __enter__(self) -> ProgressLine:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -16,6 +16,7 @@ from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_N
 from .flags import add_flag
 from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
 
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser, reporting a bad argument in one line (which argument, what is wrong, where help is) instead
     of the whole usage block; the sub-commands' parsers are of this class too."""

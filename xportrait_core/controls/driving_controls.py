@@ -49,8 +49,8 @@ class SourceFaceNotFoundError(OptionError):
             "source",
             f"No face was found in the source image (the portrait to animate) by the '{provider_name}' landmark "
             "provider, so the driving video cannot be aligned to it. Use a source with a clearly visible, roughly "
-            f"frontal face (at least about a fifth of the image wide), or switch alignment off ({{best_frame={BEST_FRAME_OFF}}}) "
-            "for driving frames that are already aligned.", leads=False)
+            "frontal face (at least about a fifth of the image wide), or switch alignment off "
+            f"({{best_frame={BEST_FRAME_OFF}}}) for driving frames that are already aligned.", leads=False)
 
 
 @dataclass(frozen=True)

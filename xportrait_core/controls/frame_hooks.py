@@ -6,8 +6,8 @@ frame's work. Without hooks nothing is reported and nothing interrupts.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -15,8 +15,8 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 PARTIAL_MARK = ".partial-"  # in the names of the temporary files; nothing else is ever named like this
 NEW_FILE_MODE = 0o666  # what open() gives a new file before the umask, so results get the usual permissions

@@ -11,18 +11,25 @@ import logging
 import os
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..media.safe_output import atomic_output, check_output_path
-from ..networks.config import (APPEARANCE_PREFIX, CLIP_HEAD_WIDTH, LOCAL_PREFIX, POSE_PREFIX, TEXT_PREFIX,
-                               UNET_PREFIX, VAE_PREFIX, XPortraitConfig)
+from ..networks.config import (
+    APPEARANCE_PREFIX,
+    CLIP_HEAD_WIDTH,
+    LOCAL_PREFIX,
+    POSE_PREFIX,
+    TEXT_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    XPortraitConfig,
+)
 from ..networks.layer_ops import LayerOps
 from ..options import AttentionChoice, OptionError, Precision, check
 from .finite_weights import describe_non_finite, non_finite_tensors

@@ -15,14 +15,15 @@ Whether a mode pays depends on the device; `bench/bench_gpu.py` measures each wi
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 
 from ..networks.motion_module import TemporalTransformer
-from ..options import CompileMode, OptionError
 from ..networks.spatial_transformer import FeedForward
 from ..networks.unet_blocks import ResBlock
+from ..options import CompileMode, OptionError
 from .graph_capture import GraphedModel
 from .xportrait_model import XPortraitModel
 

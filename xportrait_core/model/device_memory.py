@@ -1,4 +1,4 @@
-"""What the compute device has room for, read from torch (no host API): free bytes and the peak of a piece of work.
+"""What the compute device has room for, read from torch (no host API): its free bytes.
 
 On the CPU there is no separate memory to budget (the process's RAM is shared with everything else), so these
 return None there and callers keep their memory-lean defaults.
@@ -16,21 +16,3 @@ def free_bytes(device: torch.device) -> int | None:
     free, _ = torch.cuda.mem_get_info(device)
     cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return int(free + cached_unused)
-
-
-class PeakMeter:
-    """Peak bytes allocated on a CUDA device above what was allocated when the meter started (None elsewhere)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._start = None
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            self._start = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-
-    def peak_above_start(self) -> int | None:
-        if self._start is None:
-            return None
-        torch.cuda.synchronize(self.device)
-        return int(torch.cuda.max_memory_allocated(self.device) - self._start)

@@ -5,7 +5,7 @@ read once more at most; the result names the tensors, so the message can say whi
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

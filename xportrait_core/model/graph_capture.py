@@ -1,8 +1,8 @@
 """CUDA graphs of the model's evaluations: each forward's kernels are recorded once per input signature and then
 launched together, instead of one Python call per kernel.
 
-Why: with 16-frame windows a large GPU finishes each kernel sooner than Python launches the next (measured on an
-H200: 278 ms of launching for 274 ms of GPU work per step), so the card waits. A captured graph replays the whole
+Why: with 16-frame windows a large GPU finishes each kernel sooner than Python launches the next (docs/performance.md,
+"Numbers behind the code's constants"), so the card waits. A captured graph replays the whole
 forward from one call. Capturing costs about one forward per distinct signature (a step has at most two window
 batches of different size, plus the appearance net), with no compilation, so the start-up stays small.
 
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Callable, Sequence
-
-from .xportrait_model import EvaluationObserver
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+
+from .xportrait_model import EvaluationObserver
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ Attribute names equal the checkpoint prefixes (``model.diffusion_model``, ``appe
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,11 +33,10 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 FP8_STORAGE = {"fp8_e4m3fn": torch.float8_e4m3fn}
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)  # the layers whose weights fp8 storage narrows (norms, biases stay)
 POSTERIOR_LOG_VARIANCE_FLOOR = 1e-20  # LDM clips the posterior variance before the log
-# VAE memory per frame at its peak: about 8 activations of the full-resolution width (measured on an H200 at 512 px:
-# 1.07 GiB per frame in fp32 with 128 channels); calls take at most 4 frames at 512 px, and on the CPU, where the
-# free memory is not known, as many as fit in a small fixed budget: there, smaller calls are no slower (measured,
-# 20 frames at 256 px, 32-channel VAE, 2 threads: 8 frames per call 7.3-8.5 s, 4 frames 5.2-7.2 s, 2 frames
-# 5.2-6.2 s) and keep the decode's peak below the sampling's.
+# VAE memory per frame at its peak: about 8 activations of the full-resolution width; calls take at most 4 frames at
+# 512 px, and on the CPU, where the free memory is not known, as many as fit in a small fixed budget: there, smaller
+# calls are no slower and keep the decode's peak below the sampling's (docs/performance.md, "Numbers behind the
+# code's constants").
 VAE_PEAK_WIDTHS = 8
 VAE_PIXELS_PER_CALL = 4 * 512 * 512
 VAE_SHARE_OF_FREE_MEMORY = 0.6
@@ -347,7 +346,8 @@ class XPortraitModel(nn.Module):
         return BankReader([entry.to(self.device, self.compute_dtype) for entry in bank], rows=rows)
 
     def eps_unconditional(self, x_t: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                          frames_per_video: int = TRAINED_WINDOW, observer: EvaluationObserver | None = None) -> torch.Tensor:
+                          frames_per_video: int = TRAINED_WINDOW,
+                          observer: EvaluationObserver | None = None) -> torch.Tensor:
         """The unconditional pass: plain UNet + motion modules, no bank, no ControlNet."""
         self._check_videos(x_t, frames_per_video)
         x, context = self._prepare(x_t, context)

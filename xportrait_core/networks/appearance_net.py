@@ -6,6 +6,7 @@ checkpoint but the original never uses it (hint=None), so it is built only so th
 from __future__ import annotations
 
 import torch
+
 from .config import HINT_CHANNELS, UNetConfig
 from .layer_ops import LayerOps, TorchLayers
 from .reference_attention import BankWriter, ReferenceBank

@@ -48,7 +48,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
     """Multi-head attention softmax(q k^T / sqrt(d)) v.
 
     q (B, Nq, H*D), k and v (B, Nk, H*D) -> (B, Nq, H*D). k/v may have batch G dividing B: one context per
-    group of B/G consecutive rows (G = 1: shared by all); they are broadcast. ``causal`` masks keys after the query position (CLIP text).
+    group of B/G consecutive rows (G = 1: shared by all); they are broadcast. ``causal`` masks keys after the query
+    position (CLIP text).
     """
     batch, queries, width = q.shape
     head_dim = width // heads

@@ -7,8 +7,8 @@ original config and can be overridden.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import torch
 
@@ -24,7 +24,6 @@ SD15_MOTION_HEADS = 8        # motion_module_kwargs.num_attention_heads
 CLIP_HEAD_WIDTH = 64         # every OpenAI CLIP text tower uses 64-wide heads (ViT-L/14: 768 / 12)
 LATENT_SCALE_FACTOR = 0.18215  # scale_factor of the SD1.5 VAE latents
 HINT_CHANNELS = 3            # ControlNet hints are RGB images
-HINT_DOWNSAMPLE = 8          # the hint block's three stride-2 convs: hint pixels -> latent cells
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class XPortraitConfig:
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor],
-                        text_num_heads: int | None = None) -> "XPortraitConfig":
+                        text_num_heads: int | None = None) -> XPortraitConfig:
         """Derive every width from the tensors' shapes. ``text_num_heads`` overrides the CLIP head
         count, which shapes cannot tell (default: hidden / 64, the CLIP convention)."""
         return cls(unet=unet_config_from_state_dict(state_dict, UNET_PREFIX),

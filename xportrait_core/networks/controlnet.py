@@ -6,7 +6,7 @@ The hint block depends on the hint image alone - not on the latents, the timeste
 can compute each frame's features once (`hint_features`) and pass them instead of the image at every step."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn

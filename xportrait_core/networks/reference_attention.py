@@ -3,8 +3,8 @@
 The appearance net runs in write mode: every spatial transformer block appends ``norm1(x)`` (B, N, C) to
 the bank, in forward order (6 input-block, 1 middle, 9 output-block transformers for SD1.5 = 16 entries),
 then does plain self-attention. The main UNet runs in read mode: block i attends with queries from its
-own frame and keys/values from ``cat([norm1(x), bank[i]], dim=tokens)`` (ARCHITECTURE.md, "Reference
-attention"). With several references each entry is the token-wise concatenation, main reference first.
+own frame and keys/values from ``cat([norm1(x), bank[i]], dim=tokens)``, as the original's reference attention
+does. With several references each entry is the token-wise concatenation, main reference first.
 
 A bank entry has batch 1 when one reference latent is shared by every frame (our default: the appearance
 net then runs once per denoising step) or batch N with one entry row per frame (the original's per-frame

@@ -2,7 +2,7 @@
 ControlNet residual inputs (LDM key names under ``model.diffusion_model.``)."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,7 @@ from .motion_module import MotionModule
 from .reference_attention import BankReader
 from .unet_blocks import TimeEmbedding, float32_norm, group_norm_32
 from .unet_layout import build_input_blocks, build_middle_block, build_output_blocks
+
 
 class MotionUNet(nn.Module):
     """Motion modules follow every input block that holds a ResBlock (1, 2, 4, 5, 7, 8, 10, 11 for

@@ -45,7 +45,7 @@ TOP_LEVEL_LAYERS = {
 
 
 def _resnet(diffusers_prefix: str, ldm_prefix: str) -> dict[str, str]:
-    return {f"{diffusers_prefix}.{d}": f"{ldm_prefix}.{l}" for d, l in RESNET_LAYERS.items()}
+    return {f"{diffusers_prefix}.{ours}": f"{ldm_prefix}.{ldm}" for ours, ldm in RESNET_LAYERS.items()}
 
 
 def _transformer(diffusers_prefix: str, ldm_prefix: str, depth: int) -> dict[str, str]:
@@ -75,7 +75,8 @@ def diffusers_to_ldm_unet_names(
                 names.update(_transformer(f"down_blocks.{level}.attentions.{j}", f"input_blocks.{index}.1",
                                           transformer_depth))
         if level < levels - 1:
-            names[f"down_blocks.{level}.downsamplers.0.conv"] = f"input_blocks.{1 + level * per_level + num_res_blocks}.0.op"
+            downsample = 1 + level * per_level + num_res_blocks
+            names[f"down_blocks.{level}.downsamplers.0.conv"] = f"input_blocks.{downsample}.0.op"
 
     names.update(_resnet("mid_block.resnets.0", "middle_block.0"))
     names.update(_transformer("mid_block.attentions.0", "middle_block.1", transformer_depth))

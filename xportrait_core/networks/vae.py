@@ -190,8 +190,8 @@ class AutoencoderKL(nn.Module):
 
 
 def _cpu_channels_last(images: torch.Tensor) -> torch.Tensor:
-    """On the CPU, the channels-last layout: oneDNN's convolutions run it faster (measured: decode of 4 frames at
-    256 px, 2 threads, 3.9 -> 2.7 CPU-s with 32 channels, 30.0 -> 27.4 with SD1.5's 128). Elsewhere unchanged."""
+    """On the CPU, the channels-last layout: oneDNN's convolutions run it faster (docs/performance.md). Elsewhere
+    unchanged."""
     if images.device.type != "cpu":
         return images
     return images.contiguous(memory_format=torch.channels_last)

@@ -25,8 +25,9 @@ latents in every window), kept for benchmarks and for checking that both modes a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 
@@ -282,7 +283,7 @@ class WindowedGuidedDenoiser:
         if windows_per_batch is not None:
             return both, windows_per_batch
         free = free_bytes(self._device)
-        if free is None:  # CPU: one window, one pass at a time (batching measured no faster there, and costs memory)
+        if free is None:  # CPU: one window, one pass at a time (no faster batched there: docs/performance.md)
             return False, 1
         budget = ACTIVATION_SHARE_OF_FREE_MEMORY * free
         rows = self.planner.window

@@ -11,8 +11,8 @@ the CPU for long videos; only one batch of windows at a time goes to the model's
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -91,7 +91,8 @@ class SamplerOptions:
         """OptionError when these options cannot sample a video of `frames` frames."""
         check_window_fit(frames, self.overlap, self.placement)
         if self.offsets is not None and any(not 0 <= int(o) < frames for o in self.offsets):
-            raise ValueError(f"window offsets must lie in [0, {frames - 1}] (the frame count), got {list(self.offsets)}")
+            raise ValueError(f"window offsets must lie in [0, {frames - 1}] (the frame count), got "
+                             f"{list(self.offsets)}")
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def _check_start(start: StartMode, shape: tuple[int, int, int, int], init_latent
         if start == "noise":
             raise OptionError("start", "is noise, but init latents were given; use start init_video or reference")
         allowed = {shape[0], 1} if start == "reference" else {shape[0]}
-        if init_latents.dim() != 4 or init_latents.shape[0] not in allowed or tuple(init_latents.shape[1:]) != shape[1:]:
+        if init_latents.dim() != 4 or init_latents.shape[0] not in allowed or init_latents.shape[1:] != shape[1:]:
             raise OptionError("init_video", f"must be {shape} latents (one per frame of the hints), got "
                               f"{tuple(init_latents.shape)}; the init video needs as many frames as the driving video")
     if start_noise is not None and tuple(start_noise.shape) != shape:

@@ -14,7 +14,8 @@ guided denoiser (`guidance.WindowedGuidedDenoiser`) is what they drive, so every
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 

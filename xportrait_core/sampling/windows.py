@@ -14,7 +14,7 @@ A video shorter than the window is wrapped in both placements (the window repeat
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

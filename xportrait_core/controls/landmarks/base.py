@@ -40,7 +40,7 @@ class FaceLandmarks:
             )
 
     @classmethod
-    def empty(cls, frames: int) -> "FaceLandmarks":
+    def empty(cls, frames: int) -> FaceLandmarks:
         """A result for `frames` frames in which no face was found."""
         return cls(
             points_68=np.full((frames, ibug68.NUM_POINTS, 2), np.nan, dtype=np.float32),

@@ -1,8 +1,8 @@
 """dlib's HOG face detector plus its 68-point shape predictor: the default, fully offline landmark provider.
 
-Why this one (measurements in design/LANDMARKS.md): it gives true iBUG 68-point semantics (the layout of the
-FAN network the original uses), installs from wheels with no pinned dependencies (`dlib-bin`), runs in about
-18 ms per 256 px frame on one CPU core, and never touches the network. The model file comes from the
+Why this one (docs/controls.md, "Face landmarks", has the measurements): it gives true iBUG 68-point semantics (the
+layout of the FAN network the original uses), installs from wheels with no pinned dependencies (`dlib-bin`), is fast
+on one CPU core, and never touches the network. The model file comes from the
 `face-recognition-models` package or from dlib's own release; the pack never downloads it.
 
 Licence note: dlib is Boost-licensed, but `shape_predictor_68_face_landmarks.dat` was trained on the iBUG 300-W
@@ -32,7 +32,7 @@ MODEL_RELEASE_URL = "http://dlib.net/files/shape_predictor_68_face_landmarks.dat
 COMFYUI_MODEL_DIR = "models/xportrait/landmarks"
 
 # The HOG detector misses faces narrower than about 80 px; at 256 px a portrait's face is often ~50 px wide,
-# and one 2x upsampling finds it (LANDMARKS.md: astronaut at 256 px found only with upsample 1).
+# and one 2x upsampling finds it (the astronaut at 256 px is found only with upsample 1: tests/test_landmarks.py).
 HOG_UPSAMPLE_AT_256 = 1
 # dlib releases the GIL while it detects, so a few threads scale; beyond 4 the gain is small on typical CPUs.
 MAX_DEFAULT_THREADS = 4
@@ -116,7 +116,7 @@ class DlibLandmarkProvider:
         self.upsample = upsample
         self.num_threads = num_threads or min(MAX_DEFAULT_THREADS, os.cpu_count() or 1)
         # The shape predictor is read-only once loaded and is shared; each worker thread builds its own detector
-        # once (about 0.5 s each), because dlib does not document its HOG detector as safe to share between
+        # once, because dlib does not document its HOG detector as safe to share between
         # threads. The pool lives as long as the provider so those detectors are reused across calls.
         self._predictor = self._dlib.shape_predictor(str(self.model_path))
         self._thread_state = threading.local()

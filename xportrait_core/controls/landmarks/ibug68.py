@@ -8,7 +8,7 @@ the left side of the image):
 
 The original computes the local-patch centres from `lmks[43:48]`, `lmks[37:42]` and `lmks[49:68]`: each eye
 without its first point and the mouth without its first outer-lip corner. Those slices move the centres by a few
-pixels against the full ranges (see LANDMARKS.md), so we keep them exactly.
+pixels against the full ranges, so we keep them exactly.
 """
 
 NUM_POINTS = 68

