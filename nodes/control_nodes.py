@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from xportrait_core.options import BestFrameChoice, FitMode, MissingFace
+
 from . import host
 from .errors import XPortraitInputError, about_input, input_error
 from .loader_nodes import landmark_provider
@@ -32,7 +34,7 @@ class Reference(OptionNode):
     REQUIRED_OPTIONS = ("source", "vae", "resolution", "fit")
     OPTIONAL_OPTIONS = ("extra_references",)
 
-    def encode(self, source: Any, vae: Any, resolution: int, fit: str, extra_references: Any = None
+    def encode(self, source: Any, vae: Any, resolution: int, fit: FitMode, extra_references: Any = None
                ) -> tuple[Any, Any]:
         from xportrait_core.pipeline import Framing, encode_references, reference_images
 
@@ -58,7 +60,7 @@ class MotionControl(OptionNode):
     REQUIRED_OPTIONS = ("driving", "source", "best_frame", "best_frame_index", "fit", "resolution")
     OPTIONAL_OPTIONS = ("landmarks",)
 
-    def align(self, driving: Any, source: Any, best_frame: str, best_frame_index: int, fit: str,
+    def align(self, driving: Any, source: Any, best_frame: BestFrameChoice, best_frame_index: int, fit: FitMode,
               resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
         from xportrait_core.options import OptionError
         from xportrait_core.pipeline import Framing, align_driving, images_of_hints, side_by_side
@@ -79,6 +81,7 @@ class MotionControl(OptionNode):
         motion = images_of_hints(aligned.pose_hints)
         host.check_interrupt()  # the preview of a long clip takes a while too
         used = NOT_ALIGNED if aligned.best_frame is None else aligned.best_frame
+        assert aligned.source_image is not None, "source is a required input, so it is aligned too"
         return motion, used, side_by_side([images_of_hints(aligned.source_image), motion])
 
 
@@ -95,7 +98,7 @@ class LocalPatches(OptionNode):
     REQUIRED_OPTIONS = ("motion", "missing_face")
     OPTIONAL_OPTIONS = ("landmarks",)
 
-    def extract(self, motion: Any, missing_face: str, landmarks: Any = None) -> tuple[Any, Any]:
+    def extract(self, motion: Any, missing_face: MissingFace, landmarks: Any = None) -> tuple[Any, Any]:
         from xportrait_core.pipeline import hints_of_images, images_of_hints, local_patches, side_by_side
 
         with about_input(LocalPatches, "motion"):

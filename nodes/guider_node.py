@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from xportrait_core.options import Placement
+
 from . import host
 from .errors import XPortraitInputError, about_input
 from .node_inputs import OptionNode
@@ -107,7 +109,7 @@ class Guider(OptionNode):
     OPTIONAL_OPTIONS = (*PROMPT_OPTIONS, "lora")
 
     def guide(self, model: Any, reference: Any, motion: Any, local_patches: Any, cfg: float, window: int,
-              overlap: int, window_placement: str, positive: Any = None, negative: Any = None,
+              overlap: int, window_placement: Placement, positive: Any = None, negative: Any = None,
               lora: Any = ()) -> tuple[Any, Any, dict]:
         from xportrait_core.pipeline import SamplerOptions
 

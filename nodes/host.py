@@ -14,10 +14,12 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from xportrait_core.options import CompileMode, Precision
 
 if TYPE_CHECKING:
     import torch
@@ -116,11 +118,11 @@ def storage_device() -> torch.device:
     return sampling_device()
 
 
-def auto_precision() -> str:
+def auto_precision() -> Precision:
     """ComfyUI's dtype choice for a UNet on its device (fp32 on CPU); standalone fp16 on CUDA, fp32 elsewhere."""
     import torch
 
-    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+    names: dict[torch.dtype, Precision] = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
     if in_comfyui():
         import comfy.model_management as mm
 
@@ -172,10 +174,10 @@ class ManagedModel:
     model: XPortraitModel
     name: str
     patcher: Any = field(default=None, repr=False)
-    compile_mode: str = "off"  # xportrait_core.options.CompileMode
+    compile_mode: CompileMode = "off"
 
 
-def manage(model: XPortraitModel, name: str, compile_mode: str = "off") -> ManagedModel:
+def manage(model: XPortraitModel, name: str, compile_mode: CompileMode = "off") -> ManagedModel:
     if not in_comfyui():
         return ManagedModel(model, name, compile_mode=compile_mode)
     import comfy.model_management as mm
@@ -360,7 +362,7 @@ def _guider_classes() -> tuple[type, type]:
         def __init__(self, schedule_patcher: Any, run: Any) -> None:
             super().__init__(schedule_patcher)
             self.run = run
-            self._denoise = None
+            self._denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # set by outer_sample
 
         def outer_sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None,
                          disable_pbar=False, seed=None):
@@ -384,6 +386,7 @@ def _guider_classes() -> tuple[type, type]:
                     f"X-Portrait Guider: this sampler needs ComfyUI's own CFG ({', '.join(hooks)}; the *_cfg_pp "
                     "samplers do), but X-Portrait's guidance runs inside its windowed denoiser. Pick a sampler "
                     "without _cfg_pp in KSamplerSelect.")
+            assert self._denoise is not None, "core samplers call predict_noise inside outer_sample"
             return self._denoise(x, timestep)
 
     return XPortraitGuider, XPortraitSchedule

@@ -5,6 +5,8 @@ import functools
 import logging
 from typing import Any
 
+from xportrait_core.options import AttentionChoice, CompileMode, LandmarkChoice, Precision
+
 from . import host
 from .errors import about_input
 from .node_inputs import OptionNode
@@ -33,8 +35,8 @@ class LoadModel(OptionNode):
     def input_choices(cls) -> dict[str, list[str]]:
         return {"checkpoint": host.list_model_files(host.CHECKPOINT_FOLDER)}
 
-    def load(self, checkpoint: str, precision: str, attention: str,
-             text_num_heads: int = AUTO_TEXT_HEADS, compile: str = "off") -> tuple[Any, Any]:
+    def load(self, checkpoint: str, precision: Precision, attention: AttentionChoice,
+             text_num_heads: int = AUTO_TEXT_HEADS, compile: CompileMode = "off") -> tuple[Any, Any]:
         from xportrait_core.pipeline import check_compile_mode, load_xportrait
 
         with about_input(LoadModel, "checkpoint"):
@@ -78,7 +80,7 @@ class LoRA(OptionNode):
 
 
 @functools.lru_cache(maxsize=4)
-def landmark_provider(provider: str, model_path: str | None = None) -> Any:
+def landmark_provider(provider: LandmarkChoice, model_path: str | None = None) -> Any:
     """One provider per choice for the whole session: dlib loads a 100 MB model and keeps worker threads."""
     if provider == "mediapipe":
         from xportrait_core.controls.landmarks.mediapipe_provider import MediaPipeLandmarkProvider
@@ -109,7 +111,7 @@ class LandmarkProvider(OptionNode):
     def input_defaults(cls) -> dict[str, Any]:
         return {"landmarks_model": BUNDLED_LANDMARK_MODEL}
 
-    def provide(self, provider: str, dlib_model: str) -> tuple[Any]:
+    def provide(self, provider: LandmarkChoice, dlib_model: str) -> tuple[Any]:
         model_path = None
         if provider == "dlib" and dlib_model != BUNDLED_LANDMARK_MODEL:
             with about_input(LandmarkProvider, "dlib_model"):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from xportrait_core.options import Placement, Scheduler, StartMode
+
 from . import host
 from .errors import about_input, input_error
 from .node_inputs import OptionNode
@@ -35,8 +37,8 @@ class Sampler(OptionNode):
     OPTIONAL_OPTIONS = (*PROMPT_OPTIONS, "lora", "init_video")
 
     def sample(self, model: Any, reference: Any, motion: Any, local_patches: Any, seed: int, steps: int,
-               cfg: float, scheduler: str, window: int, overlap: int, window_placement: str, start: str,
-               denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
+               cfg: float, scheduler: Scheduler, window: int, overlap: int, window_placement: Placement,
+               start: StartMode, denoise: float, positive: Any = None, negative: Any = None, lora: Any = (),
                init_images: Any = None) -> tuple[dict]:
         from xportrait_core.pipeline import Framing, SamplerHooks, SamplerOptions, encode_init_video, sample_video
 

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from xportrait_core.options import CompileMode
+
 from . import host
 from .errors import about_input
 from .node_inputs import OptionNode
@@ -55,7 +57,7 @@ def networks_with_loras(node: type[OptionNode], model: Any, loras: Sequence[Any]
         yield networks
 
 
-def compile_mode(managed: Any) -> str:
+def compile_mode(managed: Any) -> CompileMode:
     """How to run the networks: the loader's compile choice, except cuda_graphs when the weights are not all on the GPU
     (a low-VRAM load streams weights, which graphs cannot record: eager then)."""
     if managed.compile_mode == "cuda_graphs" and not host.fully_loaded(managed):

@@ -151,8 +151,14 @@ class Option:
                 below = max(self.multiple_of, int(value) // self.multiple_of * self.multiple_of)
                 near = f" (nearest: {below} or {below + self.multiple_of})"
             unit = f" {self.unit}" if self.unit else ""
-            span = f"from {_number(self.minimum)} to {_number(self.maximum)}"
-            return f"must be a multiple of {self.multiple_of}{unit} {span}{why}; got {value!r}{near}"
+            span = ""  # an option may bound a multiple on one side only, or not at all
+            if self.minimum is not None and self.maximum is not None:
+                span = f" from {_number(self.minimum)} to {_number(self.maximum)}"
+            elif self.minimum is not None:
+                span = f", at least {_number(self.minimum)}"
+            elif self.maximum is not None:
+                span = f", at most {_number(self.maximum)}"
+            return f"must be a multiple of {self.multiple_of}{unit}{span}{why}; got {value!r}{near}"
         if self.minimum is not None and self.maximum is not None:
             lower = "(" if self.above else "["
             low, high = _number(self.minimum), _number(self.maximum)

@@ -247,9 +247,11 @@ def prepare_controls(driving_fhwc: torch.Tensor, source_fhwc: torch.Tensor | Non
                      hooks: FrameHooks | None = None) -> DrivingControls:
     """`align_driving` then the local patches, with one progress count over both."""
     frames = len(driving_fhwc)
-    reuse = options.patch_landmarks == "transform" and options.best_frame == "auto"
-    counter = FrameCounter(hooks, alignment_work(frames, options.best_frame) + patches_work(frames, not reuse))
-    aligned = align_frames(driving_fhwc, source_fhwc, provider, options.framing, options.best_frame,
+    best_frame = options.best_frame
+    assert best_frame is not None, "ControlOptions turns None into off"
+    reuse = options.patch_landmarks == "transform" and best_frame == "auto"
+    counter = FrameCounter(hooks, alignment_work(frames, best_frame) + patches_work(frames, not reuse))
+    aligned = align_frames(driving_fhwc, source_fhwc, provider, options.framing, best_frame,
                            device=_device(device), counter=counter)
     moved = moved_landmarks(aligned) if reuse else None
     if moved is None:
@@ -268,18 +270,17 @@ def build_conditioning(model: XPortraitModel, references: References, pose_hints
     that does not fit."""
     if pose_hints.shape != local_hints.shape:
         raise OptionError("local_patches", f"are {tuple(local_hints.shape)} but the motion {tuple(pose_hints.shape)};"
-                          " both come from the same driving video (Local Patches takes Motion Control's output)")
+                          " both come from the same driving video (the local patches are cut from the motion frames)")
     if pose_hints.shape[-1] != references.resolution:
         raise OptionError("motion", f"motion frames are {pose_hints.shape[-1]} px but the reference is "
                           f"{references.resolution} px; set the same {{resolution}}", leads=False)
-    empty = None
     if context is None or uncond_context is None:
         empty = model.encode_empty_prompt().float().cpu()
+        context = empty if context is None else context
+        uncond_context = empty if uncond_context is None else uncond_context
     scale = model.config.vae.scale_factor
     return Conditioning(reference_latents=[latent.float().cpu() * scale for latent in references.latents],
-                        pose_hints=pose_hints, local_hints=local_hints,
-                        context=empty if context is None else context,
-                        uncond_context=empty if uncond_context is None else uncond_context)
+                        pose_hints=pose_hints, local_hints=local_hints, context=context, uncond_context=uncond_context)
 
 
 def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, framing: Framing, frames: int

@@ -82,8 +82,8 @@ class QueueState:
         merged: list[Job] = []
         for job in planned:
             previous = self.jobs.get(job.job_id)
-            same_inputs = previous is not None and (previous.source, previous.driving) == (job.source, job.driving)
-            if same_inputs and (previous.status == DONE or (previous.status == RUNNING and previous.prompt_id)):
+            if previous is not None and (previous.source, previous.driving) == (job.source, job.driving) and (
+                    previous.status == DONE or (previous.status == RUNNING and previous.prompt_id)):
                 merged.append(previous)
             else:
                 merged.append(Job(job_id=job.job_id, source=job.source, driving=job.driving, index=job.index))

@@ -83,15 +83,15 @@ def read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
             rows = [tuple(cell.strip() for cell in row) for row in csv.reader(file) if any(c.strip() for c in row)]
         if rows and [cell.lower() for cell in rows[0]] == ["source", "driving"]:
             rows = rows[1:]
-    pairs = []
+    pairs: list[tuple[Path, Path]] = []
     for number, row in enumerate(rows, start=1):
         if len(row) != 2:
             raise QueueInputError(f"Pairs file {path}, entry {number}: expected a source and a driving, got {row!r}.")
-        pair = tuple(Path(cell) if Path(cell).is_absolute() else path.parent / cell for cell in row)
-        for item, kind in zip(pair, ("Source image", "Driving video")):
+        source, driving = (Path(cell) if Path(cell).is_absolute() else path.parent / cell for cell in row)
+        for item, kind in ((source, "Source image"), (driving, "Driving video")):
             if not item.is_file():
                 raise QueueInputError(f"Pairs file {path}, entry {number}: {kind} {item} does not exist.")
-        pairs.append(pair)
+        pairs.append((source, driving))
     if not pairs:
         raise QueueInputError(f"Pairs file {path} lists no pairs.")
     return pairs
@@ -312,10 +312,10 @@ class QueueRunner:
             if server.up:
                 self._refresh_queue(url)
         for job in self.state.with_status(PENDING):
-            url = self._pick_server()
-            if url is None:
+            chosen = self._pick_server()
+            if chosen is None:
                 return
-            self._submit(job, url)
+            self._submit(job, chosen)
 
     def _pick_server(self) -> str | None:
         """The up server with the shortest queue, if that queue has room; ties go to the first listed."""
@@ -355,16 +355,16 @@ class QueueRunner:
         """Cancel the prompts of these running jobs on their servers (waiting ones deleted, a running one
         interrupted) and make the jobs pending again; returns the jobs whose server could not be reached (they stay
         running in the state, so a re-run collects or re-queues them)."""
-        by_server: dict[str, list[Job]] = {}
+        by_server: dict[str | None, list[Job]] = {}  # None: a state file that recorded no server for a job
         for job in jobs:
             by_server.setdefault(job.server, []).append(job)
         unreachable: list[Job] = []
         for url, server_jobs in by_server.items():
-            server = self.servers.get(url)
+            server = None if url is None else self.servers.get(url)
             try:
                 if server is None:
-                    raise ServerUnreachableError(url, "not among this run's --server addresses")
-                server.client.cancel_prompts([job.prompt_id for job in server_jobs])
+                    raise ServerUnreachableError(str(url), "not among this run's --server addresses")
+                server.client.cancel_prompts([_prompt_id(job) for job in server_jobs])
             except ComfyError as error:
                 logger.warning("could not cancel %d prompts on %s: %s", len(server_jobs), url, error)
                 unreachable += server_jobs
@@ -380,11 +380,11 @@ class QueueRunner:
         return server.uploaded[key]
 
     def _poll_running(self) -> None:
-        by_server: dict[str, list[Job]] = {}
+        by_server: dict[str | None, list[Job]] = {}  # None: a state file that recorded no server for a job
         for job in self.state.with_status(RUNNING):
             by_server.setdefault(job.server, []).append(job)
         for url, jobs in by_server.items():
-            if url not in self.servers or not self.servers[url].up:
+            if url is None or url not in self.servers or not self.servers[url].up:
                 for job in jobs:
                     self.state.update(job, status=PENDING, server=None, prompt_id=None)
                 continue
@@ -400,7 +400,7 @@ class QueueRunner:
         """Finish `job` from its history entry; False when the server went away meanwhile."""
         client = self.servers[url].client
         try:
-            entry = client.history(job.prompt_id)
+            entry = client.history(_prompt_id(job))
             if entry is None:
                 logger.warning("%s: prompt %s vanished from %s (server restarted?); queuing it again.",
                                job.job_id, job.prompt_id, url)
@@ -476,6 +476,13 @@ class QueueRunner:
         counts = self.state.counts()
         logger.info("[%d/%d done, %d failed, %d running, %d pending] %s", counts[DONE], len(self.state.jobs),
                     counts[FAILED], counts[RUNNING], counts[PENDING], event)
+
+
+def _prompt_id(job: Job) -> str:
+    """The prompt of a running job: `_submit` records it with the running status, and `QueueState.merge_plan` keeps a
+    running job from an earlier run only with one."""
+    assert job.prompt_id is not None, f"running job {job.job_id} has no prompt id"
+    return job.prompt_id
 
 
 class QueueInterrupted(Exception):

@@ -10,10 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..options import EXIT_BAD_INPUT, EXIT_OK, VIDEO_OUTPUT_SUFFIXES, OptionError
+from ..options import EXIT_BAD_INPUT, EXIT_OK, VIDEO_OUTPUT_SUFFIXES, OptionError, StartMode
 from .flags import add_flag, add_flags, spell
+
+if TYPE_CHECKING:
+    from ..pipeline import PatchLandmarks
 
 DEMO_RESOLUTION = 128   # the tiny model's working size: a minute on a laptop CPU
 # The tiny model's 32 channels in GroupNorm's 32 groups need at least 2x2 latent cells at the UNets' deepest level.
@@ -136,7 +139,7 @@ def _resolve_device(device: str) -> Any:
     return chosen
 
 
-def _sampler_options(args: argparse.Namespace, start: str = "reference", strength: float = 1.0) -> Any:
+def _sampler_options(args: argparse.Namespace, start: StartMode = "reference", strength: float = 1.0) -> Any:
     """The sampling flags as the library's SamplerOptions (which checks them: OptionError naming the option)."""
     from ..sampling.sampler import SamplerOptions
 
@@ -269,7 +272,7 @@ def run_animate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _demo_provider(choice: str, clip: Any) -> tuple[Any, str, str]:
+def _demo_provider(choice: str, clip: Any) -> tuple[Any, str, PatchLandmarks]:
     from ..controls.landmarks import DlibLandmarkProvider, LandmarkModelNotFoundError
 
     if choice == "exact":

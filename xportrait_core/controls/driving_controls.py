@@ -174,6 +174,7 @@ def align_driving(driving_fhwc: torch.Tensor, source_hwc: torch.Tensor | None, p
         chosen, source_points, best_points, driving_landmarks = _best_frame_landmarks(
             driving_fchw, source_fchw, provider, best_frame, device, chunk_frames, counter)
         if chosen is not None:
+            assert best_points is not None, "a chosen best frame comes with its landmarks"
             affine_256 = alignment_affine(source_points, best_points, LANDMARK_GRID)
             affine = alignment_affine(source_points, best_points, framing.resolution)
 

@@ -240,7 +240,8 @@ def _write_gif(path: Path, frames_uint8: np.ndarray, rate: Fraction) -> None:
         stream.height = frames_uint8.shape[1]
         stream.pix_fmt = "pal8"
         for index, frame_rgb in enumerate(frames_uint8):
-            frame = av.VideoFrame.from_ndarray(_to_palette_image(frame_rgb), format="pal8")
+            # av's stub omits the (image, palette) pair that pal8 takes (av.VideoFrame.from_ndarray's docstring).
+            frame = av.VideoFrame.from_ndarray(_to_palette_image(frame_rgb), format="pal8")  # type: ignore[arg-type]
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode())

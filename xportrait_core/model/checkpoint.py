@@ -223,8 +223,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", prec
 
 
 def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "state dict",
-                          device: str | torch.device = "cpu", precision: str = "fp32",
-                          attention_backend: str = "auto", text_num_heads: int | None = None,
+                          device: str | torch.device = "cpu", precision: Precision = "fp32",
+                          attention_backend: AttentionChoice = "auto", text_num_heads: int | None = None,
                           ops: LayerOps | None = None, compute_device: str | torch.device | None = None
                           ) -> tuple[XPortraitModel, LoadReport]:
     foreign = identify_foreign_checkpoint(state_dict)
@@ -252,7 +252,7 @@ def model_from_state_dict(state_dict: dict[str, torch.Tensor], name: str = "stat
     full = {**{k: v for k, v in ldm_schedule_buffers().items() if k not in taken}, **taken}
     position_ids = OPTIONAL_KEYS[0]
     if model.cond_stage_model is not None and position_ids not in full:
-        full[position_ids] = torch.arange(config.text.max_positions)[None]
+        full[position_ids] = torch.arange(model.cond_stage_model.config.max_positions)[None]
     model.load_state_dict(full, strict=True, assign=True)
     model.apply_precision_plan(plan)  # before the move: a GPU never holds the fp32 copy
     model.to(device)
@@ -345,7 +345,7 @@ def convert_to_safetensors(source: str | os.PathLike, destination: str | os.Path
         if heads is not None:
             raise
         log.warning("%s: its text encoder's head count is unknown, so loading the converted file will ask for it; "
-                    "convert with --text-num-heads N to record it", source.name)
+                    "give the head count (text_num_heads) when converting to record it", source.name)
     if heads is not None and TEXT_EMBEDDING_KEY in state:
         metadata[TEXT_HEADS_METADATA] = str(heads)
     converted, cast = {}, 0
@@ -354,7 +354,7 @@ def convert_to_safetensors(source: str | os.PathLike, destination: str | os.Path
         if fp16 and tensor.is_floating_point() and tensor.dtype != torch.float16 and not _keeps_float32(key):
             if tensor.numel() and float(tensor.abs().max()) > FP16_MAX:
                 raise CheckpointError(f"{source.name!r}: tensor '{key}' holds values beyond fp16's range "
-                                      f"({FP16_MAX:g}), which would become infinite; convert without --fp16")
+                                      f"({FP16_MAX:g}), which would become infinite; convert without {{fp16}}")
             tensor = tensor.to(torch.float16)
             cast += 1
         converted[key] = tensor.clone()

@@ -34,7 +34,7 @@ class CudaGraphs:
     calls_per_capture = WARMUP_RUNS + 1
 
     def __init__(self) -> None:
-        self._pool = None
+        self._pool: torch.cuda._POOL_HANDLE | None = None  # torch's type for a graph memory pool
 
     def capture(self, run: Callable[[], Any]) -> tuple[Any, Callable[[], None]]:
         side = torch.cuda.Stream()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..networks.appearance_net import AppearanceNet
-from ..networks.attention import resolve_backend
+from ..networks.attention import UsesAttentionBackend, resolve_backend
 from ..networks.config import XPortraitConfig
 from ..networks.controlnet import ControlNet
 from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers, keeps_float32
@@ -23,7 +24,7 @@ from ..networks.reference_attention import BankReader, ReferenceBank, concat_ref
 from ..networks.text_encoder import TextEncoder
 from ..networks.unet import MotionUNet
 from ..networks.vae import AutoencoderKL
-from ..options import MAX_WINDOW, TRAINED_WINDOW, VAE_DOWNSCALE, Precision
+from ..options import MAX_WINDOW, TRAINED_WINDOW, VAE_DOWNSCALE, AttentionChoice, Precision
 from .device_memory import free_bytes
 from .memory_estimate import window_activation_bytes
 from .schedule import DDPM_TRAIN_STEPS, linear_betas_float64
@@ -163,14 +164,14 @@ class XPortraitModel(nn.Module):
         """Where the networks compute: the host's choice when it manages placement, else where the UNet is."""
         if self.execution_device is not None:
             return self.execution_device
-        return self.unet.time_embed[0].weight.device
+        return cast(nn.Linear, self.unet.time_embed[0]).weight.device  # torch types a Sequential's item a Module
 
-    def set_attention_backend(self, backend: str) -> str:
+    def set_attention_backend(self, backend: AttentionChoice) -> str:
         """Choose the attention backend for every attention of the model ("auto", "sdpa", "xformers",
         "math"); returns the one in use."""
         resolved = resolve_backend(backend)
         for module in self.modules():
-            if hasattr(module, "backend"):
+            if isinstance(module, UsesAttentionBackend):
                 module.backend = resolved
         self.attention_backend = resolved
         return resolved
@@ -187,7 +188,7 @@ class XPortraitModel(nn.Module):
         compute dtype); fp16 is refused for it. The text encoder runs once per run and stays float32, and so do
         the schedule buffers."""
         dtype = PRECISIONS.get(precision) if isinstance(precision, str) else precision
-        if dtype not in PRECISIONS.values():
+        if dtype is None or dtype not in PRECISIONS.values():
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
         vae_dtype = vae_dtype or (torch.float32 if dtype == torch.float16 else dtype)
         if vae_dtype == torch.float16:
@@ -317,8 +318,8 @@ class XPortraitModel(nn.Module):
                                 (self.local_pose_control_model, local_hint, "local_control")):
             if hint is None:
                 continue
-            residuals.append(_told(observer, name, x.shape[0],
-                                   net.residuals(x, *self._prepare(hint), timesteps, context)))
+            [prepared_hint] = self._prepare(hint)
+            residuals.append(_told(observer, name, x.shape[0], net.residuals(x, prepared_hint, timesteps, context)))
         return residuals
 
     def encode_control_hints(self, pose_hint: torch.Tensor, local_hint: torch.Tensor

@@ -20,11 +20,19 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from ..options import AttentionChoice, OptionError
+
+
+@runtime_checkable
+class UsesAttentionBackend(Protocol):
+    """A module that calls `attention` with its own ``backend`` (set for the whole model at once)."""
+
+    backend: str
 
 
 def xformers_available() -> bool:

@@ -7,6 +7,7 @@ can compute each frame's features once (`hint_features`) and pass them instead o
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -47,6 +48,6 @@ class ControlNet(EncoderStem):
             if index == 0:
                 h = h + hint_features
                 del hint_features
-            yield zero_conv[0](h)
+            yield cast(UNetBlock, zero_conv)[0](h)  # torch types a ModuleList's item a Module
         h = self.middle_block(h, emb, context)
         yield self.middle_block_out[0](h)

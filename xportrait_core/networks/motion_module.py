@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..options import MAX_WINDOW
 from .layer_ops import LayerOps, TorchLayers
-from .spatial_transformer import Attention, FeedForward
+from .spatial_transformer import AttentionLayers, FeedForward
 
 MOTION_NORM_EPS = 1e-6
 GROUPS = 32
@@ -35,12 +35,14 @@ def sinusoidal_position_table(max_len: int, channels: int) -> torch.Tensor:
 
 
 class PositionalEncoding(nn.Module):
+    pe: torch.Tensor  # (1, max_len, C) buffer
+
     def __init__(self, channels: int, max_len: int = PE_MAX_LEN) -> None:
         super().__init__()
         self.register_buffer("pe", sinusoidal_position_table(max_len, channels))
 
 
-class TemporalAttention(Attention):
+class TemporalAttention(AttentionLayers):
     """Self-attention over the frame axis (to_q/k/v without bias, to_out.0 with bias), with the frame
     position table added to its input."""
 
@@ -55,7 +57,7 @@ class TemporalAttention(Attention):
         seq = tokens.reshape(videos, frames, positions, channels).permute(0, 2, 1, 3)
         seq = seq.reshape(videos * positions, frames, channels)
         seq = seq + self.pos_encoder.pe[:, :frames].to(seq.device, seq.dtype)
-        out = super().forward(seq)
+        out = self.attend(seq)
         out = out.reshape(videos, positions, frames, channels).permute(0, 2, 1, 3)
         return out.reshape(batch_frames, positions, channels)
 

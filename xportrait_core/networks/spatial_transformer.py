@@ -16,8 +16,10 @@ SPATIAL_NORM_EPS = 1e-6  # LDM Normalize(): GroupNorm(32, eps=1e-6) before proj_
 GROUPS = 32
 
 
-class Attention(nn.Module):
-    """LDM CrossAttention: to_q/to_k/to_v without bias, to_out.0 with bias (to_out.1 is dropout)."""
+class AttentionLayers(nn.Module):
+    """LDM CrossAttention's layers: to_q/to_k/to_v without bias, to_out.0 with bias (to_out.1 is dropout), and
+    `attend` over them. `Attention` and the motion module's TemporalAttention share them, each with its own
+    forward signature."""
 
     def __init__(self, query_dim: int, context_dim: int, heads: int, head_dim: int,
                  ops: LayerOps = TorchLayers) -> None:
@@ -30,8 +32,8 @@ class Attention(nn.Module):
         self.to_v = ops.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(ops.Linear(inner, query_dim), nn.Dropout(0.0))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                extra_context: torch.Tensor | None = None, extra_rows: int | None = None) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, context: torch.Tensor | None = None,
+               extra_context: torch.Tensor | None = None, extra_rows: int | None = None) -> torch.Tensor:
         """x (B, N, C); context (G, M, Cc) with G dividing B (one context per group of B/G consecutive rows,
         e.g. 1: shared by all), default x; extra_context (E, R, Cc), E = 1 or ``extra_rows``, is appended to the
         keys/values after the context (reference tokens) for the first ``extra_rows`` rows (default all); the
@@ -51,6 +53,15 @@ class Attention(nn.Module):
         if rows < batch:
             out = torch.cat([out, attention(q[rows:], k[rows:], v[rows:], self.heads, self.backend)])
         return self.to_out(out)
+
+
+class Attention(AttentionLayers):
+    """LDM CrossAttention (the transformer block's attn1 and attn2)."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                extra_context: torch.Tensor | None = None, extra_rows: int | None = None) -> torch.Tensor:
+        """See `AttentionLayers.attend`."""
+        return self.attend(x, context, extra_context, extra_rows)
 
 
 class GEGLU(nn.Module):

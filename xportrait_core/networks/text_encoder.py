@@ -66,6 +66,8 @@ class CLIPEncoderLayer(nn.Module):
 
 
 class CLIPEmbeddings(nn.Module):
+    position_ids: torch.Tensor  # (1, max_positions) buffer
+
     def __init__(self, cfg: TextEncoderConfig, ops: LayerOps = TorchLayers) -> None:
         super().__init__()
         self.token_embedding = ops.Embedding(cfg.vocab_size, cfg.hidden_size)

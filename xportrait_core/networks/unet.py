@@ -3,6 +3,7 @@ ControlNet residual inputs (LDM key names under ``model.diffusion_model.``)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -55,7 +56,7 @@ class MotionUNet(nn.Module):
         for index, block in enumerate(self.input_blocks):
             h = block(h, emb, context, bank)
             if index in self._motion_after_input:
-                h = self.input_blocks_motion_module[self._motion_after_input[index]][0](h, frames)
+                h = _motion_module(self.input_blocks_motion_module[self._motion_after_input[index]])(h, frames)
             skips.append(h)
         h = self.middle_block(h, emb, context, bank)
         targets = skips + [h]
@@ -67,9 +68,15 @@ class MotionUNet(nn.Module):
                 raise ValueError(f"a ControlNet gave more than the {len(targets)} residuals the UNet takes")
         for index, block in enumerate(self.output_blocks):
             h = block(torch.cat([h, skips.pop()], dim=1), emb, context, bank)
-            h = self.output_blocks_motion_module[index][0](h, frames)
+            h = _motion_module(self.output_blocks_motion_module[index])(h, frames)
         norm, act, conv = self.out
         return conv(act(float32_norm(norm, h)))
+
+
+def _motion_module(holder: nn.Module) -> MotionModule:
+    """The motion module in its one-element ModuleList (the original's keys, ``*_motion_module.N.0.*``); torch types
+    a ModuleList's item a Module."""
+    return cast(MotionModule, cast(nn.ModuleList, holder)[0])
 
 
 def add_to_leading_rows(target: torch.Tensor, residual: torch.Tensor) -> None:

@@ -6,6 +6,8 @@ when given noise, while ``sample=False`` returns the mean (our default for the r
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -109,11 +111,12 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
+        # A stage is a bare Module holding its layers under LDM's key names: torch types them Tensor | Module.
         for stage in self.down:
-            for block in stage.block:
+            for block in cast(nn.ModuleList, stage.block):
                 h = block(h)
             if hasattr(stage, "downsample"):
-                h = stage.downsample(h)
+                h = cast(Downsample, stage.downsample)(h)
         return self.conv_out(F.silu(self.norm_out(self.mid(h))))
 
 
@@ -141,10 +144,10 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for stage in reversed(self.up):
-            for block in stage.block:
+            for block in cast(nn.ModuleList, stage.block):
                 h = block(h)
             if hasattr(stage, "upsample"):
-                h = stage.upsample(h)
+                h = cast(Upsample, stage.upsample)(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

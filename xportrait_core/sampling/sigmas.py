@@ -28,6 +28,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import torch
@@ -69,6 +70,10 @@ def step_for_sigma(schedule: Sequence[float], sigma: float) -> int:
     return len(started)
 
 
+@overload
+def vp_scale(sigma: float) -> float: ...
+@overload
+def vp_scale(sigma: torch.Tensor) -> torch.Tensor: ...
 def vp_scale(sigma: float | torch.Tensor) -> float | torch.Tensor:
     """sqrt(1 + sigma^2): x_sigma = x_vp * vp_scale(sigma)."""
     return (1 + sigma**2) ** 0.5
