@@ -467,3 +467,9 @@ def test_with_a_window_of_24_every_frame_sees_frames_16_positions_away():
 def test_a_window_the_motion_modules_cannot_see_whole_is_refused(window):
     with pytest.raises(OptionError, match=f"window: must be a whole number from 16 to 24 .*got {window}"):
         SamplerOptions(window=window, overlap=4)
+
+
+def test_an_overlap_beyond_its_window_is_refused_with_the_windows_own_bound():
+    with pytest.raises(OptionError, match=r"overlap: must be a whole number from 0 to 19 \(less than the window of "
+                                          r"20\), got 24"):
+        SamplerOptions(window=20, overlap=24)

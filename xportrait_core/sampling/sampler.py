@@ -59,12 +59,13 @@ class SamplerOptions:
 
     def __post_init__(self) -> None:
         for name in SAMPLER_OPTIONS:
+            if name == "overlap" and isinstance(self.overlap, int) and self.overlap >= self.window:
+                # Its bound is the window's, which is checked (it comes first): say so rather than the widest range.
+                raise OptionError("overlap", f"must be a whole number from 0 to {self.window - 1} (less than the "
+                                  f"{{window}} of {self.window}), got {self.overlap!r}")
             check(name, getattr(self, name))
         if self.windows_per_batch is not None:
             check("windows_per_batch", self.windows_per_batch)
-        if self.overlap >= self.window:
-            raise OptionError("overlap", f"must be a whole number from 0 to {self.window - 1} (less than the "
-                              f"{{window}} of {self.window}), got {self.overlap!r}")
         if self.start == "noise" and self.strength != 1:
             raise OptionError("strength", f"must be 1 when starting from pure noise (there is nothing to keep), got "
                               f"{self.strength!r}")
