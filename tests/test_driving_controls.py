@@ -87,8 +87,9 @@ class Controls:
         self.patch_landmarks_256, self.frames_without_face = patches.landmarks_256, patches.frames_without_face
 
 
-def prepare_driving_controls(driving, source, provider, resolution=512, best_frame="auto", missing_face="black",
-                             fit="center_crop", patch_landmarks="detect_aligned", device="cpu", hooks=None):
+def prepare(driving, source, provider, resolution=512, best_frame="auto", missing_face="black", fit="center_crop",
+            patch_landmarks="detect_aligned", device="cpu", hooks=None):
+    """pipeline.prepare_controls with the options spelled out, as the tests below vary them."""
     options = ControlOptions(Framing(resolution, fit), best_frame, missing_face, patch_landmarks)
     return Controls(prepare_controls(driving, source, provider, options, device=device, hooks=hooks))
 
@@ -103,7 +104,7 @@ def test_golden_run_without_alignment_gives_the_recorded_centres_and_hints(golde
     driving = torch.from_numpy(np.float32(frames_uint8 / 255))
     references = to_uint8_fhwc(resize_square_fchw(driving.permute(0, 3, 1, 2), 256))
     provider = NearestFrameProvider(references, golden["landmarks_256"][:GOLDEN_FRAMES])
-    controls = prepare_driving_controls(driving, None, provider, resolution=128, best_frame="off", device="cpu")
+    controls = prepare(driving, None, provider, resolution=128, best_frame="off", device="cpu")
 
     np.testing.assert_array_equal(controls.patch_centres.numpy(), golden["patch_centres"])
     pose_expected = torch.from_numpy(np.float32(frames_uint8 / 255) * 2 - 1).permute(0, 3, 1, 2)
@@ -120,7 +121,7 @@ def test_golden_run_without_alignment_gives_the_recorded_centres_and_hints(golde
 def test_hints_are_f_3_r_r_floats_in_minus_one_to_one():
     drivers = {60: face_points_256(5, 3), 90: face_points_256(-4, 2)}
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), **drivers})
-    controls = prepare_driving_controls(grey_frames([60, 90]), grey_source(), provider, resolution=128, device="cpu")
+    controls = prepare(grey_frames([60, 90]), grey_source(), provider, resolution=128, device="cpu")
     for hints in (controls.pose_hints, controls.local_hints):
         assert hints.shape == (2, 3, 128, 128) and hints.dtype == torch.float32
         assert float(hints.min()) >= -1.0 and float(hints.max()) <= 1.0
@@ -132,7 +133,7 @@ def test_auto_best_frame_is_the_frame_with_the_closest_landmarks_and_sets_the_af
     source = face_points_256()
     drivers = {60: face_points_256(12, 0), 90: face_points_256(2, -1, 1.05), 120: face_points_256(-9, 4)}
     provider = GreyKeyedProvider({SOURCE_GREY: source, **drivers})
-    controls = prepare_driving_controls(
+    controls = prepare(
         grey_frames([60, 90, 120]), grey_source(), provider, resolution=512, device="cpu"
     )
     assert controls.best_frame == 1
@@ -143,7 +144,7 @@ def test_auto_best_frame_is_the_frame_with_the_closest_landmarks_and_sets_the_af
 def test_pose_hints_are_the_frames_warped_by_the_reported_affine():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(20, 10, 1.25)})
     driving = grey_frames([60])
-    controls = prepare_driving_controls(driving, grey_source(), provider, resolution=256, best_frame=0, device="cpu")
+    controls = prepare(driving, grey_source(), provider, resolution=256, best_frame=0, device="cpu")
     expected = align_frames_fchw(driving.permute(0, 3, 1, 2), controls.affine) * 2 - 1
     torch.testing.assert_close(controls.pose_hints, expected, rtol=0, atol=1e-6)
     assert float(controls.pose_hints[0, 0, -1, -1]) == -1.0  # driving face 1.25x larger: shrunk 0.8x, black border
@@ -151,7 +152,7 @@ def test_pose_hints_are_the_frames_warped_by_the_reported_affine():
 
 def test_frames_without_a_face_get_black_local_hints_and_are_counted():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(), 90: None})
-    controls = prepare_driving_controls(
+    controls = prepare(
         grey_frames([60, 90, 60, 90]), grey_source(), provider, resolution=128, best_frame=0, device="cpu"
     )
     assert controls.face_found.tolist() == [True, False, True, False]
@@ -163,7 +164,7 @@ def test_frames_without_a_face_get_black_local_hints_and_are_counted():
 
 def test_missing_face_nearest_borrows_the_neighbours_landmarks():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(), 90: None})
-    controls = prepare_driving_controls(
+    controls = prepare(
         grey_frames([60, 90, 90]), grey_source(), provider, resolution=128, best_frame=0, missing_face="nearest",
         device="cpu",
     )
@@ -176,13 +177,13 @@ def test_missing_face_nearest_borrows_the_neighbours_landmarks():
 def test_source_without_a_face_is_an_error_naming_the_source():
     provider = GreyKeyedProvider({SOURCE_GREY: None, 60: face_points_256()})
     with pytest.raises(SourceFaceNotFoundError, match="source image"):
-        prepare_driving_controls(grey_frames([60]), grey_source(), provider, resolution=128, device="cpu")
+        prepare(grey_frames([60]), grey_source(), provider, resolution=128, device="cpu")
 
 
 def test_given_best_frame_without_a_face_leaves_the_video_unaligned_as_the_original():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(), 90: None})
     driving = grey_frames([60, 90])
-    controls = prepare_driving_controls(driving, grey_source(), provider, resolution=256, best_frame=1, device="cpu")
+    controls = prepare(driving, grey_source(), provider, resolution=256, best_frame=1, device="cpu")
     assert not controls.aligned and controls.best_frame is None
     assert torch.equal(controls.pose_hints, driving.permute(0, 3, 1, 2) * 2 - 1)
 
@@ -190,7 +191,7 @@ def test_given_best_frame_without_a_face_leaves_the_video_unaligned_as_the_origi
 def test_transform_mode_moves_the_landmarks_auto_detected_by_the_256_px_affine_without_detecting_again():
     driving_points = face_points_256(10, -6, 1.1)
     provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: driving_points})
-    controls = prepare_driving_controls(
+    controls = prepare(
         grey_frames([60, 60]), grey_source(), provider, resolution=512, best_frame="auto", patch_landmarks="transform",
         device="cpu",
     )
@@ -225,32 +226,31 @@ def test_default_fit_is_center_crop():
     provider = GreyKeyedProvider({60: face_points_256()})
     driving = torch.zeros(1, 64, 128, 3)
     driving[:, :, 32:96] = 60 / 255  # only the central square is grey, the sides are black
-    controls = prepare_driving_controls(driving, None, provider, resolution=64, best_frame="off", device="cpu")
+    controls = prepare(driving, None, provider, resolution=64, best_frame="off", device="cpu")
     assert torch.allclose(controls.pose_hints, torch.full_like(controls.pose_hints, 60 / 255 * 2 - 1))
 
 
 @pytest.mark.parametrize("resolution", [0, 72, 100, 513])
 def test_resolution_must_be_a_multiple_of_64(resolution):
     with pytest.raises(OptionError, match="resolution: must be a multiple of 64 pixels"):
-        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution,
-                                 best_frame="off")
+        prepare(grey_frames([60]), None, GreyKeyedProvider({}), resolution=resolution, best_frame="off")
 
 
 def test_best_frame_beyond_the_video_is_an_error_giving_the_range():
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
     with pytest.raises(OptionError, match=r"best_frame: frame 5 is past the end of the driving video, which has 2 "
                                           r"frames \(0..1\)"):
-        prepare_driving_controls(grey_frames([60, 60]), grey_source(), provider, resolution=128, best_frame=5)
+        prepare(grey_frames([60, 60]), grey_source(), provider, resolution=128, best_frame=5)
 
 
 def test_alignment_without_a_source_is_an_error():
     with pytest.raises(OptionError, match="source: is needed to align the driving video to it; .*best_frame off"):
-        prepare_driving_controls(grey_frames([60]), None, GreyKeyedProvider({}), resolution=128, best_frame="auto")
+        prepare(grey_frames([60]), None, GreyKeyedProvider({}), resolution=128, best_frame="auto")
 
 
 def test_driving_video_of_the_wrong_layout_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"driving video .*\(F, H, W, 3\)"):
-        prepare_driving_controls(torch.rand(2, 3, 64, 64), None, GreyKeyedProvider({}), resolution=64, best_frame="off")
+        prepare(torch.rand(2, 3, 64, 64), None, GreyKeyedProvider({}), resolution=64, best_frame="off")
 
 
 # ------------------------------------------------------------------------------------------ progress, interrupt
@@ -272,9 +272,9 @@ def test_progress_moves_through_every_pass_up_to_the_frames_of_work():
     frames = 10
     provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(4, 2)})
     reports = []
-    prepare_driving_controls(grey_frames([60] * frames), grey_source(), provider, resolution=64, best_frame="auto",
-                             patch_landmarks="detect_aligned",
-                             hooks=FrameHooks(on_progress=lambda done, total: reports.append((done, total))))
+    prepare(grey_frames([60] * frames), grey_source(), provider, resolution=64, best_frame="auto",
+            patch_landmarks="detect_aligned",
+            hooks=FrameHooks(on_progress=lambda done, total: reports.append((done, total))))
     totals = {total for _, total in reports}
     dones = [done for done, _ in reports]
     # source + driving landmarks + alignment + landmarks of the aligned frames + local hints
@@ -297,8 +297,7 @@ def test_an_interrupt_stops_the_work_within_a_group_of_frames():
 
     hooks = FrameHooks(on_progress=lambda done, total: progress.append(done), should_interrupt=cancelled)
     with pytest.raises(ControlsInterrupted):
-        prepare_driving_controls(grey_frames([60] * frames), grey_source(), provider, resolution=64,
-                                 best_frame="auto", hooks=hooks)
+        prepare(grey_frames([60] * frames), grey_source(), provider, resolution=64, best_frame="auto", hooks=hooks)
     assert provider.frames_seen == cancel_at  # not one frame detected after the check fired
 
 
@@ -313,8 +312,8 @@ def test_an_exception_raised_by_the_host_hook_passes_through():
 
     provider = GreyKeyedProvider({SOURCE_GREY: face_points_256(), 60: face_points_256()})
     with pytest.raises(HostInterrupt):
-        prepare_driving_controls(grey_frames([60] * 3), grey_source(), provider, resolution=64,
-                                 hooks=FrameHooks(should_interrupt=interrupt))
+        prepare(grey_frames([60] * 3), grey_source(), provider, resolution=64,
+                hooks=FrameHooks(should_interrupt=interrupt))
 
 
 def test_grouped_detection_gives_the_same_landmarks_as_one_call():
@@ -340,7 +339,7 @@ def test_aligning_detects_only_the_landmarks_its_best_frame_needs(best_frame, de
 def test_local_patches_of_aligned_frames_detect_each_frame_once_and_equal_the_whole_preparation():
     provider = CountingProvider({SOURCE_GREY: face_points_256(), 60: face_points_256(4, 2), 90: None})
     driving = grey_frames([60, 90, 60, 60])
-    whole = prepare_driving_controls(driving, grey_source(), provider, resolution=64, best_frame=0)
+    whole = prepare(driving, grey_source(), provider, resolution=64, best_frame=0)
     aligned = align_driving(driving, grey_source(), provider, Framing(64), 0, device="cpu")
     provider.frames_seen = 0
     patches = local_patches(aligned.pose_hints, provider, "black")
