@@ -28,6 +28,7 @@ StartMode = Literal["reference", "noise", "init_video"]
 FitMode = Literal["center_crop", "pad", "resize"]
 MissingFace = Literal["black", "nearest"]
 BestFrameChoice = Literal["auto", "index", "off"]
+OptionKind = Literal["int", "float", "choice", "bool", "text", "path", "link"]
 Precision = Literal["auto", "fp16", "bf16", "fp32", "fp8_e4m3fn"]
 AttentionChoice = Literal["auto", "sdpa", "xformers", "math"]
 CompileMode = Literal["off", "cuda_graphs", "compile_blocks"]
@@ -107,7 +108,7 @@ class Option:
 
     name: str
     help: str
-    kind: str = "text"
+    kind: OptionKind = "text"
     default: Any = None
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -151,14 +152,9 @@ class Option:
                 below = max(self.multiple_of, int(value) // self.multiple_of * self.multiple_of)
                 near = f" (nearest: {below} or {below + self.multiple_of})"
             unit = f" {self.unit}" if self.unit else ""
-            span = ""  # an option may bound a multiple on one side only, or not at all
-            if self.minimum is not None and self.maximum is not None:
-                span = f" from {_number(self.minimum)} to {_number(self.maximum)}"
-            elif self.minimum is not None:
-                span = f", at least {_number(self.minimum)}"
-            elif self.maximum is not None:
-                span = f", at most {_number(self.maximum)}"
-            return f"must be a multiple of {self.multiple_of}{unit}{span}{why}; got {value!r}{near}"
+            assert self.minimum is not None and self.maximum is not None  # `_declare` makes sure
+            span = f"from {_number(self.minimum)} to {_number(self.maximum)}"
+            return f"must be a multiple of {self.multiple_of}{unit} {span}{why}; got {value!r}{near}"
         if self.minimum is not None and self.maximum is not None:
             lower = "(" if self.above else "["
             low, high = _number(self.minimum), _number(self.maximum)
@@ -204,6 +200,8 @@ def _declare(*options: Option) -> dict[str, Option]:
     table: dict[str, Option] = {}
     for option in options:
         assert option.name not in table, f"option {option.name!r} declared twice"
+        assert not option.multiple_of or None not in (option.minimum, option.maximum), \
+            f"option {option.name!r}: a multiple needs both bounds (its message names the range)"
         table[option.name] = option
     return table
 
