@@ -80,6 +80,7 @@ from xportrait_core.model.checkpoint import load_model  # noqa: E402
 from xportrait_core.model.lora import LoraChoice  # noqa: E402
 from xportrait_core.model.schedule import ddpm_schedule  # noqa: E402
 from xportrait_core.model.tiny_model import build_random_model  # noqa: E402
+from xportrait_core.sampling import sampler  # noqa: E402
 from xportrait_core.sampling.guidance import WindowedGuidedDenoiser  # noqa: E402
 
 
@@ -94,7 +95,7 @@ class RecordingDenoiser(WindowedGuidedDenoiser):
         RecordingDenoiser.last = self
 
 
-pipeline.WindowedGuidedDenoiser = RecordingDenoiser
+sampler.WindowedGuidedDenoiser = RecordingDenoiser  # what sampler.guided_denoiser builds, for both nodes
 
 
 def golden(name):

@@ -62,8 +62,7 @@ from .options import (
 )
 from .sampling.finite_check import PRECISION_ADVICE, NonFiniteError, frame_ranges, non_finite_frames
 from .sampling.guidance import Conditioning, DenoiserHooks, WindowedGuidedDenoiser
-from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, sample
-from .sampling.windows import WindowPlanner
+from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, guided_denoiser, sample
 
 log = logging.getLogger(__name__)
 
@@ -335,11 +334,7 @@ def windowed_denoiser(model: XPortraitModel, conditioning: Conditioning, options
     """The denoiser `(x, sigma) -> denoised` a core sampler drives over `sigmas`: the same windowed guided denoiser
     `sample_video` drives, with the options' cfg, windows and seed (which draws the random window offsets)."""
     options.check_video(conditioning.num_frames)
-    planner = WindowPlanner(conditioning.num_frames, options.window, options.overlap, options.placement,
-                            options.seed, options.offsets)
-    return WindowedGuidedDenoiser(accelerated(model, compile_mode), conditioning, options.cfg, planner, sigmas,
-                                  bank_mode=options.bank_mode, batch_passes=options.batch_passes,
-                                  windows_per_batch=options.windows_per_batch, hooks=hooks)
+    return guided_denoiser(accelerated(model, compile_mode), conditioning, options, sigmas, hooks)
 
 
 def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
@@ -391,7 +386,6 @@ def animate(model: XPortraitModel, inputs: AnimationInputs, provider: LandmarkPr
         prepared = prepare_controls(inputs.driving, inputs.source, provider, controls)
     pose, local = prepared.aligned.pose_hints.cpu(), prepared.patches.local_hints.cpu()
     frames = pose.shape[0]
-    sampling.check_video(frames)
     images = reference_images(inputs.source, inputs.extra_references, controls.framing)
     if reference_posterior == "per_frame_samples":
         references = sample_references(model, images, frames, torch.Generator().manual_seed(sampling.seed))
@@ -400,7 +394,8 @@ def animate(model: XPortraitModel, inputs: AnimationInputs, provider: LandmarkPr
     init_latents = None
     if inputs.init_frames is not None:
         init_latents = encode_init_video(model, inputs.init_frames, controls.framing, frames)
-        sampling = replace(sampling, start="init_video")
+        if sampling.start != "init_video":
+            sampling = replace(sampling, start="init_video")
     conditioning = build_conditioning(model, references, pose, local)
     result = sample_video(model, conditioning, sampling, init_latents=init_latents, loras=loras,
                           compile_mode=compile_mode, hooks=hooks)

@@ -163,11 +163,12 @@ def _check_inputs_exist(inputs: dict[str, Path | None]) -> None:
                                    f"{Path.cwd()})")
 
 
-def _check_outputs(args: argparse.Namespace, output: Path, inputs: dict[str, Path | None]) -> None:
-    """The output (and the comparison) can be written, and writing them destroys no input and not each other."""
+def _check_outputs(args: argparse.Namespace, output_option: str, inputs: dict[str, Path | None]) -> None:
+    """The output (the option `output_option`) and the comparison can be written, and writing them destroys no input
+    and not each other."""
     from ..media.safe_output import check_output_path
 
-    name = "output" if output is getattr(args, "output", None) else spell("demo_output")
+    output, name = getattr(args, output_option), spell(output_option)
     check_output_path(output, name, VIDEO_OUTPUT_SUFFIXES, inputs)
     if args.comparison:
         check_output_path(args.comparison, spell("comparison"), VIDEO_OUTPUT_SUFFIXES, {**inputs, name: output})
@@ -242,7 +243,7 @@ def run_animate(args: argparse.Namespace) -> int:
     loras = [LoraChoice(str(args.lora_file), args.lora_strength)] if args.lora_file else []
     inputs = _animate_inputs(args)
     _check_inputs_exist(inputs)
-    _check_outputs(args, args.output, inputs)
+    _check_outputs(args, "output", inputs)
     for lora in loras:
         read_lora(lora.path)
     source = read_video(args.source, max_frames=1, what="source image").frames
@@ -306,7 +307,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                f"got {args.resolution}")
     device = _resolve_device(args.device)
     check_compile_mode(args.compile, device)
-    _check_outputs(args, args.demo_output, {})
+    _check_outputs(args, "demo_output", {})
     clip = head_motion_clip(args.demo_frames)
     provider, provider_name, patch_landmarks = _demo_provider(args.demo_landmarks, clip)
     plan = precision_plan(args.precision, device)

@@ -122,6 +122,18 @@ class SamplerResult:
     evaluation_counts: dict[str, int] = field(default_factory=dict)
 
 
+def guided_denoiser(model: GuidedModel, conditioning: Conditioning, options: SamplerOptions,
+                    sigmas: Sequence[float] | torch.Tensor, hooks: DenoiserHooks
+                    ) -> WindowedGuidedDenoiser:
+    """The windowed guided denoiser these options describe, over the run's `sigmas`: what `sample` steps, and what
+    the X-Portrait Guider hands to core samplers (the options already checked against the video)."""
+    planner = WindowPlanner(conditioning.num_frames, options.window, options.overlap, options.placement,
+                            options.seed, options.offsets)
+    return WindowedGuidedDenoiser(model, conditioning, options.cfg, planner, sigmas, bank_mode=options.bank_mode,
+                                  batch_passes=options.batch_passes, windows_per_batch=options.windows_per_batch,
+                                  hooks=hooks)
+
+
 def start_latents(schedule: SigmaSchedule, start: StartMode, shape: tuple[int, int, int, int],
                   clean_latents: torch.Tensor | None, noise: torch.Tensor) -> torch.Tensor:
     """Sigma-space start latents (F, 4, h, w): `clean_latents` (F or 1, 4, h, w) noised to the schedule's start
@@ -159,10 +171,7 @@ def sample(
     _check_start(options.start, shape, init_latents, start_noise)
     storage = conditioning.pose_hints.device
     schedule = options.schedule
-    planner = WindowPlanner(frames, options.window, options.overlap, options.placement, options.seed, options.offsets)
-    denoiser = WindowedGuidedDenoiser(
-        model, conditioning, options.cfg, planner, schedule.sigmas, bank_mode=options.bank_mode,
-        batch_passes=options.batch_passes, windows_per_batch=options.windows_per_batch, hooks=hooks.denoiser_hooks)
+    denoiser = guided_denoiser(model, conditioning, options, schedule.sigmas, hooks.denoiser_hooks)
     generator = torch.Generator(device="cpu").manual_seed(options.seed)
     noise = start_noise if start_noise is not None else torch.randn(shape, generator=generator)
     noise = noise.to(storage, torch.float32)
@@ -184,7 +193,7 @@ def sample(
     with torch.no_grad():
         x = SAMPLERS[options.scheduler](denoiser, x, sigmas, on_step=step_done, generator=generator)
     return SamplerResult(latents=x / vp_scale(sigmas[-1]), timesteps=list(schedule.timesteps),
-                         offsets=list(planner.offsets_used), evaluation_counts=dict(denoiser.evaluation_counts))
+                         offsets=list(denoiser.offsets_used), evaluation_counts=dict(denoiser.evaluation_counts))
 
 
 def _check_start(start: StartMode, shape: tuple[int, int, int, int], init_latents: torch.Tensor | None,
