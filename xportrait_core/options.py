@@ -191,8 +191,10 @@ def check_best_frame(value: object) -> str | int:
     """best_frame as the library takes it: "auto", "off" (None too), or a frame index >= 0."""
     if value is None:
         return BEST_FRAME_OFF
-    if value in ("auto", BEST_FRAME_OFF) or (_is_whole(value) and value >= 0):  # type: ignore[operator]
-        return value  # type: ignore[return-value]
+    if value == "auto" or value == BEST_FRAME_OFF:
+        return str(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0:
+        return int(value)
     raise OptionError("best_frame", f"must be auto, {BEST_FRAME_OFF} or a frame number (0 or more), got {value!r}")
 
 
