@@ -283,6 +283,13 @@ def settings_for(servers: list[FakeComfy | str], output: Path, **overrides) -> Q
                          servers=[s if isinstance(s, str) else s.url for s in servers], output_dir=output, **options)
 
 
+def named(state: QueueState, name: str):
+    """This run's job whose folder is `name`."""
+    found = [state.jobs[key] for key in state.planned if state.jobs[key].folder == name]
+    assert len(found) == 1, f"no single job named {name}: {[state.jobs[key].folder for key in state.planned]}"
+    return found[0]
+
+
 def closed_port_url() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -309,7 +316,7 @@ def test_each_job_downloads_its_own_result_into_its_folder(fakes, batch):
 
     state = run_queue(settings_for([first, second], batch["output"]), batch["jobs"], batch["state"])
 
-    job = state.jobs["anna__talk"]
+    job = named(state, "anna__talk")
     assert len(job.outputs) == 1 and job.outputs[0].startswith("anna__talk/XP_")
     result = (batch["output"] / job.outputs[0]).read_bytes().decode()
     source_name, driving_name, seed = result.split("|")
@@ -321,7 +328,8 @@ def test_each_job_downloads_its_own_result_into_its_folder(fakes, batch):
 def test_temp_previews_are_not_downloaded(fakes, batch):
     state = run_queue(settings_for([fakes()], batch["output"]), batch["jobs"], batch["state"])
 
-    downloaded = sorted(p.name for p in batch["output"].rglob("*") if p.is_file() and p.name != "queue_state.json")
+    downloaded = sorted(p.name for p in batch["output"].rglob("*")
+                        if p.is_file() and p.name not in ("queue_state.json", ".queue.lock"))
     assert len(downloaded) == 4 and all(name.startswith("XP_") for name in downloaded)
     assert all(job.status == DONE for job in state.jobs.values())
 
@@ -330,7 +338,7 @@ def test_state_file_records_every_job_done(fakes, batch):
     run_queue(settings_for([fakes()], batch["output"]), batch["jobs"], batch["state"])
 
     saved = json.loads(batch["state"].read_text())
-    assert [entry["job_id"] for entry in saved["jobs"]] == ["anna__smile", "anna__talk", "ben__smile", "ben__talk"]
+    assert [entry["name"] for entry in saved["jobs"]] == ["anna__smile", "anna__talk", "ben__smile", "ben__talk"]
     assert {entry["status"] for entry in saved["jobs"]} == {DONE}
     assert all(entry["prompt_id"] and entry["attempts"] == 0 for entry in saved["jobs"])
 
@@ -361,7 +369,7 @@ def test_inputs_are_uploaded_once_per_server(fakes, batch):
     run_queue(settings_for([fake], batch["output"]), batch["jobs"], batch["state"])
 
     assert len(fake.uploads) == 4  # 2 sources + 2 drivings for 4 jobs
-    assert fake.uploads[upload_name(Path(batch["jobs"][0].source))] == b"png bytes of anna.png"
+    assert fake.uploads[upload_name(batch["jobs"][0].source)] == b"png bytes of anna.png"
 
 
 # ---- resuming -----------------------------------------------------------------------------------
@@ -379,13 +387,13 @@ def test_rerun_skips_finished_jobs(fakes, batch):
 def test_rerun_runs_only_the_unfinished_jobs(fakes, batch):
     run_queue(settings_for([fakes()], batch["output"]), batch["jobs"], batch["state"])
     interrupted = QueueState.load(batch["state"])
-    interrupted.update(interrupted.jobs["ben__talk"], status="running", outputs=[])
+    interrupted.update(named(interrupted, "ben__talk"), status="pending", outputs=[])
     second_run_server = fakes()
 
     state = run_queue(settings_for([second_run_server], batch["output"]), batch["jobs"], batch["state"])
 
     assert [item["prompt"]["1"]["inputs"]["image"][:3] for item in second_run_server.accepted] == ["ben"]
-    assert state.jobs["ben__talk"].status == DONE and state.jobs["ben__talk"].server == second_run_server.url
+    assert named(state, "ben__talk").status == DONE and named(state, "ben__talk").server == second_run_server.url
 
 
 # ---- failures -----------------------------------------------------------------------------------
@@ -402,7 +410,7 @@ def test_rejected_workflow_fails_the_job_after_bounded_attempts(fakes, batch):
 
     state = run_queue(settings_for([fake], batch["output"], max_attempts=2), one_job, batch["state"])
 
-    job = state.jobs["anna__smile"]
+    job = named(state, "anna__smile")
     assert (job.status, job.attempts, fake.prompt_posts) == (FAILED, 2, 2)
 
 
@@ -413,7 +421,7 @@ def test_rejection_message_names_the_node_and_its_error(fakes, batch, caplog):
         state = run_queue(settings_for([fake], batch["output"], max_attempts=1), batch["jobs"][:1], batch["state"])
 
     expected = "node 3 (XPortraitSampler): Value not in list: ckpt_name: 'model.pth' not in ['other.pth']"
-    assert expected in state.jobs["anna__smile"].error
+    assert expected in named(state, "anna__smile").error
     assert expected in caplog.text
     assert f"{fake.url} rejected the workflow" in caplog.text
 
@@ -423,24 +431,36 @@ def test_execution_error_is_retried_then_reported(fakes, batch):
 
     state = run_queue(settings_for([fake], batch["output"], max_attempts=3), batch["jobs"][:1], batch["state"])
 
-    job = state.jobs["anna__smile"]
+    job = named(state, "anna__smile")
     assert (job.status, job.attempts, len(fake.accepted)) == (FAILED, 3, 3)
     assert "node 3 (XPortraitSampler) raised torch.OutOfMemoryError: CUDA out of memory" in job.error
 
 
-def test_server_that_goes_away_mid_run_loses_no_job(fakes, batch):
+def test_a_server_that_goes_away_keeps_its_prompt_and_the_others_finish_the_rest(fakes, batch):
     vanishing = fakes(vanish_after_prompts=1, run_time_s=60.0)  # its prompt can never finish before it goes
     steady = fakes()
 
-    state = run_queue(settings_for([vanishing, steady], batch["output"]), batch["jobs"], batch["state"])
+    with pytest.raises(NoServerAvailableError, match=rf"The last 1 jobs wait on {vanishing.url}, which stopped"):
+        run_queue(settings_for([vanishing, steady], batch["output"]), batch["jobs"], batch["state"])
 
-    assert len(vanishing.accepted) == 1 and vanishing.stopped
-    assert len(steady.accepted) == 4
-    assert state.counts()["done"] == 4
-    assert {job.server for job in state.jobs.values()} == {steady.url}
-    assert all(job.attempts == 0 for job in state.jobs.values())  # a lost server is not the job's fault
-    saved = json.loads(batch["state"].read_text())
-    assert {entry["status"] for entry in saved["jobs"]} == {DONE}
+    state = QueueState.load(batch["state"])
+    kept = [job for job in state.jobs.values() if job.status == "running"]
+    assert len(vanishing.accepted) == 1 and vanishing.stopped and len(steady.accepted) == 3
+    assert [(job.server, job.prompt_id) for job in kept] == [(vanishing.url, vanishing.accepted[0]["prompt_id"])]
+    assert state.counts()[DONE] == 3 and all(job.attempts == 0 for job in state.jobs.values())
+
+
+def test_a_rerun_without_the_lost_server_queues_its_job_elsewhere_and_says_so(fakes, batch, caplog):
+    vanishing = fakes(vanish_after_prompts=1, run_time_s=60.0)
+    steady = fakes()
+    with pytest.raises(NoServerAvailableError):
+        run_queue(settings_for([vanishing, steady], batch["output"]), batch["jobs"], batch["state"])
+
+    with caplog.at_level(logging.WARNING):
+        state = run_queue(settings_for([steady], batch["output"]), batch["jobs"], batch["state"])
+
+    assert state.counts()[DONE] == 4 and len(steady.accepted) == 4
+    assert f"which is not among this run's --server addresses: queuing it again here (if {vanishing.url}" in caplog.text
 
 
 def test_unreachable_server_is_named_with_what_to_check(batch, caplog):
@@ -536,10 +556,17 @@ def test_upload_names_differ_for_same_named_files_with_different_content(tmp_pat
     assert upload_name(tmp_path / "a" / "face.png") != upload_name(tmp_path / "b" / "face.png")
 
 
-def test_job_ids_are_made_unique(tmp_path):
-    pairs = [(Path("a/face.png"), Path("x/clip.mp4")), (Path("b/face.png"), Path("y/clip.mp4"))]
+def test_same_named_inputs_of_different_content_are_two_jobs_with_distinct_folders(fakes, tmp_path):
+    for folder, content in (("a", b"one"), ("b", b"two")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "face.png").write_bytes(content)
+    (tmp_path / "clip.mp4").write_bytes(b"clip")
+    pairs = [(tmp_path / "a" / "face.png", tmp_path / "clip.mp4"), (tmp_path / "b" / "face.png", tmp_path / "clip.mp4")]
 
-    assert [job.job_id for job in plan_jobs(pairs)] == ["face__clip", "face__clip_2"]
+    state = run_queue(settings_for([fakes()], tmp_path / "out"), plan_jobs(pairs), tmp_path / "out" / "s.json")
+
+    folders = [state.jobs[key].folder for key in state.planned]
+    assert folders[0] == "face__clip" and folders[1].startswith("face__clip-") and state.counts()[DONE] == 2
 
 
 def test_pairs_csv_with_header_resolves_paths_next_to_it(tmp_path):
@@ -574,14 +601,13 @@ def test_a_folder_without_sources_is_an_error(tmp_path):
         collect_pairs(tmp_path / "empty", tmp_path / "d.mp4")
 
 
-def test_a_failed_job_is_retried_with_fresh_attempts_on_rerun(tmp_path):
-    state_path = tmp_path / "state.json"
-    jobs = plan_jobs([(Path("s.png"), Path("d.mp4"))])
-    state = QueueState(state_path, jobs)
-    state.update(jobs[0], status=FAILED, attempts=3, error="boom")
+def test_a_failed_job_is_retried_with_fresh_attempts_on_rerun(fakes, batch):
+    rejecting = fakes(reject_with=MISSING_CHECKPOINT)
+    first = run_queue(settings_for([rejecting], batch["output"], max_attempts=1), batch["jobs"][:1], batch["state"])
+    assert (named(first, "anna__smile").status, named(first, "anna__smile").attempts) == (FAILED, 1)
+    fixed = fakes()
 
-    reloaded = QueueState.load(state_path)
-    reloaded.merge_plan(plan_jobs([(Path("s.png"), Path("d.mp4"))]))
+    state = run_queue(settings_for([fixed], batch["output"], max_attempts=1), batch["jobs"][:1], batch["state"])
 
-    job = reloaded.jobs["s__d"]
-    assert (job.status, job.attempts, job.error) == (PENDING, 0, None)
+    job = named(state, "anna__smile")
+    assert (job.status, job.attempts, job.error, len(fixed.accepted)) == (DONE, 0, None, 1)

@@ -356,10 +356,11 @@ OPTIONS: dict[str, Option] = _declare(
            cli_only=True, flag="--server"),
     Option("max_queue", "Queue a job on a server only while its queue (anyone's prompts, running or waiting) is "
            "shorter than this.", "int", 2, minimum=1, cli_only=True, flag="--max-queue"),
-    Option("poll_interval", "Seconds between progress checks.", "float", 1.0, minimum=0.0, above=True,
+    Option("poll_interval", "Seconds between progress checks.", "float", 1.0, minimum=0.0, above=True, maximum=3600.0,
            cli_only=True, flag="--poll-interval"),
-    Option("timeout", "Seconds to wait for one HTTP reply.", "float", 30.0, minimum=0.0, above=True,
-           cli_only=True, flag="--timeout"),
+    Option("timeout", "Seconds to wait for one HTTP reply; a server that does not answer within it is taken for "
+           "gone until it answers again (its prompts are kept, never queued twice).", "float", 30.0, minimum=0.0,
+           above=True, maximum=3600.0, cli_only=True, flag="--timeout"),
     Option("source_node", "Id of the LoadImage node that takes the source (default: the only LoadImage, or the "
            "one whose title contains 'source').", "text", None, cli_only=True, flag="--source-node"),
     Option("driving_node", "Id of the LoadVideo node that takes the driving video (default: the only LoadVideo, or "

@@ -1,7 +1,10 @@
 """A small standard-library HTTP client for the part of ComfyUI's API a batch queue needs.
 
-Routes and reply shapes follow ComfyUI's server.py (0.3.x): POST /upload/image, POST /prompt,
-GET /queue, GET /history/{prompt_id}, GET /view, and to cancel: POST /queue (delete), POST /interrupt.
+Routes and reply shapes follow ComfyUI's server.py. Every version: POST /upload/image, POST /prompt, GET /view.
+What a prompt is doing, and cancelling it, comes from the jobs API where the server has it (ComfyUI server.py with
+comfy_execution/jobs.py, since v0.26: GET /api/jobs, GET /api/jobs/{id}, POST /api/jobs/{id}/cancel), and otherwise
+from what 0.3.64 offers: GET /queue, GET /history/{prompt_id}, POST /queue (delete), POST /interrupt. Which one a
+server has is asked once per connection (`GET /api/jobs?limit=1`: a 404 means no jobs API).
 """
 from __future__ import annotations
 
@@ -57,7 +60,12 @@ class WorkflowRejectedError(ComfyError):
 
 
 class ServerReplyError(ComfyError):
-    """The server answered, but with an unexpected HTTP status or body."""
+    """The server answered, but with an unexpected HTTP status (`status`, None for a body it could not read) or
+    body."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,53 @@ class OutputFile:
     filename: str
     subfolder: str
     type: str
+
+
+# What the server says about a prompt: still queued or running, finished (its outputs can be collected), or unknown
+# to it (it was never queued there, or the server restarted and forgot it).
+WAITING = "waiting"
+FINISHED = "finished"
+UNKNOWN = "unknown"
+# The jobs API's job statuses (comfy_execution/jobs.py JobStatus): waiting ones, and finished ones that failed.
+JOB_WAITING = frozenset({"pending", "in_progress"})
+JOB_FAILED = frozenset({"failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class PromptStatus:
+    """One prompt as the server reports it: `state` (WAITING, FINISHED, UNKNOWN); once finished, its output files and
+    its failure (None when it succeeded)."""
+
+    state: str
+    outputs: tuple[OutputFile, ...] = ()
+    failure: str | None = None
+
+
+def check_server_url(url: str) -> str:
+    """`url` without a trailing slash when it is an http(s) address a client can open; ValueError saying what is wrong
+    with it otherwise (found before any request, so that a typo is not reported as a server that is not running)."""
+    example = "e.g. http://127.0.0.1:8188"
+    text = url.strip()
+    if not text or any(char.isspace() for char in text):
+        raise ValueError(f"{url!r} is not a server address ({example})")
+    if "://" not in text:
+        raise ValueError(f"{url!r} has no http:// or https:// in front ({example}: write http://{text})")
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as error:
+        raise ValueError(f"{url!r} is not a valid address ({error}; {example})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"{url!r} is a {parts.scheme}:// address; ComfyUI answers http:// or https:// ({example})")
+    try:
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        raise ValueError(f"{url!r} has no valid port (a number from 1 to 65535, {example})") from None
+    if not host or port == 0:
+        raise ValueError(f"{url!r} names no host and port ({example})")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: give the server's address only, without ?query or #fragment ({example})")
+    return text.rstrip("/")
 
 
 def describe_rejection(error: Any, node_errors: dict[str, Any]) -> str:
@@ -94,6 +149,38 @@ class ComfyClient:
     def __init__(self, base_url: str, timeout_s: float = default("timeout")):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self._jobs_api: bool | None = None  # unknown until asked
+
+    @property
+    def has_jobs_api(self) -> bool:
+        """Whether the server has ComfyUI's jobs API (GET /api/jobs, per-job cancel; v0.26 and later). Asked once
+        (`forget_api` asks again: a restarted server may be another version); 0.3.64 answers 404."""
+        if self._jobs_api is None:
+            try:
+                reply = self._json("GET", "/api/jobs?limit=1")
+                self._jobs_api = isinstance(reply.get("jobs"), list)
+            except ServerReplyError as error:
+                if error.status not in (404, 405):
+                    raise
+                self._jobs_api = False
+            logger.info("%s %s", self.base_url, "has the jobs API" if self._jobs_api else
+                        "has no jobs API (ComfyUI before v0.26): using /queue, /history and /interrupt")
+        return self._jobs_api
+
+    def forget_api(self) -> None:
+        """Ask again which API the server has (after it went away: it may come back as another version)."""
+        self._jobs_api = None
+
+    def queue_length(self) -> int:
+        """How many prompts, anyone's, are running or waiting on the server."""
+        if self.has_jobs_api:
+            reply = self._json("GET", "/api/jobs?status=pending,in_progress&limit=1")
+            try:
+                return int(reply["pagination"]["total"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise ServerReplyError(f"{self.base_url}/api/jobs answered {str(reply)[:200]}; is this a ComfyUI "
+                                       "server?") from error
+        return len(self.queued_prompt_ids())
 
     def queued_prompt_ids(self) -> set[str]:
         """Ids of the prompts running or waiting on the server, from anyone (GET /queue).
@@ -106,7 +193,40 @@ class ComfyClient:
             items = reply["queue_running"] + reply["queue_pending"]
             return {str(item[1]) for item in items}
         except (KeyError, TypeError, IndexError) as error:
-            raise ServerReplyError(f"{self.base_url}/queue answered {reply!r}; is this a ComfyUI server?") from error
+            raise ServerReplyError(f"{self.base_url}/queue answered {str(reply)[:200]}; is this a ComfyUI "
+                                   "server?") from error
+
+    def prompt_statuses(self, prompt_ids: list[str]) -> dict[str, PromptStatus]:
+        """What the server says about each of these prompts (GET /api/jobs/{id}; without the jobs API, GET /queue
+        then GET /history/{id}: in that order, so that a prompt finishing in between is never taken for unknown)."""
+        if self.has_jobs_api:
+            return {prompt_id: self._job_status(prompt_id) for prompt_id in prompt_ids}
+        queued = self.queued_prompt_ids()
+        statuses: dict[str, PromptStatus] = {}
+        for prompt_id in prompt_ids:
+            if prompt_id in queued:
+                statuses[prompt_id] = PromptStatus(WAITING)
+                continue
+            entry = self.history(prompt_id)
+            statuses[prompt_id] = PromptStatus(UNKNOWN) if entry is None else PromptStatus(
+                FINISHED, tuple(output_files(entry)), execution_failure(entry))
+        return statuses
+
+    def _job_status(self, prompt_id: str) -> PromptStatus:
+        try:
+            job = self._json("GET", f"/api/jobs/{urllib.parse.quote(prompt_id)}")
+        except ServerReplyError as error:
+            if error.status == 404:  # "Job not found": neither queued, running nor in the history
+                return PromptStatus(UNKNOWN)
+            raise
+        status = job.get("status")
+        if status in JOB_WAITING:
+            return PromptStatus(WAITING)
+        entry = {"outputs": job.get("outputs") or {}, "status": job.get("execution_status") or {}}
+        failure = None
+        if status in JOB_FAILED:
+            failure = execution_failure(entry) if entry["status"] else f"the job ended {status}"
+        return PromptStatus(FINISHED, tuple(output_files(entry)), failure)
 
     def upload_file(self, path: Path, upload_name: str) -> str:
         """Upload `path` into the server's input folder as `upload_name`; return the name nodes take.
@@ -137,12 +257,19 @@ class ComfyClient:
         if prompt_id is not None:
             payload["prompt_id"] = prompt_id
         reply = self._json("POST", "/prompt", json.dumps(payload).encode(), "application/json")
+        if not isinstance(reply.get("prompt_id"), str):
+            raise ServerReplyError(f"{self.base_url}/prompt answered {str(reply)[:200]} without a prompt_id; is "
+                                   "this a ComfyUI server?")
         return reply["prompt_id"]
 
     def cancel_prompts(self, prompt_ids: list[str]) -> None:
-        """Remove these prompts from the server's waiting queue (POST /queue delete) and stop the one of them that
-        is running (POST /interrupt with its prompt_id: ComfyUI interrupts only when that prompt is the running
-        one, so other users' work is never stopped)."""
+        """Cancel these prompts: waiting ones leave the queue, a running one is stopped; other users' work is never
+        touched. With the jobs API, POST /api/jobs/{id}/cancel each; without it, POST /queue {"delete": ids}, then
+        POST /interrupt with each prompt_id (ComfyUI interrupts only when that prompt is the running one)."""
+        if self.has_jobs_api:
+            for prompt_id in prompt_ids:
+                self._request_json("POST", f"/api/jobs/{urllib.parse.quote(prompt_id)}/cancel", {})
+            return
         self._request_json("POST", "/queue", {"delete": prompt_ids})
         for prompt_id in prompt_ids:
             self._request_json("POST", "/interrupt", {"prompt_id": prompt_id})
@@ -162,7 +289,7 @@ class ComfyClient:
             shutil.copyfileobj(response, file, DOWNLOAD_CHUNK_BYTES)
 
     def _request_json(self, method: str, route: str, payload: dict[str, Any]) -> None:
-        """Send a JSON body to a route that answers with an empty body."""
+        """Send a JSON body to a route whose answer is not needed."""
         with self._open(method, route, json.dumps(payload).encode(), "application/json") as response:
             response.read()
 
@@ -173,11 +300,14 @@ class ComfyClient:
         with self._open(method, route, body, content_type, timeout_s) as response:
             raw = response.read()
         try:
-            return json.loads(raw)
-        except json.JSONDecodeError as error:
+            reply = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ServerReplyError(
                 f"{self.base_url}{route} answered with non-JSON {raw[:200]!r}; is this a ComfyUI server?"
             ) from error
+        if not isinstance(reply, dict):
+            raise ServerReplyError(f"{self.base_url}{route} answered {raw[:200]!r}; is this a ComfyUI server?")
+        return reply
 
     @contextlib.contextmanager
     def _open(
@@ -207,7 +337,8 @@ class ComfyClient:
             except (json.JSONDecodeError, AttributeError):
                 pass
         return ServerReplyError(
-            f"{self.base_url}{route} answered HTTP {error.code} {error.reason}: {raw[:300].decode(errors='replace')}"
+            f"{self.base_url}{route} answered HTTP {error.code} {error.reason}: {raw[:300].decode(errors='replace')}",
+            error.code,
         )
 
 

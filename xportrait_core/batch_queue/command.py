@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, default
+from .folder_lock import FolderBusyError
 from .queue_state import DONE, FAILED, STATE_FILE_NAME, Job, QueueStateError
 from .runner import (
     NoServerAvailableError,
@@ -50,7 +51,7 @@ def run_queue_command(args: argparse.Namespace) -> int:
             request_timeout_s=args.timeout,
         )
         state = run_queue(settings, plan_jobs(pairs), state_path, _cancel_decision(args.on_interrupt))
-    except (QueueInputError, QueueStateError) as error:
+    except (QueueInputError, QueueStateError, FolderBusyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NoServerAvailableError as error:
@@ -64,7 +65,7 @@ def run_queue_command(args: argparse.Namespace) -> int:
     print(f"{len(state.with_status(DONE))} done, {len(failed)} failed. Outputs in {args.queue_output}, "
           f"state in {state_path}.")
     for job in failed:
-        print(f"failed: {job.job_id} after {job.attempts} attempts: {job.error}", file=sys.stderr)
+        print(f"failed: {job.folder} after {job.attempts} attempts: {job.error}", file=sys.stderr)
     return EXIT_JOBS_FAILED if failed else EXIT_OK
 
 

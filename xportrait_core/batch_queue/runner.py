@@ -25,13 +25,18 @@ from typing import Any
 
 from ..options import SeedPolicy, default
 from .comfy_client import (
+    UNKNOWN,
+    WAITING,
     ComfyClient,
     ComfyError,
+    OutputFile,
+    PromptStatus,
     ServerUnreachableError,
     WorkflowRejectedError,
-    execution_failure,
-    output_files,
+    check_server_url,
 )
+from .folder_lock import FolderUnusableError, folder_lock
+from .naming import job_name, output_names
 from .queue_state import DONE, FAILED, PENDING, RUNNING, Job, QueueState
 
 logger = logging.getLogger(__name__)
@@ -45,7 +50,11 @@ SOURCE_CLASS, DRIVING_CLASS = "LoadImage", "LoadVideo"
 SEED_INPUTS = ("seed", "noise_seed")
 # How long a server that went away rests before it is asked again.
 REPROBE_INTERVAL_S = 10.0
+# Polls in a row (a poll interval apart) that must find a posted prompt unknown to its server before it is queued again.
+UNKNOWN_POLLS_BEFORE_REQUEUE = 2
 UPLOAD_HASH_CHARS = 12  # enough to tell apart inputs of one batch
+DIGEST_CHUNK_BYTES = 1 << 20
+KEY_CHARS = 16  # of a job's key (64 bits: no two jobs of one output folder share one)
 
 
 class QueueInputError(ValueError):
@@ -68,49 +77,97 @@ def read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
     """Pairs from a CSV (`source,driving` per row, header optional) or JSON file (a list of
     `{"source": ..., "driving": ...}` objects or `[source, driving]` lists). Relative paths are taken
     from the pairs file's folder."""
-    if not path.is_file():
-        raise QueueInputError(f"Pairs file {path} does not exist.")
-    if path.suffix.lower() == ".json":
-        try:
-            entries = json.loads(path.read_text())
-            rows = [(e["source"], e["driving"]) if isinstance(e, dict) else tuple(e) for e in entries]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise QueueInputError(
-                f"Pairs file {path}: expected a JSON list of {{\"source\": ..., \"driving\": ...}} ({error})."
-            ) from error
-    else:
-        with path.open(newline="") as file:
-            rows = [tuple(cell.strip() for cell in row) for row in csv.reader(file) if any(c.strip() for c in row)]
-        if rows and [cell.lower() for cell in rows[0]] == ["source", "driving"]:
-            rows = rows[1:]
+    rows = _pairs_file_rows(path)
     pairs: list[tuple[Path, Path]] = []
     for number, row in enumerate(rows, start=1):
-        if len(row) != 2:
-            raise QueueInputError(f"Pairs file {path}, entry {number}: expected a source and a driving, got {row!r}.")
-        source, driving = (Path(cell) if Path(cell).is_absolute() else path.parent / cell for cell in row)
+        where = f"Pairs file {path}, entry {number}"
+        if not isinstance(row, (list, tuple)) or len(row) != 2:
+            raise QueueInputError(f"{where}: expected a source and a driving, got {_shown(row)}.")
+        cells = []
+        for cell, kind in zip(row, ("source", "driving")):
+            if not isinstance(cell, str) or not cell.strip():
+                raise QueueInputError(f"{where}: the {kind} must be a file path (text), got {_shown(cell)}.")
+            cells.append(Path(cell) if Path(cell).is_absolute() else path.parent / cell)
+        source, driving = cells
         for item, kind in ((source, "Source image"), (driving, "Driving video")):
+            if item.is_dir():
+                raise QueueInputError(f"{where}: {kind} {item} is a folder; a pairs file lists files.")
             if not item.is_file():
-                raise QueueInputError(f"Pairs file {path}, entry {number}: {kind} {item} does not exist.")
+                raise QueueInputError(f"{where}: {kind} {item} does not exist.")
         pairs.append((source, driving))
     if not pairs:
         raise QueueInputError(f"Pairs file {path} lists no pairs.")
     return pairs
 
 
-def plan_jobs(pairs: list[tuple[Path, Path]]) -> list[Job]:
-    """One job per pair, named `<source stem>__<driving stem>` (made unique with a counter)."""
-    jobs: list[Job] = []
-    taken: set[str] = set()
-    for index, (source, driving) in enumerate(pairs):
-        base = _safe_name(f"{source.stem}__{driving.stem}")
-        job_id, counter = base, 1
-        while job_id in taken:
-            counter += 1
-            job_id = f"{base}_{counter}"
-        taken.add(job_id)
+def _pairs_file_rows(path: Path) -> list[Any]:
+    """The raw rows of a pairs file: CSV rows (without an optional header), or the JSON list's entries."""
+    if path.is_dir():
+        raise QueueInputError(f"Pairs file {path} is a folder; give a .csv or .json file (or use --sources and "
+                              "--drivings with folders).")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise QueueInputError(f"Pairs file {path} does not exist.") from None
+    except UnicodeDecodeError as error:
+        raise QueueInputError(f"Pairs file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
+    except OSError as error:
+        raise QueueInputError(f"Pairs file {path} cannot be read ({error.strerror}).") from None
+    if path.suffix.lower() == ".json":
+        expected = 'a JSON list of {"source": ..., "driving": ...} objects or [source, driving] lists'
+        try:
+            entries = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise QueueInputError(f"Pairs file {path} is not valid JSON ({error}); expected {expected}.") from None
+        if not isinstance(entries, list):
+            raise QueueInputError(f"Pairs file {path} holds {_shown(entries)}; expected {expected}.")
+        return [(entry.get("source"), entry.get("driving")) if isinstance(entry, dict) else entry
+                for entry in entries]
+    rows = [tuple(cell.strip() for cell in row) for row in csv.reader(text.splitlines()) if any(c.strip() for c in row)]
+    if rows and [cell.lower() for cell in rows[0]] == ["source", "driving"]:
+        rows = rows[1:]
+    return rows
+
+
+def _shown(value: Any) -> str:
+    """A value from a user's file as a message shows it: JSON spelling, cut short."""
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, tuple) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class PlannedPair:
+    """A source and a driving to animate, with their contents' digests (a job's identity is built on them)."""
+
+    source: Path
+    driving: Path
+    source_digest: str
+    driving_digest: str
+
+
+def plan_jobs(pairs: list[tuple[Path, Path]]) -> list[PlannedPair]:
+    """The batch's pairs with their files' digests (each file is read once)."""
+    digests: dict[Path, str] = {}
+    planned = []
+    for source, driving in pairs:
+        for path in (source, driving):
+            if path not in digests:
+                digests[path] = file_digest(path)
         # Absolute paths keep the state file valid when a re-run starts from another folder.
-        jobs.append(Job(job_id=job_id, source=str(source.resolve()), driving=str(driving.resolve()), index=index))
-    return jobs
+        planned.append(PlannedPair(source.resolve(), driving.resolve(), digests[source], digests[driving]))
+    return planned
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content, read in chunks (driving videos can be large)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as file:
+            for chunk in iter(lambda: file.read(DIGEST_CHUNK_BYTES), b""):
+                digest.update(chunk)
+    except OSError as error:
+        raise QueueInputError(f"{path} cannot be read ({error.strerror}).") from None
+    return digest.hexdigest()
 
 
 def _files(path: Path, suffixes: frozenset[str], kind: str) -> list[Path]:
@@ -124,7 +181,7 @@ def _files(path: Path, suffixes: frozenset[str], kind: str) -> list[Path]:
     return found
 
 
-def _safe_name(name: str) -> str:
+def _ascii_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
@@ -141,21 +198,34 @@ class WorkflowInputs:
 
 def load_workflow(path: Path) -> dict[str, Any]:
     """Read an API-format workflow (`{node_id: {"class_type": ..., "inputs": {...}}}`)."""
+    if path.is_dir():
+        raise QueueInputError(f"Workflow file {path} is a folder; give the .json file from Workflow > Export (API).")
     try:
-        workflow = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise QueueInputError(f"Workflow file {path} does not exist.") from error
+        workflow = json.loads(path.read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise QueueInputError(f"Workflow file {path} does not exist.") from None
+    except UnicodeDecodeError as error:
+        raise QueueInputError(f"Workflow file {path} is not UTF-8 text (byte {error.start}); give the .json file "
+                              "ComfyUI exported.") from None
+    except OSError as error:
+        raise QueueInputError(f"Workflow file {path} cannot be read ({error.strerror}).") from None
     except json.JSONDecodeError as error:
-        raise QueueInputError(f"Workflow file {path} is not valid JSON: {error}.") from error
+        raise QueueInputError(f"Workflow file {path} is not valid JSON: {error}.") from None
     if isinstance(workflow, dict) and "nodes" in workflow and "links" in workflow:
         raise QueueInputError(
             f"Workflow file {path} is in the editor's UI format. In ComfyUI use Workflow > Export (API) and "
             "give that file."
         )
-    if not isinstance(workflow, dict) or not all(
-        isinstance(node, dict) and "class_type" in node for node in workflow.values()
-    ):
-        raise QueueInputError(f"Workflow file {path} is not an API-format workflow (node id -> class_type/inputs).")
+    expected = "an API-format workflow (node id -> {\"class_type\": ..., \"inputs\": {...}})"
+    if not isinstance(workflow, dict) or not workflow:
+        raise QueueInputError(f"Workflow file {path} holds {_shown(workflow)}, not {expected}.")
+    for node_id, node in workflow.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise QueueInputError(f"Workflow file {path}, node {node_id}: {_shown(node)} is no node of {expected}.")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise QueueInputError(f"Workflow file {path}, node {node_id} ({node['class_type']}): its inputs are "
+                                  f"{_shown(node['inputs'])}, not a {{name: value}} object; export the workflow "
+                                  "again with Workflow > Export (API).")
     return workflow
 
 
@@ -207,7 +277,8 @@ def _detect(workflow: dict[str, Any], role: str, class_type: str, exclude: str |
 
 
 def _title(node: dict[str, Any]) -> str:
-    return str(node.get("_meta", {}).get("title", "")).lower()
+    meta = node.get("_meta")
+    return str(meta.get("title", "")).lower() if isinstance(meta, dict) else ""
 
 
 def patch_workflow(
@@ -231,11 +302,12 @@ def patch_workflow(
     return patched
 
 
-def upload_name(path: Path) -> str:
+def upload_name(path: Path, digest: str | None = None) -> str:
     """Name an input by its content (`face-1a2b3c4d5e6f.png`): uploading with overwrite can then never
-    replace a different file another job still needs, and re-uploads are harmless."""
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:UPLOAD_HASH_CHARS]
-    return f"{_safe_name(path.stem)}-{digest}{path.suffix.lower()}"
+    replace a different file another job still needs, and re-uploads are harmless. digest: the file's
+    `file_digest`, when known."""
+    digest = digest or file_digest(path)
+    return f"{_ascii_name(path.stem)}-{digest[:UPLOAD_HASH_CHARS]}{path.suffix.lower()}"
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -256,17 +328,51 @@ class QueueSettings:
     request_timeout_s: float = default("timeout")
 
 
+def render_digest(settings: QueueSettings) -> str:
+    """What, besides the inputs, decides what a job renders: the workflow (the loaders' file names aside, they are
+    set per job), which nodes take the inputs, and the seeds asked for."""
+    workflow = copy.deepcopy(settings.workflow)
+    for node_id in (settings.inputs.source_node, settings.inputs.driving_node):
+        node = workflow[node_id]
+        node.setdefault("inputs", {}).pop(FILE_INPUT_BY_CLASS[node["class_type"]], None)
+    for node in workflow.values():
+        node.pop("_meta", None)  # titles do not change the render
+    seeds = None if settings.seed is None else [settings.seed_policy, settings.seed]
+    described = {"workflow": workflow, "source_node": settings.inputs.source_node,
+                 "driving_node": settings.inputs.driving_node, "seeds": seeds}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def plan_state_jobs(settings: QueueSettings, planned: list[PlannedPair]) -> list[Job]:
+    """The state's jobs for these pairs under these settings: keyed by inputs' content and render settings."""
+    render = render_digest(settings)
+    jobs = []
+    for index, pair in enumerate(planned):
+        key = hashlib.sha256(f"{pair.source_digest}:{pair.driving_digest}:{render}".encode()).hexdigest()
+        jobs.append(Job(job_id=key[:KEY_CHARS], source=str(pair.source), driving=str(pair.driving), index=index,
+                        name=job_name(pair.source, pair.driving), source_digest=pair.source_digest,
+                        driving_digest=pair.driving_digest, render=render))
+    return jobs
+
+
 @dataclass
 class _Server:
     client: ComfyClient
     up: bool = True
-    down_since: float = 0.0
     queue_length: int = 0
     uploaded: dict[str, str] = field(default_factory=dict)  # local path -> name on the server
+    down_since: float = 0.0
+    missing: dict[str, int] = field(default_factory=dict)  # prompt id -> polls in a row that found it unknown
 
 
 class QueueRunner:
-    """Runs the pending jobs of a `QueueState` to completion across the configured servers."""
+    """Runs the pending jobs of a `QueueState` to completion across the configured servers.
+
+    Exactly once: a prompt's id is recorded before it is posted, and a job whose prompt was posted is queued again only
+    once the server that has it, answering, says twice in a row that it does not know it (it restarted, or the post
+    never arrived). A server that stops answering keeps its jobs: they are collected when it answers again, in this
+    run or the next.
+    """
 
     def __init__(self, settings: QueueSettings, state: QueueState):
         self.settings = settings
@@ -278,9 +384,9 @@ class QueueRunner:
     def run(self) -> dict[str, int]:
         """Run until every job is done or failed; return the counts per status.
 
-        Raises NoServerAvailableError when no server answers (jobs not finished stay pending in the state).
-        Jobs still running from an interrupted run are waited for and collected, not queued again: their prompt
-        ids were recorded before they were queued.
+        Raises NoServerAvailableError when no server answers, or when the only jobs left wait on servers that stopped
+        answering (the state keeps them for a re-run). Jobs still running from an interrupted run are collected, not
+        queued again.
         """
         self._report("starting")
         while self.state.with_status(PENDING) or self.state.with_status(RUNNING):
@@ -289,6 +395,9 @@ class QueueRunner:
             self._dispatch_pending()
             if not any(server.up for server in self.servers.values()):
                 raise NoServerAvailableError(self._all_down_message())
+            waiting = self._waiting_on_down_servers()
+            if waiting and not self.state.with_status(PENDING) and len(waiting) == len(self.state.with_status(RUNNING)):
+                raise NoServerAvailableError(self._stuck_message(waiting))
             if self.state.with_status(PENDING) or self.state.with_status(RUNNING):
                 time.sleep(self.settings.poll_interval_s)
         self._report("finished")
@@ -296,21 +405,13 @@ class QueueRunner:
 
     # -- talking to servers
 
-    def _refresh_queue(self, url: str) -> set[str] | None:
-        """The server's queued prompt ids (and its queue length), or None when it went away."""
-        server = self.servers[url]
-        try:
-            queued = server.client.queued_prompt_ids()
-        except ComfyError as error:  # unreachable, or something that is not a ComfyUI server answers
-            self._server_lost(url, error)
-            return None
-        server.queue_length = len(queued)
-        return queued
-
     def _dispatch_pending(self) -> None:
         for url, server in self.servers.items():
             if server.up:
-                self._refresh_queue(url)
+                try:
+                    server.queue_length = server.client.queue_length()
+                except ComfyError as error:  # unreachable, or something that is not a ComfyUI server answers
+                    self._server_lost(url, error)
         for job in self.state.with_status(PENDING):
             chosen = self._pick_server()
             if chosen is None:
@@ -327,29 +428,37 @@ class QueueRunner:
     def _submit(self, job: Job, url: str) -> None:
         server = self.servers[url]
         try:
-            source_name = self._upload(server, Path(job.source))
-            driving_name = self._upload(server, Path(job.driving))
-            offset = job.index if self.settings.seed_policy == "increment" else 0
-            prompt = patch_workflow(self.settings.workflow, self.settings.inputs, source_name, driving_name,
-                                    self.settings.seed, offset)
-            # The id is saved before the prompt exists on the server: however this run ends, the next one finds
-            # the prompt (queued, running or finished) instead of rendering the job a second time.
-            prompt_id = str(uuid.uuid4())
-            self.state.update(job, status=RUNNING, server=url, prompt_id=prompt_id, error=None)
+            source_name = self._upload(server, Path(job.source), job.source_digest)
+            driving_name = self._upload(server, Path(job.driving), job.driving_digest)
+        except ServerUnreachableError as error:
+            self._server_lost(url, error)
+            return
+        except (ComfyError, OSError) as error:
+            self._attempt_failed(job, url, f"uploading the inputs to {url} failed: {error}")
+            return
+        offset = job.index if self.settings.seed_policy == "increment" else 0
+        prompt = patch_workflow(self.settings.workflow, self.settings.inputs, source_name, driving_name,
+                                self.settings.seed, offset)
+        # The id is saved before the prompt exists on the server: however this run ends, the next one finds the
+        # prompt (queued, running or finished) instead of rendering the job a second time.
+        prompt_id = str(uuid.uuid4())
+        self.state.update(job, status=RUNNING, server=url, prompt_id=prompt_id, error=None)
+        try:
             accepted_id = server.client.submit_prompt(prompt, self.client_id, prompt_id)
         except ServerUnreachableError as error:
+            # No answer: the prompt may be queued there. The job keeps its id and waits for the server to say.
             self._server_lost(url, error)
             return
         except WorkflowRejectedError as error:
             self._attempt_failed(job, url, str(error))
             return
-        except (ComfyError, OSError) as error:
+        except ComfyError as error:  # the server answered with an error: nothing was queued
             self._attempt_failed(job, url, f"submitting to {url} failed: {error}")
             return
         server.queue_length += 1
         if accepted_id != prompt_id:  # a server that does not take the client's id
             self.state.update(job, prompt_id=accepted_id)
-        logger.info("%s queued on %s (prompt %s)", job.job_id, url, accepted_id)
+        logger.info("%s queued on %s (prompt %s)", job.folder, url, accepted_id)
 
     def cancel(self, jobs: list[Job]) -> list[Job]:
         """Cancel the prompts of these running jobs on their servers (waiting ones deleted, a running one
@@ -373,10 +482,10 @@ class QueueRunner:
                 self.state.update(job, status=PENDING, server=None, prompt_id=None)
         return unreachable
 
-    def _upload(self, server: _Server, path: Path) -> str:
+    def _upload(self, server: _Server, path: Path, digest: str) -> str:
         key = str(path.resolve())
         if key not in server.uploaded:
-            server.uploaded[key] = server.client.upload_file(path, upload_name(path))
+            server.uploaded[key] = server.client.upload_file(path, upload_name(path, digest or None))
         return server.uploaded[key]
 
     def _poll_running(self) -> None:
@@ -384,33 +493,51 @@ class QueueRunner:
         for job in self.state.with_status(RUNNING):
             by_server.setdefault(job.server, []).append(job)
         for url, jobs in by_server.items():
-            if url is None or url not in self.servers or not self.servers[url].up:
+            if url is None or url not in self.servers:
                 for job in jobs:
+                    logger.warning("%s was queued on %s, which is not among this run's --server addresses: queuing "
+                                   "it again here (if %s still runs it, it renders twice).", job.folder, url, url)
                     self.state.update(job, status=PENDING, server=None, prompt_id=None)
                 continue
-            # The queue is read before the history: a prompt in neither was dropped by the server.
-            queued = self._refresh_queue(url)
-            if queued is None:
+            server = self.servers[url]
+            if not server.up:
+                continue  # its jobs wait for it: it may still be rendering them
+            try:
+                statuses = server.client.prompt_statuses([_prompt_id(job) for job in jobs])
+            except ComfyError as error:
+                self._server_lost(url, error)
                 continue
             for job in jobs:
-                if job.prompt_id not in queued and not self._collect(job, url):
+                if not self._follow(job, url, statuses[_prompt_id(job)]):
                     break
 
-    def _collect(self, job: Job, url: str) -> bool:
-        """Finish `job` from its history entry; False when the server went away meanwhile."""
-        client = self.servers[url].client
-        try:
-            entry = client.history(_prompt_id(job))
-            if entry is None:
-                logger.warning("%s: prompt %s vanished from %s (server restarted?); queuing it again.",
-                               job.job_id, job.prompt_id, url)
+    def _follow(self, job: Job, url: str, status: PromptStatus) -> bool:
+        """Act on what the server says about a running job's prompt; False when the server went away meanwhile."""
+        server = self.servers[url]
+        prompt_id = _prompt_id(job)
+        if status.state == WAITING:
+            server.missing.pop(prompt_id, None)
+            return True
+        if status.state == UNKNOWN:
+            # Twice in a row, a poll apart: a post the server was still taking in when it was first asked is found.
+            server.missing[prompt_id] = server.missing.get(prompt_id, 0) + 1
+            if server.missing[prompt_id] >= UNKNOWN_POLLS_BEFORE_REQUEUE:
+                del server.missing[prompt_id]
+                logger.warning("%s: %s does not know prompt %s (restarted?); queuing it again.", job.folder, url,
+                               prompt_id)
                 self.state.update(job, status=PENDING, server=None, prompt_id=None)
-                return True
-            failure = execution_failure(entry)
-            if failure is not None:
-                self._attempt_failed(job, url, f"{url} ran the workflow but {failure}")
-                return True
-            saved = self._download_outputs(client, entry, job)
+            return True
+        server.missing.pop(prompt_id, None)
+        return self._collect(job, url, status)
+
+    def _collect(self, job: Job, url: str, status: PromptStatus) -> bool:
+        """Finish `job` from its finished prompt; False when the server went away meanwhile (the job stays running
+        and is collected when it answers again)."""
+        if status.failure is not None:
+            self._attempt_failed(job, url, f"{url} ran the workflow but {status.failure}")
+            return True
+        try:
+            saved = self._download_outputs(self.servers[url].client, status.outputs, job)
         except ServerUnreachableError as error:
             self._server_lost(url, error)
             return False
@@ -419,18 +546,17 @@ class QueueRunner:
             return True
         if not saved:
             logger.warning("%s finished on %s but produced no output files; does the workflow have a save node?",
-                           job.job_id, url)
+                           job.folder, url)
         self.state.update(job, status=DONE, outputs=saved, error=None)
-        self._report(f"{job.job_id} done on {url} ({len(saved)} files)")
+        self._report(f"{job.folder} done on {url} ({len(saved)} files)")
         return True
 
-    def _download_outputs(self, client: ComfyClient, entry: dict[str, Any], job: Job) -> list[str]:
-        job_dir = self.settings.output_dir / job.job_id
+    def _download_outputs(self, client: ComfyClient, outputs: tuple[OutputFile, ...], job: Job) -> list[str]:
+        job_dir = self.settings.output_dir / job.folder
         saved = []
-        for output in output_files(entry):
-            destination = job_dir / Path(output.filename).name
-            client.download(output, destination)
-            saved.append(str(destination.relative_to(self.settings.output_dir)))
+        for output, name in output_names(outputs).items():
+            client.download(output, job_dir / name)
+            saved.append(f"{job.folder}/{name}")
         return saved
 
     # -- bookkeeping
@@ -441,17 +567,22 @@ class QueueRunner:
         self.state.update(job, status=FAILED if final else PENDING, attempts=attempts, error=message,
                           server=url if final else None, prompt_id=None)
         outcome = "giving up" if final else "will retry"
-        logger.error("%s failed (attempt %d of %d, %s): %s", job.job_id, attempts, self.settings.max_attempts,
+        logger.error("%s failed (attempt %d of %d, %s): %s", job.folder, attempts, self.settings.max_attempts,
                      outcome, message)
 
     def _server_lost(self, url: str, error: ComfyError) -> None:
         server = self.servers[url]
         server.up, server.down_since = False, time.monotonic()
-        orphans = [job for job in self.state.with_status(RUNNING) if job.server == url]
-        for job in orphans:
-            self.state.update(job, status=PENDING, server=None, prompt_id=None)
-        handed_back = f" Its {len(orphans)} running jobs go back to the queue." if orphans else ""
-        logger.warning("%s%s", error, handed_back)
+        server.client.forget_api()
+        server.uploaded.clear()  # a server that comes back may be another installation
+        waiting = [job for job in self.state.with_status(RUNNING) if job.server == url]
+        kept = (f" Its {len(waiting)} prompts of this batch are kept: they are collected when it answers again."
+                if waiting else "")
+        logger.warning("%s%s", error, kept)
+
+    def _waiting_on_down_servers(self) -> list[Job]:
+        return [job for job in self.state.with_status(RUNNING)
+                if job.server in self.servers and not self.servers[job.server].up]
 
     def _reprobe_down_servers(self) -> None:
         now = time.monotonic()
@@ -459,7 +590,7 @@ class QueueRunner:
             if server.up or now - server.down_since < REPROBE_INTERVAL_S:
                 continue
             try:
-                server.queue_length = len(server.client.queued_prompt_ids())
+                server.queue_length = server.client.queue_length()
             except ComfyError:
                 server.down_since = now
                 continue
@@ -467,14 +598,20 @@ class QueueRunner:
             logger.info("%s answers again.", url)
 
     def _all_down_message(self) -> str:
-        unfinished = len(self.state.with_status(PENDING))
+        unfinished = len(self.state.with_status(PENDING)) + len(self.state.with_status(RUNNING))
         return (f"No ComfyUI server answers ({', '.join(self.servers)}); {unfinished} jobs are unfinished and "
                 f"kept in {self.state.path}. Start ComfyUI (or fix the --server addresses) and run the same "
-                "command again to resume.")
+                "command again to resume: prompts already queued are collected, not rendered again.")
+
+    def _stuck_message(self, waiting: list[Job]) -> str:
+        servers = sorted({str(job.server) for job in waiting})
+        return (f"The last {len(waiting)} jobs wait on {', '.join(servers)}, which stopped answering; they are kept "
+                f"in {self.state.path}. Run the same command again when it answers: their prompts are collected, "
+                "not rendered again.")
 
     def _report(self, event: str) -> None:
         counts = self.state.counts()
-        logger.info("[%d/%d done, %d failed, %d running, %d pending] %s", counts[DONE], len(self.state.jobs),
+        logger.info("[%d/%d done, %d failed, %d running, %d pending] %s", counts[DONE], len(self.state.planned),
                     counts[FAILED], counts[RUNNING], counts[PENDING], event)
 
 
@@ -496,19 +633,36 @@ class QueueInterrupted(Exception):
         super().__init__(f"interrupted with {in_flight} prompts on the servers, {cancelled} cancelled")
 
 
-def run_queue(settings: QueueSettings, jobs: list[Job], state_path: Path,
+def run_queue(settings: QueueSettings, jobs: list[PlannedPair], state_path: Path,
               should_cancel: Callable[[list[Job]], bool] | None = None) -> QueueState:
-    """Merge `jobs` into the state at `state_path` (finished ones are skipped; ones still running from an interrupted
-    run are collected) and run the rest.
+    """Run the batch `jobs` (from `plan_jobs`) with `settings`, recording it in the state file at `state_path`.
+
+    Before any server is contacted: the server addresses are checked, and the output folder is locked (a second queue
+    on it stops with FolderBusyError). Then the plan is merged into the state (finished jobs are skipped; ones still
+    running from an interrupted run are collected) and the rest runs.
 
     should_cancel(in-flight jobs): asked on Ctrl-C while prompts of this batch are queued or running on servers;
     True cancels them there. Without it they keep running and a re-run collects them. Either way QueueInterrupted
     is raised."""
+    settings.servers = check_servers(settings.servers)
+    try:
+        with folder_lock(settings.output_dir):
+            return _run_locked(settings, jobs, state_path, should_cancel)
+    except FolderUnusableError as error:
+        raise QueueInputError(str(error)) from None
+
+
+def _run_locked(settings: QueueSettings, planned: list[PlannedPair], state_path: Path,
+                should_cancel: Callable[[list[Job]], bool] | None) -> QueueState:
     state = QueueState.load(state_path)
-    state.merge_plan(jobs)
+    try:
+        state.merge_plan(plan_state_jobs(settings, planned), settings.output_dir)
+    except OSError as error:
+        raise QueueInputError(f"The state file {state_path} cannot be written ({error.strerror}); give a --state "
+                              "(or --output) you can write to.") from None
     skipped = len(state.with_status(DONE))
     if skipped:
-        logger.info("%d of %d jobs already done in %s; skipping them.", skipped, len(jobs), state_path)
+        logger.info("%d of %d jobs already done in %s; skipping them.", skipped, len(state.planned), state_path)
     runner = QueueRunner(settings, state)
     try:
         runner.run()
@@ -519,3 +673,14 @@ def run_queue(settings: QueueSettings, jobs: list[Job], state_path: Path,
             cancelled = len(in_flight) - len(runner.cancel(in_flight))
         raise QueueInterrupted(len(in_flight), cancelled, state_path) from None
     return state
+
+
+def check_servers(servers: list[str]) -> list[str]:
+    """The --server addresses, each checked (`check_server_url`) before any is contacted."""
+    checked = []
+    for url in servers:
+        try:
+            checked.append(check_server_url(url))
+        except ValueError as error:
+            raise QueueInputError(f"--server {error}.") from None
+    return list(dict.fromkeys(checked))
