@@ -7,10 +7,12 @@ POST /interrupt {"prompt_id": ...}. Prompts "run" for a fixed time after each ot
 """
 from __future__ import annotations
 
+import collections
 import email.parser
 import email.policy
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from xportrait_core.batch_queue.queue_state import DONE, FAILED, PENDING, QueueState
+from xportrait_core.batch_queue.queue_state import DONE, FAILED, QueueState
 from xportrait_core.batch_queue.runner import (
     NoServerAvailableError,
     QueueInputError,
@@ -57,32 +59,57 @@ def api_workflow() -> dict:
 
 
 class FakeComfy:
-    """A loopback HTTP server speaking the subset of ComfyUI's API the queue uses.
+    """A loopback HTTP server speaking the subset of ComfyUI's API the queue uses, as 0.3.64 (`jobs_api=False`) or as
+    a server with the jobs API (`jobs_api=True`).
+
+    The jobs flavour follows Comfy-Org/ComfyUI server.py at commit 002c3fb9a504 (2026; the jobs routes came with
+    v0.26) and comfy_execution/jobs.py at 172be4385765: GET /api/jobs (status filter, limit; `{"jobs": [...],
+    "pagination": {"total": ...}}`), GET /api/jobs/{id} (404 `{"error": "Job not found"}`; a finished job carries
+    `outputs` and `execution_status`; statuses pending, in_progress, completed, failed, cancelled), POST
+    /api/jobs/{id}/cancel (`{"cancelled": bool}`, a no-op for finished or unknown ids), and POST /prompt refusing a
+    prompt_id that is not a canonical UUID (400 invalid_prompt_id). It keeps the older routes, as that server does.
+    The 0.3.64 flavour answers 404 on /api/jobs, as 0.3.64 does (no such route).
 
     run_time_s: how long each accepted prompt runs (prompts run one after another).
     foreign_backlog: prompts of other users that sit in the queue and never finish.
     reject_with: node_errors to answer every /prompt with (HTTP 400).
     fail_execution: finished prompts end with an execution_error instead of outputs.
     vanish_after_prompts: shut the server down right after accepting this many prompts.
+    two_save_nodes: every prompt saves two files of the same name into the subfolders "a" and "b".
+    pause_at_prompt: the server stops answering (`pause`) when this POST /prompt (counted from 1) arrives, before it
+        records it; `resume` lets it record the prompt and answer again.
+    requests: (method, route) -> count, ids in routes as "*"; survives `restart`.
     """
 
     def __init__(self, run_time_s: float = FAKE_RUN_TIME_S, foreign_backlog: int = 0,
                  reject_with: dict | None = None, fail_execution: bool = False,
-                 vanish_after_prompts: int | None = None):
+                 vanish_after_prompts: int | None = None, jobs_api: bool = False, two_save_nodes: bool = False,
+                 pause_at_prompt: int | None = None):
         self.run_time_s = run_time_s
         self.reject_with = reject_with
         self.fail_execution = fail_execution
         self.vanish_after_prompts = vanish_after_prompts
+        self.jobs_api = jobs_api
+        self.two_save_nodes = two_save_nodes
+        self.pause_at_prompt = pause_at_prompt
         self.uploads: dict[str, bytes] = {}
         self.prompt_posts = 0
         self.accepted: list[dict] = []  # {"prompt_id", "number", "prompt", "client_id", "finish_at"}
         self.foreign = [[i, f"foreign-{i}", {}, {}, []] for i in range(foreign_backlog)]
         self.history: dict[str, dict] = {}
+        self.rendered: list[str] = []  # prompt ids that ran to the end, over restarts
         self.deleted: list[str] = []  # prompt ids removed from the queue by POST /queue
         self.interrupted: list[str] = []  # prompt ids stopped by POST /interrupt while running
         self.files: dict[tuple[str, str, str], bytes] = {}
+        self.requests: collections.Counter = collections.Counter()
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.running = threading.Event()  # cleared while paused
+        self.running.set()
+        self.stopped = True
+        self._serve(0)
+
+    def _serve(self, port: int) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True)
         self.thread.start()
         self.stopped = False
@@ -92,21 +119,39 @@ class FakeComfy:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def stop(self) -> None:
+        self.running.set()  # let requests held by a pause end
         if not self.stopped:
             self.stopped = True
             self.httpd.shutdown()
             self.httpd.server_close()
 
+    def restart(self) -> None:
+        """Kill the server and start it again on the same port: its queue and history are gone (ComfyUI keeps them
+        in memory), its files stay."""
+        port = self.httpd.server_address[1]
+        self.stop()
+        self.forget_everything()
+        self._serve(port)
+
+    def pause(self) -> None:
+        """Stop answering (as a stopped process or a stalled machine): requests wait until `resume`."""
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
+
     # -- state
 
     def unfinished(self) -> list[dict]:
         """Accepted prompts not yet finished, running one first."""
-        return [i for i in self.accepted if i["prompt_id"] not in self.history and i["prompt_id"] not in self.deleted]
+        return [i for i in self.accepted if i["prompt_id"] not in self.history and i["prompt_id"] not in self.deleted
+                and not i.get("forgotten")]
 
     def forget_everything(self) -> None:
         """What a server restart does: the queue and the history are gone."""
         with self.lock:
-            self.deleted += [item["prompt_id"] for item in self.unfinished()]
+            for item in self.unfinished():
+                item["forgotten"] = True
             self.history.clear()
 
     def _finish_due_prompts(self) -> None:
@@ -127,13 +172,18 @@ class FakeComfy:
                 "status_str": "error", "completed": False,
                 "messages": [["execution_start", {"prompt_id": prompt_id}], ["execution_error", error]]}}
             return
+        self.rendered.append(prompt_id)
         filename = f"XP_{item['number']:05d}_.mp4"
-        self.files[("output", "xportrait", filename)] = self.result_bytes(prompt)
+        outputs = {}
+        for node, subfolder in (((SAVE_NODE, "xportrait"),) if not self.two_save_nodes else
+                                ((SAVE_NODE, "a"), ("10", "b"))):
+            self.files[("output", subfolder, filename)] = self.result_bytes(prompt) + f"|{subfolder}".encode()
+            outputs[node] = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}],
+                             "animated": [True]}
         self.files[("temp", "", f"preview_{item['number']}.png")] = b"preview"
         self.history[prompt_id] = {**base, "outputs": {
-            SAVE_NODE: {"images": [{"filename": filename, "subfolder": "xportrait", "type": "output"}],
-                        "animated": [True]},
-            "3": {"images": [{"filename": f"preview_{item['number']}.png", "subfolder": "", "type": "temp"}]},
+            **outputs, "3": {"images": [{"filename": f"preview_{item['number']}.png", "subfolder": "",
+                                         "type": "temp"}]},
         }, "status": {"status_str": "success", "completed": True, "messages": [
             ["execution_start", {"prompt_id": prompt_id}], ["execution_success", {"prompt_id": prompt_id}]]}}
 
@@ -155,6 +205,42 @@ class FakeComfy:
                     "dependent_outputs": [SAVE_NODE], "class_type": node["class_type"]}
         return node_errors
 
+    def _job(self, prompt_id: str) -> dict | None:
+        """GET /api/jobs/{id} (comfy_execution/jobs.py get_job): from the history, else the queue."""
+        if prompt_id in self.history:
+            entry = self.history[prompt_id]
+            status = "completed" if entry["status"]["status_str"] == "success" else "failed"
+            return {"id": prompt_id, "status": status, "outputs": entry["outputs"],
+                    "execution_status": entry["status"], "outputs_count": len(entry["outputs"])}
+        waiting = self.unfinished()
+        for position, item in enumerate(waiting):
+            if item["prompt_id"] == prompt_id:
+                return {"id": prompt_id, "status": "in_progress" if position == 0 else "pending",
+                        "priority": item["number"], "outputs_count": 0}
+        return None
+
+    def _jobs_list(self, query: dict) -> dict:
+        wanted = set(query.get("status", "pending,in_progress,completed,failed,cancelled").split(","))
+        jobs = [job for job in (self._job(item["prompt_id"]) for item in self.accepted) if job]
+        jobs += [{"id": item[1], "status": "pending"} for item in self.foreign]
+        jobs = [job for job in jobs if job["status"] in wanted]
+        limit = int(query["limit"]) if "limit" in query else None
+        shown = jobs[:limit] if limit else jobs
+        return {"jobs": shown, "pagination": {"offset": 0, "limit": limit, "total": len(jobs),
+                                              "has_more": len(shown) < len(jobs)}}
+
+    def _cancel_job(self, prompt_id: str) -> bool:
+        """POST /api/jobs/{id}/cancel (comfy_execution/jobs.py cancel_job): a running job is interrupted, a pending
+        one dequeued, a finished or unknown one left alone."""
+        waiting = self.unfinished()
+        for position, item in enumerate(waiting):
+            if item["prompt_id"] == prompt_id:
+                if position == 0:
+                    self.interrupted.append(prompt_id)
+                self.deleted.append(prompt_id)
+                return True
+        return False
+
     # -- HTTP
 
     def _handler_class(self):
@@ -164,15 +250,27 @@ class FakeComfy:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
+            def _count(self, method: str) -> None:
+                route = urllib.parse.urlsplit(self.path).path
+                route = re.sub(r"^/(history|api/jobs)/[^/]+", r"/\1/*", route)
+                with fake.lock:
+                    fake.requests[(method, route)] += 1
+                fake.running.wait(timeout=30)
+
             def _reply(self, status: int, payload: object = None, body: bytes | None = None):
                 data = body if body is not None else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json" if body is None else "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type",
+                                     "application/json" if body is None else "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (its timeout)
+                    pass
 
             def do_GET(self):
+                self._count("GET")
                 url = urllib.parse.urlsplit(self.path)
                 query = dict(urllib.parse.parse_qsl(url.query))
                 with fake.lock:
@@ -191,9 +289,15 @@ class FakeComfy:
                         if key in fake.files:
                             return self._reply(200, body=fake.files[key])
                         return self._reply(404, {})
+                    if fake.jobs_api and url.path == "/api/jobs":
+                        return self._reply(200, fake._jobs_list(query))
+                    if fake.jobs_api and url.path.startswith("/api/jobs/"):
+                        job = fake._job(url.path.removeprefix("/api/jobs/"))
+                        return self._reply(200, job) if job else self._reply(404, {"error": "Job not found"})
                 self._reply(404, {})
 
             def do_POST(self):
+                self._count("POST")
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.path == "/upload/image":
                     return self._upload(body)
@@ -211,6 +315,10 @@ class FakeComfy:
                             fake.interrupted.append(running[0]["prompt_id"])
                             fake.deleted.append(running[0]["prompt_id"])
                     return self._reply(200, body=b"")
+                cancel = re.fullmatch(r"/api/jobs/([^/]+)/cancel", self.path)
+                if fake.jobs_api and cancel:
+                    with fake.lock:
+                        return self._reply(200, {"cancelled": fake._cancel_job(cancel.group(1))})
                 self._reply(404, {})
 
             def _upload(self, body: bytes):
@@ -228,6 +336,17 @@ class FakeComfy:
             def _prompt(self, request: dict):
                 with fake.lock:
                     fake.prompt_posts += 1
+                    pause_here = fake.prompt_posts == fake.pause_at_prompt
+                if pause_here:  # the post has arrived; the server stalls before it takes it in
+                    fake.pause()
+                    fake.running.wait(timeout=30)
+                with fake.lock:
+                    client_id = request.get("prompt_id")
+                    if fake.jobs_api and client_id is not None and (
+                            not isinstance(client_id, str) or str(uuid.UUID(client_id)) != client_id):
+                        error = {"type": "invalid_prompt_id", "message": "prompt_id must be a valid UUID",
+                                 "details": "", "extra_info": {}}
+                        return self._reply(400, {"error": error, "node_errors": {}})
                     node_errors = fake.reject_with or fake._validation_errors(request["prompt"])
                     if node_errors:
                         error = {"type": "prompt_outputs_failed_validation",
@@ -236,7 +355,7 @@ class FakeComfy:
                     fake._finish_due_prompts()
                     running = [i["finish_at"] for i in fake.unfinished()]
                     start = max(running + [time.monotonic()])
-                    item = {"prompt_id": request.get("prompt_id") or str(uuid.uuid4()), "number": len(fake.accepted),
+                    item = {"prompt_id": client_id or str(uuid.uuid4()), "number": len(fake.accepted),
                             "prompt": request["prompt"], "client_id": request.get("client_id"),
                             "finish_at": start + fake.run_time_s}
                     fake.accepted.append(item)
@@ -319,7 +438,7 @@ def test_each_job_downloads_its_own_result_into_its_folder(fakes, batch):
     job = named(state, "anna__talk")
     assert len(job.outputs) == 1 and job.outputs[0].startswith("anna__talk/XP_")
     result = (batch["output"] / job.outputs[0]).read_bytes().decode()
-    source_name, driving_name, seed = result.split("|")
+    source_name, driving_name, seed, subfolder = result.split("|")
     assert source_name.startswith("anna-") and source_name.endswith(".png")
     assert driving_name.startswith("talk-") and driving_name.endswith(".mp4")
     assert seed == "seed=7"  # no --seed: the workflow's own seed is kept
