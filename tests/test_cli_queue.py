@@ -3,8 +3,10 @@ xportrait_core.batch_queue.command."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,49 @@ def test_rejected_jobs_are_listed_with_the_node_error(inputs, capsys):
     err = capsys.readouterr().err
     assert "failed: face__clip after 1 attempts" in err
     assert "node 3 (XPortraitSampler): Value not in list: ckpt_name" in err
+
+
+def start_queue_process(inputs: dict, url: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "xportrait_core", *queue_args(inputs, url)], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def test_a_second_queue_on_the_same_output_folder_says_which_process_runs_there(inputs, capsys):
+    slow = FakeComfy(run_time_s=2.0)
+    first = start_queue_process(inputs, slow.url)
+    try:
+        wait_until(lambda: len(slow.accepted) == 1)
+
+        status = main(queue_args(inputs, slow.url))
+
+        err = capsys.readouterr().err
+        assert status == EXIT_BAD_INPUT
+        assert f"Another queue is running in {inputs['output']} (PID {first.pid} on " in err
+        assert first.wait(timeout=60) == EXIT_OK
+    finally:
+        first.kill()
+        slow.stop()
+    assert len(slow.accepted) == 1  # rendered once, by the first
+
+
+def test_a_killed_queue_leaves_no_lock_and_its_prompt_is_collected_not_rendered_again(inputs, capsys):
+    slow = FakeComfy(run_time_s=1.0)
+    first = start_queue_process(inputs, slow.url)
+    try:
+        wait_until(lambda: len(slow.accepted) == 1)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+
+        status = main(queue_args(inputs, slow.url))
+    finally:
+        first.kill()
+        slow.stop()
+    assert status == EXIT_OK and "1 done, 0 failed" in capsys.readouterr().out
+    assert len(slow.accepted) == 1

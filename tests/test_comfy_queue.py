@@ -232,9 +232,12 @@ class FakeComfy:
     def _cancel_job(self, prompt_id: str) -> bool:
         """POST /api/jobs/{id}/cancel (comfy_execution/jobs.py cancel_job): a running job is interrupted, a pending
         one dequeued, a finished or unknown one left alone."""
-        waiting = self.unfinished()
+        # An interrupted prompt holds the running place until the server turns to the next one.
+        waiting = [item for item in self.accepted if item["prompt_id"] not in self.history
+                   and not item.get("forgotten")
+                   and (item["prompt_id"] not in self.deleted or item["prompt_id"] in self.interrupted)]
         for position, item in enumerate(waiting):
-            if item["prompt_id"] == prompt_id:
+            if item["prompt_id"] == prompt_id and prompt_id not in self.deleted:
                 if position == 0:
                     self.interrupted.append(prompt_id)
                 self.deleted.append(prompt_id)
