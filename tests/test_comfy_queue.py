@@ -3,7 +3,8 @@
 FakeComfy answers the routes the queue uses with the reply shapes of ComfyUI 0.3.64's server.py and
 execution.py: POST /upload/image, POST /prompt (400 with error/node_errors on invalid graphs; the client's
 prompt_id is taken), GET /queue, GET /history/{prompt_id}, GET /view, POST /queue {"delete": [...]} and
-POST /interrupt {"prompt_id": ...}. Prompts "run" for a fixed time after each other.
+POST /interrupt {"prompt_id": ...}; with jobs_api=True also the jobs API of newer ComfyUI (see the class).
+Prompts "run" for a fixed time after each other. It can pause, be killed and restarted, and counts every request.
 """
 from __future__ import annotations
 
@@ -23,19 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from xportrait_core.batch_queue.batch_plan import QueueInputError, collect_pairs, plan_jobs, read_pairs_file
 from xportrait_core.batch_queue.queue_state import DONE, FAILED, QueueState
-from xportrait_core.batch_queue.runner import (
-    NoServerAvailableError,
-    QueueInputError,
-    QueueSettings,
+from xportrait_core.batch_queue.runner import NoServerAvailableError, QueueSettings, run_queue
+from xportrait_core.batch_queue.workflow import (
     WorkflowInputs,
-    collect_pairs,
     load_workflow,
     locate_workflow_inputs,
     patch_workflow,
-    plan_jobs,
-    read_pairs_file,
-    run_queue,
     upload_name,
 )
 

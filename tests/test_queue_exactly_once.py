@@ -17,15 +17,10 @@ import pytest
 
 from tests.test_comfy_queue import FakeComfy, settings_for
 from xportrait_core.batch_queue import runner
+from xportrait_core.batch_queue.batch_plan import collect_pairs, plan_jobs
 from xportrait_core.batch_queue.folder_lock import FolderBusyError
 from xportrait_core.batch_queue.queue_state import DONE, QueueState
-from xportrait_core.batch_queue.runner import (
-    NoServerAvailableError,
-    QueueInterrupted,
-    collect_pairs,
-    plan_jobs,
-    run_queue,
-)
+from xportrait_core.batch_queue.runner import NoServerAvailableError, QueueInterrupted, run_queue
 
 JOBS = 4
 SHORT_TIMEOUT_S = 0.3  # --timeout of the cases where a server stops answering

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.test_comfy_queue import FakeComfy, named, settings_for
+from xportrait_core.batch_queue.batch_plan import collect_pairs, plan_jobs
 from xportrait_core.batch_queue.queue_state import DONE, QueueState
-from xportrait_core.batch_queue.runner import QueueInterrupted, collect_pairs, plan_jobs, run_queue
+from xportrait_core.batch_queue.runner import QueueInterrupted, run_queue
 
 
 @pytest.fixture
@@ -61,6 +62,7 @@ def test_non_latin_names_keep_distinct_readable_folders(fake, tmp_path):
 
     assert set(folders(state)) == {"Анна__улыбка", "Борис__улыбка", "Ωmega__улыбка", "张伟__улыбка"}
     assert all((tmp_path / "out" / name).is_dir() for name in folders(state))
+    assert len(fake.uploads) == 5 and not any(name.startswith("_") for name in fake.uploads)
 
 
 def test_adding_a_portrait_keeps_the_other_jobs_names_and_renders_only_the_new_one(fake, tmp_path):

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from xportrait_core.batch_queue.runner import load_workflow, locate_workflow_inputs
+from xportrait_core.batch_queue.workflow import load_workflow, locate_workflow_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"

@@ -154,14 +154,13 @@ class ComfyClient:
     @property
     def has_jobs_api(self) -> bool:
         """Whether the server has ComfyUI's jobs API (GET /api/jobs, per-job cancel; v0.26 and later). Asked once
-        (`forget_api` asks again: a restarted server may be another version); 0.3.64 answers 404."""
+        (`forget_api` asks again: a restarted server may be another version); 0.3.64 answers 404. Only a server that
+        does not answer at all is an error here."""
         if self._jobs_api is None:
             try:
                 reply = self._json("GET", "/api/jobs?limit=1")
                 self._jobs_api = isinstance(reply.get("jobs"), list)
-            except ServerReplyError as error:
-                if error.status not in (404, 405):
-                    raise
+            except ServerReplyError:  # 404, or a page of a frontend or proxy that is not the route's JSON
                 self._jobs_api = False
             logger.info("%s %s", self.base_url, "has the jobs API" if self._jobs_api else
                         "has no jobs API (ComfyUI before v0.26): using /queue, /history and /interrupt")

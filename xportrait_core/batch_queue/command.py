@@ -9,20 +9,11 @@ import sys
 from collections.abc import Callable
 
 from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK, default
+from .batch_plan import QueueInputError, collect_pairs, plan_jobs, read_pairs_file
 from .folder_lock import FolderBusyError
 from .queue_state import DONE, FAILED, STATE_FILE_NAME, Job, QueueStateError
-from .runner import (
-    NoServerAvailableError,
-    QueueInputError,
-    QueueInterrupted,
-    QueueSettings,
-    collect_pairs,
-    load_workflow,
-    locate_workflow_inputs,
-    plan_jobs,
-    read_pairs_file,
-    run_queue,
-)
+from .runner import NoServerAvailableError, QueueInterrupted, QueueSettings, run_queue
+from .workflow import load_workflow, locate_workflow_inputs
 
 
 def run_queue_command(args: argparse.Namespace) -> int:

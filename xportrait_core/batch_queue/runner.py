@@ -1,21 +1,20 @@
-"""Batch-queue X-Portrait animations (sources x drivings) into one or more ComfyUI servers.
+"""Batch-queue X-Portrait animations (sources x drivings) into one or more ComfyUI servers, each job exactly once.
 
-For each job the source image and driving video are uploaded, an API-format workflow is patched
-(LoadImage <- source, LoadVideo <- driving, seeds) and queued on the server with the shortest queue;
-finished jobs' output files are downloaded into `<output>/<job id>/`. Every state change is saved to a
-JSON state file, so a re-run resumes: finished jobs are skipped, the rest run again. A server that goes
-away hands its jobs back to the pending list, where another server (or a later run) picks them up.
+For each job the source image and driving video are uploaded, the API-format workflow is patched (`workflow`) and
+queued on the server with the shortest queue; finished jobs' output files are downloaded into `<output>/<job name>/`.
+Every state change is saved to a JSON state file (`queue_state`) and the output folder is locked while a queue runs
+there (`folder_lock`), so a re-run resumes: finished jobs are skipped, prompts still on a server are collected, the
+rest run. A server that stops answering keeps its prompts until it says what became of them.
 
 Standard library only, so the command line needs neither torch nor requests.
 """
 from __future__ import annotations
 
 import copy
-import csv
+import dataclasses
 import hashlib
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..options import SeedPolicy, default
+from .batch_plan import PlannedPair, QueueInputError
 from .comfy_client import (
     UNKNOWN,
     WAITING,
@@ -38,276 +38,19 @@ from .comfy_client import (
 from .folder_lock import FolderUnusableError, folder_lock
 from .naming import job_name, output_names
 from .queue_state import DONE, FAILED, PENDING, RUNNING, Job, QueueState
+from .workflow import FILE_INPUT_BY_CLASS, WorkflowInputs, patch_workflow, upload_name
 
 logger = logging.getLogger(__name__)
 
-SOURCE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
-DRIVING_SUFFIXES = frozenset({".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"})
-# Which input of each loader node receives the uploaded file name.
-FILE_INPUT_BY_CLASS = {"LoadImage": "image", "LoadVideo": "file"}
-SOURCE_CLASS, DRIVING_CLASS = "LoadImage", "LoadVideo"
-# Inputs that take a seed: `seed` (X-Portrait Sampler, KSampler), `noise_seed` (RandomNoise, SamplerCustom).
-SEED_INPUTS = ("seed", "noise_seed")
 # How long a server that went away rests before it is asked again.
 REPROBE_INTERVAL_S = 10.0
 # Polls in a row (a poll interval apart) that must find a posted prompt unknown to its server before it is queued again.
 UNKNOWN_POLLS_BEFORE_REQUEUE = 2
-UPLOAD_HASH_CHARS = 12  # enough to tell apart inputs of one batch
-DIGEST_CHUNK_BYTES = 1 << 20
 KEY_CHARS = 16  # of a job's key (64 bits: no two jobs of one output folder share one)
-
-
-class QueueInputError(ValueError):
-    """The workflow, sources, drivings or pairs file cannot make a batch."""
 
 
 class NoServerAvailableError(RuntimeError):
     """Every server is unreachable; the state file keeps the unfinished jobs for a re-run."""
-
-
-# ---- batch plan ---------------------------------------------------------------------------------
-
-def collect_pairs(sources: Path, drivings: Path) -> list[tuple[Path, Path]]:
-    """Every source with every driving: each argument is one file or a folder of them (sorted by name)."""
-    return [(s, d) for s in _files(sources, SOURCE_SUFFIXES, "source image")
-            for d in _files(drivings, DRIVING_SUFFIXES, "driving video")]
-
-
-def read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
-    """Pairs from a CSV (`source,driving` per row, header optional) or JSON file (a list of
-    `{"source": ..., "driving": ...}` objects or `[source, driving]` lists). Relative paths are taken
-    from the pairs file's folder."""
-    rows = _pairs_file_rows(path)
-    pairs: list[tuple[Path, Path]] = []
-    for number, row in enumerate(rows, start=1):
-        where = f"Pairs file {path}, entry {number}"
-        if not isinstance(row, (list, tuple)) or len(row) != 2:
-            raise QueueInputError(f"{where}: expected a source and a driving, got {_shown(row)}.")
-        cells = []
-        for cell, kind in zip(row, ("source", "driving")):
-            if not isinstance(cell, str) or not cell.strip():
-                raise QueueInputError(f"{where}: the {kind} must be a file path (text), got {_shown(cell)}.")
-            cells.append(Path(cell) if Path(cell).is_absolute() else path.parent / cell)
-        source, driving = cells
-        for item, kind in ((source, "Source image"), (driving, "Driving video")):
-            if item.is_dir():
-                raise QueueInputError(f"{where}: {kind} {item} is a folder; a pairs file lists files.")
-            if not item.is_file():
-                raise QueueInputError(f"{where}: {kind} {item} does not exist.")
-        pairs.append((source, driving))
-    if not pairs:
-        raise QueueInputError(f"Pairs file {path} lists no pairs.")
-    return pairs
-
-
-def _pairs_file_rows(path: Path) -> list[Any]:
-    """The raw rows of a pairs file: CSV rows (without an optional header), or the JSON list's entries."""
-    if path.is_dir():
-        raise QueueInputError(f"Pairs file {path} is a folder; give a .csv or .json file (or use --sources and "
-                              "--drivings with folders).")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise QueueInputError(f"Pairs file {path} does not exist.") from None
-    except UnicodeDecodeError as error:
-        raise QueueInputError(f"Pairs file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8.") from None
-    except OSError as error:
-        raise QueueInputError(f"Pairs file {path} cannot be read ({error.strerror}).") from None
-    if path.suffix.lower() == ".json":
-        expected = 'a JSON list of {"source": ..., "driving": ...} objects or [source, driving] lists'
-        try:
-            entries = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise QueueInputError(f"Pairs file {path} is not valid JSON ({error}); expected {expected}.") from None
-        if not isinstance(entries, list):
-            raise QueueInputError(f"Pairs file {path} holds {_shown(entries)}; expected {expected}.")
-        return [(entry.get("source"), entry.get("driving")) if isinstance(entry, dict) else entry
-                for entry in entries]
-    rows = [tuple(cell.strip() for cell in row) for row in csv.reader(text.splitlines()) if any(c.strip() for c in row)]
-    if rows and [cell.lower() for cell in rows[0]] == ["source", "driving"]:
-        rows = rows[1:]
-    return rows
-
-
-def _shown(value: Any) -> str:
-    """A value from a user's file as a message shows it: JSON spelling, cut short."""
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, tuple) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-@dataclass(frozen=True)
-class PlannedPair:
-    """A source and a driving to animate, with their contents' digests (a job's identity is built on them)."""
-
-    source: Path
-    driving: Path
-    source_digest: str
-    driving_digest: str
-
-
-def plan_jobs(pairs: list[tuple[Path, Path]]) -> list[PlannedPair]:
-    """The batch's pairs with their files' digests (each file is read once)."""
-    digests: dict[Path, str] = {}
-    planned = []
-    for source, driving in pairs:
-        for path in (source, driving):
-            if path not in digests:
-                digests[path] = file_digest(path)
-        # Absolute paths keep the state file valid when a re-run starts from another folder.
-        planned.append(PlannedPair(source.resolve(), driving.resolve(), digests[source], digests[driving]))
-    return planned
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content, read in chunks (driving videos can be large)."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as file:
-            for chunk in iter(lambda: file.read(DIGEST_CHUNK_BYTES), b""):
-                digest.update(chunk)
-    except OSError as error:
-        raise QueueInputError(f"{path} cannot be read ({error.strerror}).") from None
-    return digest.hexdigest()
-
-
-def _files(path: Path, suffixes: frozenset[str], kind: str) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise QueueInputError(f"{kind.capitalize()} path {path} does not exist; give a file or a folder.")
-    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-    if not found:
-        raise QueueInputError(f"Folder {path} holds no {kind} files ({', '.join(sorted(suffixes))}).")
-    return found
-
-
-def _ascii_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-
-
-# ---- workflow -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class WorkflowInputs:
-    """Where a job's values go in the workflow: node ids of the loaders and of the seeded nodes."""
-
-    source_node: str
-    driving_node: str
-    seed_nodes: tuple[str, ...]
-
-
-def load_workflow(path: Path) -> dict[str, Any]:
-    """Read an API-format workflow (`{node_id: {"class_type": ..., "inputs": {...}}}`)."""
-    if path.is_dir():
-        raise QueueInputError(f"Workflow file {path} is a folder; give the .json file from Workflow > Export (API).")
-    try:
-        workflow = json.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise QueueInputError(f"Workflow file {path} does not exist.") from None
-    except UnicodeDecodeError as error:
-        raise QueueInputError(f"Workflow file {path} is not UTF-8 text (byte {error.start}); give the .json file "
-                              "ComfyUI exported.") from None
-    except OSError as error:
-        raise QueueInputError(f"Workflow file {path} cannot be read ({error.strerror}).") from None
-    except json.JSONDecodeError as error:
-        raise QueueInputError(f"Workflow file {path} is not valid JSON: {error}.") from None
-    if isinstance(workflow, dict) and "nodes" in workflow and "links" in workflow:
-        raise QueueInputError(
-            f"Workflow file {path} is in the editor's UI format. In ComfyUI use Workflow > Export (API) and "
-            "give that file."
-        )
-    expected = "an API-format workflow (node id -> {\"class_type\": ..., \"inputs\": {...}})"
-    if not isinstance(workflow, dict) or not workflow:
-        raise QueueInputError(f"Workflow file {path} holds {_shown(workflow)}, not {expected}.")
-    for node_id, node in workflow.items():
-        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
-            raise QueueInputError(f"Workflow file {path}, node {node_id}: {_shown(node)} is no node of {expected}.")
-        if not isinstance(node.get("inputs", {}), dict):
-            raise QueueInputError(f"Workflow file {path}, node {node_id} ({node['class_type']}): its inputs are "
-                                  f"{_shown(node['inputs'])}, not a {{name: value}} object; export the workflow "
-                                  "again with Workflow > Export (API).")
-    return workflow
-
-
-def locate_workflow_inputs(
-    workflow: dict[str, Any], source_node: str | None = None, driving_node: str | None = None
-) -> WorkflowInputs:
-    """Find the source and driving loader nodes and the nodes with a literal `seed` or `noise_seed` input.
-
-    Given ids are checked and used. Otherwise the single LoadImage is the source and the single
-    LoadVideo the driving; with several, the one whose title (`_meta.title`) contains "source" or
-    "driving" is taken. A LoadImage titled "driving" can serve as driving when there is no LoadVideo.
-    """
-    source = source_node or _detect(workflow, "source", SOURCE_CLASS, exclude=driving_node)
-    driving = driving_node or _detect(workflow, "driving", DRIVING_CLASS, exclude=source)
-    for node_id, role, option in ((source, "source", "--source-node"), (driving, "driving", "--driving-node")):
-        if node_id not in workflow:
-            raise QueueInputError(f"The workflow has no node {node_id!r} for the {role} ({option}).")
-        class_type = workflow[node_id]["class_type"]
-        if class_type not in FILE_INPUT_BY_CLASS:
-            raise QueueInputError(
-                f"Node {node_id} ({class_type}) cannot take the {role} file; {option} must name a "
-                f"{' or '.join(FILE_INPUT_BY_CLASS)} node."
-            )
-    if source == driving:
-        raise QueueInputError(f"Source and driving both resolve to node {source}; set --source-node/--driving-node.")
-    seeds = tuple(node_id for node_id, node in workflow.items()
-                  if any(isinstance(node.get("inputs", {}).get(name), int) for name in SEED_INPUTS))
-    return WorkflowInputs(source_node=source, driving_node=driving, seed_nodes=seeds)
-
-
-def _detect(workflow: dict[str, Any], role: str, class_type: str, exclude: str | None) -> str:
-    candidates = [i for i, node in workflow.items() if node["class_type"] == class_type and i != exclude]
-    titled = [i for i in candidates if role in _title(workflow[i])]
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(titled) == 1:
-        return titled[0]
-    if not candidates and role == "driving":
-        # No LoadVideo: a LoadImage titled "driving" (an animated GIF/WebP loads as frames) may serve.
-        titled_images = [i for i, node in workflow.items() if node["class_type"] == SOURCE_CLASS
-                         and i != exclude and role in _title(node)]
-        if len(titled_images) == 1:
-            return titled_images[0]
-    found = ", ".join(f"{i} ({_title(workflow[i]) or 'untitled'})" for i in candidates) or "none"
-    raise QueueInputError(
-        f"Cannot tell which node takes the {role}: {class_type} nodes found: {found}. Give its id with "
-        f"--{role}-node, or put '{role}' in that node's title."
-    )
-
-
-def _title(node: dict[str, Any]) -> str:
-    meta = node.get("_meta")
-    return str(meta.get("title", "")).lower() if isinstance(meta, dict) else ""
-
-
-def patch_workflow(
-    workflow: dict[str, Any], inputs: WorkflowInputs, source_name: str, driving_name: str, seed: int | None,
-    seed_offset: int,
-) -> dict[str, Any]:
-    """A copy of `workflow` with the uploaded file names and the job's seed set.
-
-    seed: the base seed; None keeps each node's own value. seed_offset is added to the base
-    (0 for the fixed policy, the job index for the increment policy).
-    """
-    patched = copy.deepcopy(workflow)
-    for node_id, name in ((inputs.source_node, source_name), (inputs.driving_node, driving_name)):
-        node = patched[node_id]
-        node.setdefault("inputs", {})[FILE_INPUT_BY_CLASS[node["class_type"]]] = name
-    for node_id in inputs.seed_nodes:
-        node_inputs = patched[node_id]["inputs"]
-        for name in SEED_INPUTS:
-            if isinstance(node_inputs.get(name), int):
-                node_inputs[name] = (node_inputs[name] if seed is None else seed) + seed_offset
-    return patched
-
-
-def upload_name(path: Path, digest: str | None = None) -> str:
-    """Name an input by its content (`face-1a2b3c4d5e6f.png`): uploading with overwrite can then never
-    replace a different file another job still needs, and re-uploads are harmless. digest: the file's
-    `file_digest`, when known."""
-    digest = digest or file_digest(path)
-    return f"{_ascii_name(path.stem)}-{digest[:UPLOAD_HASH_CHARS]}{path.suffix.lower()}"
 
 
 # ---- running ------------------------------------------------------------------------------------
@@ -644,7 +387,7 @@ def run_queue(settings: QueueSettings, jobs: list[PlannedPair], state_path: Path
     should_cancel(in-flight jobs): asked on Ctrl-C while prompts of this batch are queued or running on servers;
     True cancels them there. Without it they keep running and a re-run collects them. Either way QueueInterrupted
     is raised."""
-    settings.servers = check_servers(settings.servers)
+    settings = dataclasses.replace(settings, servers=check_servers(settings.servers))
     try:
         with folder_lock(settings.output_dir):
             return _run_locked(settings, jobs, state_path, should_cancel)
