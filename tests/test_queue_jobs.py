@@ -187,3 +187,12 @@ def test_ctrl_c_cancels_each_prompt_the_way_the_server_offers(tmp_path, monkeypa
     per_job = server.requests[("POST", "/api/jobs/*/cancel")]
     legacy = server.requests[("POST", "/queue")] + server.requests[("POST", "/interrupt")]
     assert (per_job, legacy) == ((2, 0) if jobs_api else (0, 3))
+
+
+def test_folder_names_are_safe_on_every_filesystem_and_keep_every_script():
+    from xportrait_core.batch_queue.naming import MAX_PART_BYTES, job_name
+
+    assert job_name(Path('a:b?"c".png'), Path("Zoë <1>.mp4")) == "a_b__c___Zoë _1_"
+    assert job_name(Path("..png"), Path(" .mp4")) == "source__driving"  # nothing left: a word, never a hidden name
+    long = job_name(Path("я" * 300 + ".png"), Path("d.mp4"))
+    assert len(long.split("__")[0].encode()) <= MAX_PART_BYTES and long.endswith("__d")
