@@ -105,6 +105,16 @@ def test_rerunning_a_finished_folder_with_another_seed_renders_and_says_why(fake
     assert back.counts()[DONE] == 4 and len(fake.accepted) == 8
 
 
+def test_rerunning_with_the_increment_policy_on_the_workflows_own_seeds_renders(fake, tmp_path):
+    sources, drivings = inputs(tmp_path / "s", ["anna.png", "ben.png"]), inputs(tmp_path / "d", ["a.mp4"], "d")
+    run(fake, tmp_path, sources, drivings)
+
+    state = run(fake, tmp_path, sources, drivings, seed_policy="increment")
+
+    assert state.counts()[DONE] == 2 and len(fake.accepted) == 4
+    assert sorted(item["prompt"]["3"]["inputs"]["seed"] for item in fake.accepted[2:]) == [7, 8]
+
+
 def test_rerunning_with_another_workflow_renders(fake, tmp_path):
     sources, drivings = inputs(tmp_path / "s", ["anna.png"]), inputs(tmp_path / "d", ["a.mp4"], "d")
     run(fake, tmp_path, sources, drivings)

@@ -80,9 +80,9 @@ def render_digest(settings: QueueSettings) -> str:
         node.setdefault("inputs", {}).pop(FILE_INPUT_BY_CLASS[node["class_type"]], None)
     for node in workflow.values():
         node.pop("_meta", None)  # titles do not change the render
-    seeds = None if settings.seed is None else [settings.seed_policy, settings.seed]
+    # The policy counts without --seed too: increment adds the job's offset to the workflow's own seeds.
     described = {"workflow": workflow, "source_node": settings.inputs.source_node,
-                 "driving_node": settings.inputs.driving_node, "seeds": seeds}
+                 "driving_node": settings.inputs.driving_node, "seeds": [settings.seed_policy, settings.seed]}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
 
 
