@@ -51,8 +51,8 @@ def add_queue_parser(subparsers: argparse._SubParsersAction) -> None:
             "Upload each source image and driving video to a ComfyUI server, set them (and the seed) in an\n"
             "API-format workflow, queue it on the server with the shortest queue, and download the outputs\n"
             "into OUTPUT/<source>__<driving>/. Progress is saved to a state file after every change: running\n"
-            "the same command again skips finished jobs and retries failed or unfinished ones. A server that\n"
-            "goes away hands its jobs to the other servers."
+            "the same command again skips finished jobs, collects prompts still on the servers and retries failed\n"
+            "ones; every job is rendered once. A server that stops answering keeps its prompts until it answers."
         ),
         epilog=(
             "examples:\n"
