@@ -77,3 +77,34 @@ def as_image(picture_hwc_uint8: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) or (F, H, W, 3) -> ComfyUI IMAGE float (1 or F, H, W, 3) in [0, 1]."""
     image = torch.from_numpy(np.array(picture_hwc_uint8)).float().div(255)
     return image if image.ndim == 4 else image[None]
+
+
+def moving_face_clip(path_xy: np.ndarray, scale: float, width: int, height: int, noise: float = 0.0,
+                     blank: tuple[int, ...] = (), seed: int = 0) -> torch.Tensor:
+    """IMAGE (F, H, W, 3): the astronaut (scaled by `scale`) with its photo's top-left corner at path_xy[f] (sub-pixel,
+    bilinear) on the grey canvas, Gaussian pixel noise of std `noise` added, frames in `blank` left without it."""
+    from skimage.data import astronaut as photo
+
+    source = torch.from_numpy(photo()).float().div(255).permute(2, 0, 1)[None]
+    ones = torch.ones(1, 1, 512, 512)
+    xs = torch.arange(width, dtype=torch.float32)
+    ys = torch.arange(height, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.empty(len(path_xy), height, width, 3)
+    for index, (left, top) in enumerate(path_xy):
+        grid_x = (xs + 0.5 - float(left)) / (scale * 512) * 2 - 1
+        grid_y = (ys + 0.5 - float(top)) / (scale * 512) * 2 - 1
+        grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="xy"), dim=-1)[None]
+        sampled = torch.nn.functional.grid_sample(source, grid, mode="bilinear", align_corners=False)
+        cover = torch.nn.functional.grid_sample(ones, grid, mode="bilinear", align_corners=False)
+        frame = sampled + (1 - cover) * (BACKGROUND / 255)
+        if index in blank:
+            frame = torch.full_like(frame, BACKGROUND / 255)
+        frame = frame + noise * torch.randn(frame.shape, generator=generator)
+        frames[index] = frame[0].permute(1, 2, 0).clamp(0, 1)
+    return frames
+
+
+def path_points(path_xy: np.ndarray, scale: float) -> np.ndarray:
+    """(F, 68, 2) true landmarks of `moving_face_clip` frames."""
+    return (astronaut_points()[None] + 0.5) * scale - 0.5 + np.asarray(path_xy, np.float64)[:, None, :]

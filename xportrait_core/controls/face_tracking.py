@@ -4,7 +4,7 @@ The track starts at the largest face of the first frame that has one (searched i
 in each frame, the face nearest to where it was last seen (searched around its last crop, in the whole frame only
 when it is not there), so another face passing by does not take the crop. Each detection gives a crop box as the
 source's does (`face_framing.crop_box_for`: centre and side from the 68-point box and the margin). A frame without
-a face takes the box of the nearest frame with one. The boxes' centres and sides are then smoothed over time by a
+a face takes a box on the line between those of the nearest frames with one before and after it. The boxes' centres and sides are then smoothed over time by a
 local quadratic fit with Gaussian weights (`smooth_path`): a face moving steadily is followed without lag, while
 the detector's frame-to-frame noise is averaged out. Each frame's smoothed box is cut out and resized like the
 source's crop.
@@ -93,11 +93,11 @@ def smooth_path(values: np.ndarray, sigma: float) -> np.ndarray:
     return smoothed
 
 
-def fill_from_nearest(values: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """(F, K) values with rows where `found` is False replaced by the nearest found row (the earlier on ties)."""
-    found_rows = np.flatnonzero(found)
-    nearest = found_rows[np.abs(np.arange(len(found))[:, None] - found_rows[None, :]).argmin(axis=1)]
-    return values[nearest]
+def fill_gaps(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """(F, K) values with the rows where `found` is False drawn on the straight line between the nearest found rows
+    before and after (before the first or after the last: that row repeated)."""
+    frames = np.arange(len(found))
+    return np.stack([np.interp(frames, frames[found], column[found]) for column in values.T], axis=1)
 
 
 def _search(frame_fchw: torch.Tensor, provider: LandmarkProvider, near: CropBox | None) -> list[Face]:
@@ -145,7 +145,7 @@ def track_face(driving_fhwc: torch.Tensor, provider: LandmarkProvider, tracking:
         raise OptionError("driving", f"no face was found in any of the {len(found)} driving frames by the "
                           f"'{provider.name}' landmark provider, so there is no face to follow; use a video with a "
                           "visible face, or {driving_crop=full_frame}", leads=False)
-    smoothed = smooth_path(fill_from_nearest(detected, found), tracking.smoothing)
+    smoothed = smooth_path(fill_gaps(detected, found), tracking.smoothing)
     if not found.all():
         logger.warning("Face tracking: no face in %d of %d driving frames (they follow the nearest frames).",
                        int((~found).sum()), len(found))

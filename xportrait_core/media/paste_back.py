@@ -202,16 +202,20 @@ def paste_back(frames_fhwc: torch.Tensor, picture_hwc: torch.Tensor, record: Cro
     return result
 
 
-def border_colour_step(frames_fhwc: torch.Tensor, record: CropRecord) -> float:
-    """Mean colour step across the default mask's edge, in [0, 1] units: the distance between the mean colour (over
-    frames) just inside the oval (radius 0.85 to 1) and just outside its feather (1 + FEATHER to 1.2 + FEATHER), on
-    pasted frames (F, H, W, 3) at the picture's size (float in [0, 1] or uint8)."""
+def border_colour_step(frames_fhwc: torch.Tensor, picture_hwc: torch.Tensor, record: CropRecord) -> float:
+    """The mean colour step across the default mask's edge, in [0, 1] units, of pasted frames (F, H, W, 3) over the
+    picture (1, H, W, 3) or (H, W, 3) (float in [0, 1] or uint8 alike): the length of the mean colour change from
+    the picture just inside the oval (radius 0.85 to 1, where the mask is 1) less that just outside its feather
+    (1 + FEATHER to 1.2 + FEATHER). The picture's own content cancels, so what is left is the step a viewer sees
+    where the animation meets the untouched picture (0 for a seamless paste)."""
     region = crop_region(record)
-    radius = head_radius(record)
-    fade = edge_fade(record)
+    radius, fade = head_radius(record), edge_fade(record)
     inner = (radius >= 0.85) & (radius < 1.0) & (fade == 1)
     outer = (radius >= 1.0 + FEATHER) & (radius < 1.2 + FEATHER) & (fade == 1)
-    cut = frames_fhwc[:, region.y0:region.y1, region.x0:region.x1].float()
-    if frames_fhwc.dtype == torch.uint8:
-        cut = cut / 255
-    return float((cut[:, inner].mean(dim=(0, 1)) - cut[:, outer].mean(dim=(0, 1))).norm())
+
+    def cut(images: torch.Tensor) -> torch.Tensor:
+        part = images.reshape(-1, *images.shape[-3:])[:, region.y0:region.y1, region.x0:region.x1].float()
+        return part / 255 if images.dtype == torch.uint8 else part
+
+    change = cut(frames_fhwc) - cut(torch.as_tensor(picture_hwc))
+    return float((change[:, inner].mean(dim=(0, 1)) - change[:, outer].mean(dim=(0, 1))).norm())
