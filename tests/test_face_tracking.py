@@ -130,7 +130,7 @@ def test_gaps_lie_between_the_nearest_found_frames():
 @needs_dlib
 def test_align_driving_follows_the_face_then_aligns_its_crops_with_progress_to_the_end(clip):
     from xportrait_core.cli.demo_clip import astronaut_portrait
-    from xportrait_core.pipeline import Framing, FrameHooks, align_driving
+    from xportrait_core.pipeline import FrameHooks, Framing, align_driving
 
     seen: list[tuple[int, int]] = []
     aligned = align_driving(clip[1][:4], astronaut_portrait(256), provider(), Framing(128), "auto",

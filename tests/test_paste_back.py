@@ -2,7 +2,6 @@
 (difference 0), colour shifts of the model are matched at the mask's edge, and long clips go chunk by chunk."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from face_scenes import as_image, astronaut, canvas, needs_dlib, provider

@@ -4,10 +4,10 @@ The track starts at the largest face of the first frame that has one (searched i
 in each frame, the face nearest to where it was last seen (searched around its last crop, in the whole frame only
 when it is not there), so another face passing by does not take the crop. Each detection gives a crop box as the
 source's does (`face_framing.crop_box_for`: centre and side from the 68-point box and the margin). A frame without
-a face takes a box on the line between those of the nearest frames with one before and after it. The boxes' centres and sides are then smoothed over time by a
-local quadratic fit with Gaussian weights (`smooth_path`): a face moving steadily is followed without lag, while
-the detector's frame-to-frame noise is averaged out. Each frame's smoothed box is cut out and resized like the
-source's crop.
+a face takes a box on the line between those of the nearest frames with one before and after it. The boxes'
+centres and sides are then smoothed over time by a local quadratic fit with Gaussian weights (`smooth_path`): a
+face moving steadily is followed without lag, while the detector's frame-to-frame noise is averaged out. Each
+frame's smoothed box is cut out and resized like the source's crop.
 """
 from __future__ import annotations
 
