@@ -35,7 +35,7 @@ def _draw(frame_hwc: torch.Tensor, boxes: Sequence[tuple[Box, tuple[int, int, in
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=width)
         if label:
             draw.text((x0 + 2 * width, y0 + 2 * width), label, fill=colour)
-    return np.asarray(image)
+    return np.array(image)
 
 
 def faces_preview(picture_fhwc: torch.Tensor, face_boxes: Sequence[Box], chosen: int, crop_box: Box) -> torch.Tensor:
