@@ -162,3 +162,10 @@ def test_the_record_maps_crop_pixels_to_the_picture_and_back():
     in_picture = corners @ record.affine[:, :2].T + record.affine[:, 2]
     assert in_picture == pytest.approx(np.array([[99.5, 39.5], [399.5, 339.5]]))  # the box's outer pixel edges
     assert record.to_crop(in_picture) == pytest.approx(corners)
+
+
+@needs_dlib
+def test_a_small_picture_is_searched_enlarged():
+    truth = box_of(true_points(0.3, 40, 30))  # the photo at 154 px: the face about 28 px wide
+    result = crop_face(as_image(canvas(240, 200, (astronaut(0.3), 40, 30))), provider(), resolution=128)
+    assert np.abs(np.subtract(result.faces[result.chosen].box, truth)).max() <= 0.05 * face_size(truth)

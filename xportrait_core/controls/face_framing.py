@@ -23,6 +23,9 @@ from .landmarks import LandmarkProvider, MultiFaceProvider
 # Faces are found on a copy at most this long: the HOG detector (upsample 1) finds faces down to about 40 px there,
 # i.e. 80 px in a 2048 px picture, in about a quarter of a second.
 DETECT_LONG_SIDE = 1024
+# Smaller pictures are searched on a copy enlarged to this: a face in a 128 px picture is too small for the detector
+# as it is (the landmark copies of the driving controls are enlarged to 256 px for the same reason).
+DETECT_MIN_SIDE = 512
 # The demo portrait (cli.demo_clip.ASTRONAUT_FACE_CROP) centres its 280 px crop 27.5 px below the centre of the
 # astronaut's 91 px tall landmark box: 0.3 face heights, which leaves the hair above and the shoulders below.
 CENTRE_DROP = 0.3
@@ -81,10 +84,11 @@ def crop_box_for(face_box: tuple[float, float, float, float], margin: float) -> 
 
 
 def detection_copy(frames_fchw: torch.Tensor, long_side: int) -> tuple[np.ndarray, float]:
-    """(F, 3, H, W) in [0, 1] -> ((F, h, w, 3) uint8 at most `long_side` long, picture pixels per copy pixel)."""
+    """(F, 3, H, W) in [0, 1] -> ((F, h, w, 3) uint8 at most `long_side` and at least DETECT_MIN_SIDE long,
+    picture pixels per copy pixel)."""
     height, width = frames_fchw.shape[-2:]
-    scale = max(height, width) / long_side
-    if scale <= 1:
+    scale = max(height, width) / min(long_side, max(max(height, width), DETECT_MIN_SIDE))
+    if scale == 1:
         return to_uint8_fhwc(frames_fchw.float()), 1.0
     size = (max(1, round(height / scale)), max(1, round(width / scale)))
     copy = F.interpolate(frames_fchw.float(), size=size, mode="bilinear", antialias=True, align_corners=False)

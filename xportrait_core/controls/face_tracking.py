@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 # one upsampling finds faces down to about 40 px (60 px in a 1080p frame, 120 px at 4K).
 TRACK_DETECT_LONG_SIDE = 1280
 # Once found, the face is searched in a square SEARCH_AREA times its last crop's side (4.5 face sizes at the default
-# margin: room for fast head motion), on a copy SEARCH_SIDE pixels wide (the face is then about 70 px).
+# margin: room for fast head motion), on a copy SEARCH_SIDE pixels wide (the face is then about 70 px, a size the
+# detector finds, however small or large the face is in the frame).
 SEARCH_AREA = 1.5
 SEARCH_SIDE = 320
 GAUSSIAN_REACH = 3  # the smoothing weights are cut at this many sigmas
@@ -107,7 +108,7 @@ def _search(frame_fchw: torch.Tensor, provider: LandmarkProvider, near: CropBox 
         copy, scale = detection_copy(frame_fchw, TRACK_DETECT_LONG_SIDE)
         return faces_in(provider, copy[0], scale)
     area = CropBox.around(*near.centre, SEARCH_AREA * near.side)
-    size = min(area.side, SEARCH_SIDE)
+    size = SEARCH_SIDE
     copy = to_uint8_fhwc(crop_square_fchw(frame_fchw, area, size).clamp(0, 1))
     scale = area.side / size
     return [Face(face.points_68 + (area.left, area.top))
