@@ -122,9 +122,12 @@ def animated_region(frames_fhwc: torch.Tensor, record: CropRecord) -> torch.Tens
 
 def colour_offsets(animated_fchw: torch.Tensor, picture_chw: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
     """(f, 3) mean of picture - animation over the ring (h, w bool); zeros when the ring is empty."""
-    if not bool(ring.any()):
+    weights = ring.float()
+    count = float(weights.sum())
+    if count == 0:
         return torch.zeros(animated_fchw.shape[0], 3)
-    return (picture_chw[None, :, ring] - animated_fchw[:, :, ring]).mean(dim=-1)
+    picture_mean = (picture_chw * weights).sum(dim=(-2, -1)) / count
+    return picture_mean[None] - (animated_fchw * weights).sum(dim=(-2, -1)) / count
 
 
 def matching_ring(record: CropRecord) -> torch.Tensor:
@@ -134,12 +137,12 @@ def matching_ring(record: CropRecord) -> torch.Tensor:
 
 
 def paste_region(frames_fhwc: torch.Tensor, picture_chw: torch.Tensor, record: CropRecord,
-                 mask: torch.Tensor, match_colour: bool = True) -> torch.Tensor:
-    """(f, 3, h, w) float32 of the crop's region: the animation (colour-matched) blended over the picture's region
-    `picture_chw` (3, h, w) float in [0, 1] through `mask` (1 or f, h, w)."""
+                 mask: torch.Tensor, ring: torch.Tensor | None) -> torch.Tensor:
+    """(f, 3, h, w) float32 of the crop's region: the animation blended over the picture's region `picture_chw`
+    (3, h, w) float in [0, 1] through `mask` (1 or f, h, w), colour-matched on `ring` (`matching_ring`) unless None."""
     animated = animated_region(frames_fhwc, record)
-    if match_colour:
-        animated = animated + colour_offsets(animated, picture_chw, matching_ring(record))[:, :, None, None]
+    if ring is not None:
+        animated = animated + colour_offsets(animated, picture_chw, ring)[:, :, None, None]
     blended = picture_chw[None] + mask[:, None] * (animated.clamp(0, 1) - picture_chw[None])
     return blended
 
@@ -168,10 +171,11 @@ def pasted_chunks(frames_fhwc: torch.Tensor, picture_hwc: torch.Tensor | np.ndar
     if is_uint8:
         picture_float = picture_float / 255
     picture_chw = picture_float.permute(2, 0, 1)
+    ring = matching_ring(record) if match_colour else None
     for start in range(0, frames, chunk_frames):
         part = frames_fhwc[start:start + chunk_frames]
         chunk_mask = masks if masks.shape[0] == 1 else masks[start:start + part.shape[0]]
-        blended = paste_region(part, picture_chw, record, chunk_mask, match_colour).permute(0, 2, 3, 1)
+        blended = paste_region(part, picture_chw, record, chunk_mask, ring).permute(0, 2, 3, 1)
         keep = (chunk_mask == 0)[..., None]
         if as_uint8:
             whole = (picture if is_uint8 else (picture.float() * 255).round().to(torch.uint8))
