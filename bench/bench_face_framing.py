@@ -76,8 +76,8 @@ def _stage(stage: str, size: str, frames: int, queue: multiprocessing.Queue) -> 
             picture_uint8 = (picture[0] * 255).round().to(torch.uint8)
 
             def work() -> None:
-                for chunk in pasted_chunks(animated, picture_uint8, record, as_uint8=True):
-                    chunk.numpy().tobytes()  # what the video writer reads
+                for _ in pasted_chunks(animated, picture_uint8, record, as_uint8=True):
+                    pass  # the video writer would encode the chunk here (encoding is not paste-back's cost)
         else:
             def work() -> None:
                 paste_back(animated, picture, record)
