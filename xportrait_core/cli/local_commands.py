@@ -244,6 +244,9 @@ def _report(animation: Any) -> None:
     counts = ", ".join(f"{net} {n}" for net, n in animation.result.evaluation_counts.items())
     print(f"best frame: {aligned.best_frame if aligned.aligned else 'none (not aligned)'}; "
           f"frames without a face: {patches.frames_without_face}; network evaluations (frames): {counts}")
+    if aligned.track is not None and aligned.track.frames_without_face:
+        print(f"face tracking: no face in driving frames {aligned.track.frames_without_face} (their crop follows "
+              "the nearest frames)")
 
 
 def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
