@@ -13,11 +13,12 @@ from typing import Any
 
 from xportrait_core.options import OPTIONS, Option
 
-from .types import CATEGORY, LANDMARKS, LORA, MODEL, REFERENCE
+from .types import CATEGORY, CROP_RECORD, LANDMARKS, LORA, MODEL, REFERENCE
 
 # What a link carries (options.Option.carries) -> the ComfyUI type of its socket.
 SOCKET_TYPES = {"image": "IMAGE", "images": "IMAGE", "model": MODEL, "vae": "VAE", "reference": REFERENCE,
-                "conditioning": "CONDITIONING", "lora": LORA, "landmarks": LANDMARKS}
+                "conditioning": "CONDITIONING", "lora": LORA, "landmarks": LANDMARKS, "crop_record": CROP_RECORD,
+                "mask": "MASK"}
 WIDGET_TYPES = {"int": "INT", "float": "FLOAT", "bool": "BOOLEAN", "text": "STRING"}
 
 

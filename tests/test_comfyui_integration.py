@@ -44,7 +44,8 @@ RUN_TIMEOUT_S = 600
 INTERRUPT_WITHIN_S = 30  # the long run below needs many minutes; the interrupt must land within a window or two
 SAMPLER_START_LOG = f"sampling {FRAMES} frames"  # the Sampler (xportrait_core.sampling.sampler) and the guider log it
 OUR_NODES = {"XPortraitLoadModel", "XPortraitLoRA", "XPortraitLandmarkProvider", "XPortraitReference",
-             "XPortraitMotionControl", "XPortraitLocalPatches", "XPortraitSampler", "XPortraitGuider"}
+             "XPortraitMotionControl", "XPortraitLocalPatches", "XPortraitSampler", "XPortraitGuider",
+             "XPortraitFaceCrop", "XPortraitTrackFace", "XPortraitPasteBack"}
 
 
 def _free_port() -> int:

@@ -137,7 +137,7 @@ def run_sampler(loaded, reference, controls, **overrides):
 
 
 # ------------------------------------------------------------------------------------------------- the pack
-def test_importing_the_pack_registers_eight_nodes_without_importing_torch():
+def test_importing_the_pack_registers_its_eleven_nodes_without_importing_torch():
     code = ("import importlib.util, sys\n"
             f"spec = importlib.util.spec_from_file_location('custom_pack', {str(PACK_ROOT / '__init__.py')!r}, "
             f"submodule_search_locations=[{str(PACK_ROOT)!r}])\n"
@@ -146,7 +146,7 @@ def test_importing_the_pack_registers_eight_nodes_without_importing_torch():
             "print(len(pack.NODE_CLASS_MAPPINGS), 'torch' in sys.modules, "
             "sorted(pack.NODE_CLASS_MAPPINGS) == sorted(pack.NODE_DISPLAY_NAME_MAPPINGS))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
-    assert out.stdout.split() == ["8", "False", "True"]
+    assert out.stdout.split() == ["11", "False", "True"]
 
 
 def test_every_node_is_in_the_x_portrait_category_with_a_prefixed_id():

@@ -41,9 +41,11 @@ FILE_INPUTS = {("XPortraitLoadModel", "checkpoint"), ("XPortraitLoRA", "lora_nam
                ("XPortraitLandmarkProvider", "dlib_model")}
 SEED_CONTROLS = {"fixed", "increment", "decrement", "randomize"}
 sys.path.insert(0, str(TOOLS))  # canvas_layout, next to the builder
-SEEDED_CLASS = {"xportrait_basic_api": "XPortraitSampler", "xportrait_guider_api": "RandomNoise"}
+SEEDED_CLASS = {"xportrait_basic_api": "XPortraitSampler", "xportrait_guider_api": "RandomNoise",
+                "xportrait_full_picture_api": "XPortraitSampler"}
 UI_OF_API = {"xportrait_basic_api": "X-Portrait basic animation",
-             "xportrait_guider_api": "X-Portrait with core samplers (Guider)"}
+             "xportrait_guider_api": "X-Portrait with core samplers (Guider)",
+             "xportrait_full_picture_api": "X-Portrait in the full picture"}
 UPLOAD_WIDGET = "image"
 
 
@@ -151,10 +153,10 @@ def test_ui_workflow_widget_values_follow_the_definitions(path):
         assert values == [], f"{node['type']}: extra widget values {values}"
 
 
-def test_the_five_example_workflows_exist_with_readable_names():
+def test_the_six_example_workflows_exist_with_readable_names():
     """The Templates browser of frontend 1.27.10 shows a pack template's file name as its title."""
     assert [p.stem for p in UI_WORKFLOWS] == ["X-Portrait basic animation", "X-Portrait fast animation (LCM LoRA)",
-                                              "X-Portrait from an init video",
+                                              "X-Portrait from an init video", "X-Portrait in the full picture",
                                               "X-Portrait with an extra reference photo",
                                               "X-Portrait with core samplers (Guider)"]
 
@@ -171,7 +173,8 @@ def test_the_templates_folder_holds_only_ui_templates_and_their_thumbnails():
 
 
 def test_the_api_graphs_live_with_the_docs_not_with_the_templates():
-    assert [path.stem for path in API_WORKFLOWS] == ["xportrait_basic_api", "xportrait_guider_api"]
+    assert [path.stem for path in API_WORKFLOWS] == ["xportrait_basic_api", "xportrait_full_picture_api",
+                                                     "xportrait_guider_api"]
     assert not {path.name for path in API_WORKFLOWS} & {path.name for path in TEMPLATES_DIR.iterdir()}
 
 

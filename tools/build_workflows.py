@@ -197,6 +197,51 @@ def guider_canvas() -> Canvas:
     return canvas
 
 
+PICTURE = "your_picture.png"
+FULL_PICTURE_NOTE_WIDTH = 260  # as narrow as the Note can be before it pushes the driving video down
+FULL_PICTURE_NOTE = f"""Pick 3 files, then Run.
+1. Load driving video: a phone video is fine; Track Face follows the face in it.
+2. Load source picture: a whole photo or painting, at its full size. Face Crop picks the largest face; set its
+face to a number (0 = leftmost) or to x,y to pick another (its preview output numbers the faces). The animation is
+pasted back into the whole picture.
+3. Load X-Portrait Model: {CHECKPOINT} from github.com/bytedance/X-Portrait, in models/xportrait/."""
+
+
+def full_picture_canvas() -> Canvas:
+    """A face in a whole picture: Face Crop -> the X-Portrait graph -> Paste Back at the picture's size, with the
+    driving face followed by Track Face (docs/face_framing.md). The two previews (faces found, tracking) are left
+    unconnected: as nodes they make the canvas too large to read at fit view."""
+    sampler = {"seed": 0, "steps": 30, "cfg": 5.0, "scheduler": "ddim"}
+    nodes = [
+        Node(1, "XPortraitLoadModel", widgets={"checkpoint": CHECKPOINT}),
+        Node(2, "LoadImage", "Load source picture", {"image": PICTURE}),
+        Node(3, "LoadVideo", "Load driving video", {"file": DRIVING_VIDEO}),
+        Node(4, "GetVideoComponents", "Split driving video", links={"video": (3, 0)}),
+        Node(14, "XPortraitFaceCrop", links={"picture": (2, 0)}),
+        Node(15, "XPortraitTrackFace", links={"driving": (4, 0)}),
+        Node(5, "XPortraitReference", links={"source": (14, 0), "vae": (1, 1)}),
+        Node(6, "XPortraitMotionControl", links={"driving": (15, 0), "source": (14, 0)}),
+        Node(7, "XPortraitLocalPatches", links={"motion": (6, 0)}),
+        Node(8, "XPortraitSampler", widgets=sampler,
+             links={"model": (1, 0), "reference": (5, 0), "motion": (6, 0), "local_patches": (7, 0)}),
+        Node(9, "VAEDecode", links={"samples": (8, 0), "vae": (1, 1)}),
+        Node(16, "XPortraitPasteBack", links={"frames": (9, 0), "picture": (2, 0), "crop_record": (14, 1)}),
+        Node(10, "CreateVideo", links={"images": (16, 0), "audio": (4, 1), "fps": (4, 2)}),
+        Node(11, "SaveVideo", widgets={"filename_prefix": "video/xportrait_full_picture"}, links={"video": (10, 0)}),
+        note_node(FULL_PICTURE_NOTE),
+    ]
+    # Track Face needs a column of its own between Split and Motion Control (a link into a node of the same column
+    # runs under it), so this graph is one column wider than the basic one: its fit view is at 59 % zoom, not 60 %.
+    groups = [
+        Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1, 14]}),
+        Group("Driving video", GREEN, {0: [3], 1: [4], 2: [15]}, below=("Inputs",)),
+        Group("X-Portrait", PURPLE, {3: [5, 6], 4: [7], 5: [8]}),
+        Group("Output", BROWN, {6: [9], 7: [16, 10], 8: [11]}),
+    ]
+    level = {14: "picture", 6: "source", 8: None, 9: "vae", 10: "audio", 11: None, 15: None, 16: None}
+    return Canvas(nodes, groups, level, note_width=FULL_PICTURE_NOTE_WIDTH)
+
+
 def _group(canvas: Canvas, title: str) -> Group:
     return next(group for group in canvas.groups if group.title == title)
 
@@ -207,8 +252,10 @@ WORKFLOWS: dict[str, Callable[[], Canvas]] = {
     "X-Portrait with an extra reference photo": multi_reference_canvas,
     "X-Portrait from an init video": init_video_canvas,
     "X-Portrait with core samplers (Guider)": guider_canvas,
+    "X-Portrait in the full picture": full_picture_canvas,
 }
-API_WORKFLOWS = {"xportrait_basic_api": basic_canvas, "xportrait_guider_api": guider_canvas}
+API_WORKFLOWS = {"xportrait_basic_api": basic_canvas, "xportrait_guider_api": guider_canvas,
+                 "xportrait_full_picture_api": full_picture_canvas}
 
 
 # ---------------------------------------------------------------------------------------------------- layout

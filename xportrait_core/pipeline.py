@@ -39,9 +39,14 @@ from .controls.driving_controls import (
 )
 from .controls.driving_controls import align_driving as align_frames
 from .controls.driving_controls import local_patches as detect_local_patches
+from .controls.face_framing import FaceCrop, crop_face
+from .controls.face_tracking import FaceTrack, FaceTracking, crop_tracked, track_face, tracking_work
 from .controls.frame_hooks import FrameCounter, FrameHooks
 from .controls.landmarks import LandmarkProvider
+from .media.box_preview import faces_preview, track_preview
+from .media.crop_geometry import CropRecord
 from .media.image_fit import Framing, hints_of_images, images_of_hints
+from .media.paste_back import border_colour_step, paste_back, pasted_chunks
 from .media.video_io import side_by_side
 from .model.checkpoint import load_model
 from .model.compilation import accelerated, check_compile_mode, compile_blocks
@@ -67,7 +72,9 @@ from .sampling.sampler import SamplerHooks, SamplerOptions, SamplerResult, guide
 log = logging.getLogger(__name__)
 
 __all__ = [  # the calls, and the types they take (see the module docstring)
-    "AlignedDriving", "Animation", "AnimationInputs", "ControlOptions", "DDPM_TRAIN_STEPS", "DenoiserHooks",
+    "AlignedDriving", "Animation", "CropRecord", "FaceCrop", "FaceTrack", "FaceTracking", "border_colour_step",
+    "crop_face", "face_crop_preview", "paste_back", "pasted_chunks", "track_driving_face", "track_preview",
+    "AnimationInputs", "ControlOptions", "DDPM_TRAIN_STEPS", "DenoiserHooks",
     "DrivingControls", "FrameHooks", "Framing", "ImageVAE", "LINEAR_END", "LINEAR_START", "LocalPatches",
     "LoraChoice", "References", "SamplerHooks", "SamplerOptions", "align_driving", "animate", "build_conditioning",
     "check_compile_mode", "check_lora_file", "decode_to_images", "encode_init_video", "encode_references",
@@ -196,14 +203,34 @@ def _device(device: torch.device | str | None) -> torch.device:
 
 def align_driving(driving_fhwc: torch.Tensor, source_fhwc: torch.Tensor | None, provider: LandmarkProvider,
                   framing: Framing = Framing(), best_frame: str | int | None = "auto", *,
-                  device: torch.device | str | None = None, hooks: FrameHooks | None = None) -> AlignedDriving:
+                  device: torch.device | str | None = None, hooks: FrameHooks | None = None,
+                  tracking: FaceTracking | None = None) -> AlignedDriving:
     """The pose control: the driving video aligned to the source portrait (`controls.driving_controls`). best_frame:
     "auto", "off" (or None) or a frame index. device: where frames are resized and warped (default CUDA when there is
-    one). hooks: progress per frame or group of frames, and the interrupt check before each."""
+    one). hooks: progress per frame or group of frames, and the interrupt check before each. tracking: follow the
+    face of a full-frame driving video and align its crops (`controls.face_tracking`)."""
     best_frame = check_best_frame(best_frame)
-    counter = FrameCounter(hooks, alignment_work(len(driving_fhwc), best_frame))
+    counter = FrameCounter(hooks, alignment_work(len(driving_fhwc), best_frame, tracking is not None))
     return align_frames(driving_fhwc, source_fhwc, provider, framing, best_frame, device=_device(device),
-                        counter=counter)
+                        counter=counter, tracking=tracking)
+
+
+# ---------------------------------------------------------------------------------------------- full pictures
+def face_crop_preview(picture_fhwc: torch.Tensor, face_crop: FaceCrop) -> torch.Tensor:
+    """IMAGE (1, h, w, 3): the picture with every face found numbered and the chosen face and its crop boxed."""
+    box = face_crop.record.box
+    crop_box = (box.left, box.top, box.left + box.side - 1, box.top + box.side - 1)
+    return faces_preview(picture_fhwc, [face.box for face in face_crop.faces], face_crop.chosen, crop_box)
+
+
+def track_driving_face(driving_fhwc: torch.Tensor, provider: LandmarkProvider, tracking: FaceTracking,
+                       resolution: int, *, hooks: FrameHooks | None = None) -> tuple[torch.Tensor, FaceTrack]:
+    """The face of a full-frame driving video followed and cropped: (IMAGE (F, resolution, resolution, 3), the track)
+    (what `align_driving` does first when given `tracking`)."""
+    check("resolution", resolution)
+    counter = FrameCounter(hooks, tracking_work(len(driving_fhwc)))
+    track = track_face(driving_fhwc, provider, tracking, counter)
+    return crop_tracked(driving_fhwc, track, resolution, counter), track
 
 
 def local_patches(pose_hints_fchw: torch.Tensor, provider: LandmarkProvider, missing_face: MissingFace = "black",
@@ -225,6 +252,7 @@ class ControlOptions:
     best_frame: str | int | None = default("best_frame")
     missing_face: MissingFace = default("missing_face")
     patch_landmarks: PatchLandmarks = "detect_aligned"
+    tracking: FaceTracking | None = None  # follow the face of a full-frame driving video (driving_crop track_face)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "best_frame", check_best_frame(self.best_frame))
@@ -249,9 +277,10 @@ def prepare_controls(driving_fhwc: torch.Tensor, source_fhwc: torch.Tensor | Non
     best_frame = options.best_frame
     assert best_frame is not None, "ControlOptions turns None into off"
     reuse = options.patch_landmarks == "transform" and best_frame == "auto"
-    counter = FrameCounter(hooks, alignment_work(frames, best_frame) + patches_work(frames, not reuse))
+    counter = FrameCounter(hooks, alignment_work(frames, best_frame, options.tracking is not None)
+                           + patches_work(frames, not reuse))
     aligned = align_frames(driving_fhwc, source_fhwc, provider, options.framing, best_frame,
-                           device=_device(device), counter=counter)
+                           device=_device(device), counter=counter, tracking=options.tracking)
     moved = moved_landmarks(aligned) if reuse else None
     if moved is None:
         patches = detect_local_patches(aligned.pose_hints, provider, options.missing_face, counter=counter)

@@ -12,7 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..options import EXIT_BAD_INPUT, EXIT_OK, VIDEO_OUTPUT_SUFFIXES, OptionError, StartMode
+from ..options import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    VIDEO_OUTPUT_SUFFIXES,
+    OptionError,
+    StartMode,
+    check,
+    check_face_choice,
+)
 from .flags import add_flag, add_flags, spell
 
 if TYPE_CHECKING:
@@ -77,12 +85,25 @@ def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_run_flags(parser, steps=30, resolution=512)
     driving = parser.add_argument_group("driving video")
     add_flag(driving, "best_frame", metavar="{auto,off,N}")
-    add_flags(driving, "missing_face", "fit", "max_frames", "frame_step", "landmarks_model")
+    add_flags(driving, "missing_face", "fit", "max_frames", "frame_step", "landmarks_model", "driving_crop",
+              "track_smoothing")
+    picture = parser.add_argument_group("the face in a full picture (docs/face_framing.md)")
+    add_flag(picture, "face", metavar="{largest,N,X,Y}", action=_GivenFace)
+    add_flags(picture, "face_margin", "paste_back")
     extra = parser.add_argument_group("extras")
     add_flags(extra, "lora_file", "lora_strength")
     add_flag(extra, "extra_references", action="append", metavar="IMAGE")
     add_flags(extra, "init_video", "strength", "attention", "text_num_heads")
     parser.set_defaults(func=run_animate)
+
+
+class _GivenFace(argparse._StoreAction):
+    """--face: stores the value and notes that it was given (a face is then cropped even without --paste-back)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        namespace.face_given = True
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -184,13 +205,15 @@ def _animate_inputs(args: argparse.Namespace) -> dict[str, Path | None]:
 
 
 # ----------------------------------------------------------------------------------------------------- outputs
-def _write_outputs(args: argparse.Namespace, output: Path, animation: Any, fps: float) -> None:
+def _write_outputs(args: argparse.Namespace, output: Path | None, animation: Any, fps: float) -> None:
+    """The animation (unless None: written already) and the comparison when asked."""
     from ..media.image_fit import images_of_hints
     from ..media.video_io import side_by_side, write_video
 
-    write_video(output, animation.frames, fps)
-    print(f"wrote {output} ({animation.frames.shape[0]} frames, "
-          f"{animation.frames.shape[2]}x{animation.frames.shape[1]}, {fps:g} fps)")
+    if output is not None:
+        write_video(output, animation.frames, fps)
+        print(f"wrote {output} ({animation.frames.shape[0]} frames, "
+              f"{animation.frames.shape[2]}x{animation.frames.shape[1]}, {fps:g} fps)")
     if args.comparison:
         controls = animation.controls
         panels = [images_of_hints(controls.aligned.pose_hints), images_of_hints(controls.patches.local_hints),
@@ -199,11 +222,31 @@ def _write_outputs(args: argparse.Namespace, output: Path, animation: Any, fps: 
         print(f"wrote {args.comparison} (driving | local patches | result)")
 
 
+def _write_pasted(output: Path, animation: Any, picture: Any, record: Any, fps: float) -> None:
+    """The animated crops pasted back into the picture, encoded a few frames at a time (never the whole clip at the
+    picture's resolution at once)."""
+    import torch
+
+    from ..media.paste_back import pasted_chunks
+    from ..media.video_stream import write_video_chunks
+
+    picture_uint8 = (picture[0] * 255).round().to(torch.uint8)
+    frames, width, height = write_video_chunks(output, pasted_chunks(animation.frames, picture_uint8, record,
+                                                                     as_uint8=True), fps)
+    padded = "" if (width, height) == record.picture_size else \
+        f" (the picture is {record.picture_size[0]}x{record.picture_size[1]}: H.264 needs even sizes, so its last " \
+        "column or row was repeated)"
+    print(f"wrote {output} ({frames} frames pasted back into the picture, {width}x{height}, {fps:g} fps){padded}")
+
+
 def _report(animation: Any) -> None:
     aligned, patches = animation.controls.aligned, animation.controls.patches
     counts = ", ".join(f"{net} {n}" for net, n in animation.result.evaluation_counts.items())
     print(f"best frame: {aligned.best_frame if aligned.aligned else 'none (not aligned)'}; "
           f"frames without a face: {patches.frames_without_face}; network evaluations (frames): {counts}")
+    if aligned.track is not None and aligned.track.frames_without_face:
+        print(f"face tracking: no face in driving frames {aligned.track.frames_without_face} (their crop follows "
+              "the nearest frames)")
 
 
 def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -229,15 +272,24 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..controls.landmarks import DlibLandmarkProvider
     from ..media.image_fit import Framing
     from ..media.video_io import read_video
+    from ..media.video_stream import STREAM_SUFFIXES
     from ..model.checkpoint import load_model
     from ..model.compilation import check_compile_mode, compile_blocks
     from ..model.lora import LoraChoice, read_lora
-    from ..pipeline import AnimationInputs, ControlOptions, animate, prepare_controls
+    from ..pipeline import AnimationInputs, ControlOptions, FaceTracking, animate, crop_face, prepare_controls
     from ..sampling.sampler import SamplerHooks
 
     # Everything that can be known without reading the inputs, then the inputs, then the model: the cheap first.
     sampling = _sampler_options(args, "init_video" if args.init_video else "reference", args.strength)
-    controls = ControlOptions(Framing(args.resolution, args.fit), _best_frame(args.best_frame), args.missing_face)
+    tracking = FaceTracking(args.face_margin, args.track_smoothing) if args.driving_crop == "track_face" else None
+    controls = ControlOptions(Framing(args.resolution, args.fit), _best_frame(args.best_frame), args.missing_face,
+                              tracking=tracking)
+    check("driving_crop", args.driving_crop)
+    full_picture = args.paste_back or getattr(args, "face_given", False)
+    face = check_face_choice(args.face)
+    if args.paste_back and args.output.suffix.lower() not in STREAM_SUFFIXES:
+        raise CommandLineError(f"output '{args.output}': --paste-back writes the picture's size chunk by chunk, as "
+                               f"{' or '.join(STREAM_SUFFIXES)}; give such a name")
     device = _resolve_device(args.device)
     check_compile_mode(args.compile, device)
     loras = [LoraChoice(str(args.lora_file), args.lora_strength)] if args.lora_file else []
@@ -247,6 +299,7 @@ def run_animate(args: argparse.Namespace) -> int:
     for lora in loras:
         read_lora(lora.path)
     source = read_video(args.source, max_frames=1, what="source image").frames
+    picture, face_crop = source, None
     clip = read_video(args.driving, max_frames=args.max_frames, frame_step=args.frame_step, what="driving video")
     frames = clip.frames.shape[0]
     extra = [read_video(path, max_frames=1, what="extra reference").frames for path in args.extra_references or []]
@@ -259,6 +312,11 @@ def run_animate(args: argparse.Namespace) -> int:
                                    "--max-frames/--frame-step); give one init frame per driving frame")
     sampling.check_video(frames)
     provider = DlibLandmarkProvider(model_path=args.landmarks_model)
+    if full_picture:  # the face is found, chosen and cut out before any other work
+        face_crop = crop_face(picture, provider, face, args.face_margin, args.resolution, option="source")
+        source = face_crop.crop
+        print(f"face {face_crop.chosen} of {len(face_crop.faces)} found (numbered from the left), cropped "
+              f"{face_crop.record.box.side} px square at ({face_crop.record.box.left}, {face_crop.record.box.top})")
     prepared = prepare_controls(clip.frames, source, provider, controls)  # a source without a face: before loading
     model, _ = load_model(args.checkpoint, device=device, precision=args.precision, attention_backend=args.attention,
                           text_num_heads=args.text_num_heads)
@@ -269,6 +327,9 @@ def run_animate(args: argparse.Namespace) -> int:
                             sampling=sampling, loras=loras, compile_mode=args.compile,
                             hooks=SamplerHooks(on_window=progress.on_window), prepared=prepared)
     _report(animation)
+    if face_crop is not None and args.paste_back:
+        _write_pasted(args.output, animation, picture, face_crop.record, clip.fps)
+        args.output = None  # written; the comparison still follows
     _write_outputs(args, args.output, animation, clip.fps)
     return EXIT_OK
 

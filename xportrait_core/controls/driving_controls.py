@@ -30,6 +30,7 @@ import torch
 from ..media.image_fit import Framing, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
 from ..options import BEST_FRAME_OFF, MissingFace, OptionError
 from .alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine, find_best_frame, transform_points
+from .face_tracking import FaceTrack, FaceTracking, crop_tracked, track_face, tracking_work
 from .frame_hooks import FrameCounter, detect_landmarks
 from .landmarks import FaceLandmarks, LandmarkProvider
 from .local_patches import landmarks_for_patches, local_hints_fchw, patch_centres
@@ -64,6 +65,8 @@ class AlignedDriving:
     affine:           (2, 3) float64, the same map in pixels of the R grid (the one applied to the frames).
     driving_landmarks: every driving frame's landmarks on the 256 px grid of the unaligned frames, when the best
                       frame was chosen "auto" (None otherwise: they were not detected).
+    track:            the face followed through a full-frame video (`face_tracking`), whose crops were aligned; None
+                      when the frames were used whole.
     """
 
     pose_hints: torch.Tensor
@@ -72,6 +75,7 @@ class AlignedDriving:
     affine_256: torch.Tensor | None
     affine: torch.Tensor | None
     driving_landmarks: FaceLandmarks | None
+    track: FaceTrack | None = None
 
     @property
     def resolution(self) -> int:
@@ -102,11 +106,13 @@ class LocalPatches:
         return int((~self.face_found).sum())
 
 
-def alignment_work(frames: int, best_frame: BestFrame) -> int:
-    """Frames of work `align_driving` reports: the landmark detections its best frame needs, then the warping."""
+def alignment_work(frames: int, best_frame: BestFrame, tracked: bool = False) -> int:
+    """Frames of work `align_driving` reports: the face tracking when asked, the landmark detections its best frame
+    needs, then the warping."""
+    tracking = tracking_work(frames) if tracked else 0
     if best_frame == BEST_FRAME_OFF:
-        return frames
-    return frames + 1 + (frames if best_frame == "auto" else 1)
+        return tracking + frames
+    return tracking + frames + 1 + (frames if best_frame == "auto" else 1)
 
 
 def patches_work(frames: int, detect: bool) -> int:
@@ -148,14 +154,18 @@ def _best_frame_landmarks(driving_fchw: torch.Tensor, source_fchw: torch.Tensor,
 
 def align_driving(driving_fhwc: torch.Tensor, source_hwc: torch.Tensor | None, provider: LandmarkProvider,
                   framing: Framing, best_frame: BestFrame, *, device: torch.device, counter: FrameCounter,
-                  chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> AlignedDriving:
+                  chunk_frames: int = DEFAULT_CHUNK_FRAMES, tracking: FaceTracking | None = None) -> AlignedDriving:
     """The pose hints of a driving video aligned to a source portrait (steps 1-3 of the module docstring).
 
     driving_fhwc: ComfyUI IMAGE (F, H, W, 3) float in [0, 1]. source_hwc: (1, H, W, 3) or (H, W, 3); may be None only
     with best_frame "off". best_frame: checked by the caller (`options.check_best_frame`). device: where resizing and
     warping run (and the hints live). counter: progress over `alignment_work` frames, and the interrupt check before
-    each frame or group of frames.
+    each frame or group of frames. tracking: follow the face of a full-frame video and align its square crops.
     """
+    track = None
+    if tracking is not None:
+        track = track_face(driving_fhwc, provider, tracking, counter)
+        driving_fhwc = crop_tracked(driving_fhwc, track, framing.resolution, counter)
     driving_fchw = fit_square_fchw(images_to_fchw(driving_fhwc, "driving video"), framing.fit)
     frame_count = driving_fchw.shape[0]
     if isinstance(best_frame, int) and best_frame >= frame_count:
@@ -192,7 +202,7 @@ def align_driving(driving_fhwc: torch.Tensor, source_hwc: torch.Tensor | None, p
     if source_fchw is not None:
         source_image = resize_square_fchw(source_fchw.to(device, torch.float32), framing.resolution) * 2 - 1
     return AlignedDriving(pose_hints=pose_hints, source_image=source_image, best_frame=chosen, affine_256=affine_256,
-                          affine=affine, driving_landmarks=driving_landmarks)
+                          affine=affine, driving_landmarks=driving_landmarks, track=track)
 
 
 def local_patches(pose_hints_fchw: torch.Tensor, provider: LandmarkProvider, missing_face: MissingFace, *,

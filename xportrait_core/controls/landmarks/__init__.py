@@ -5,7 +5,7 @@ lives in `landmarks.mediapipe_provider` (import it only when mediapipe is instal
 """
 
 from . import ibug68
-from .base import FaceLandmarks, LandmarkProvider, check_uint8_frames
+from .base import FaceLandmarks, LandmarkProvider, MultiFaceProvider, check_uint8_frames
 from .dlib_provider import DlibLandmarkProvider, LandmarkModelNotFoundError, bundled_model_path, resolve_model_path
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "FaceLandmarks",
     "LandmarkModelNotFoundError",
     "LandmarkProvider",
+    "MultiFaceProvider",
     "bundled_model_path",
     "check_uint8_frames",
     "ibug68",

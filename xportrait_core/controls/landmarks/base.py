@@ -88,6 +88,19 @@ class LandmarkProvider(Protocol):
 
 
 
+@runtime_checkable
+class MultiFaceProvider(Protocol):
+    """A provider that can also give every face of one picture (face selection and tracking use it; a provider
+    without it gives its one most confident face per frame).
+
+    `detect_faces` receives one (H, W, 3) uint8 RGB picture and returns one `FaceLandmarks` row per face found, in
+    no particular order (zero rows: none)."""
+
+    name: str
+
+    def detect_faces(self, picture_hwc_uint8: np.ndarray) -> FaceLandmarks: ...
+
+
 def check_uint8_frames(frames_fhwc_uint8: np.ndarray) -> np.ndarray:
     """Returns the frames as an array after checking they are (F, H, W, 3) uint8, as providers expect."""
     frames = np.asarray(frames_fhwc_uint8)

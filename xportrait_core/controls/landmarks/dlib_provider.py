@@ -34,6 +34,9 @@ COMFYUI_MODEL_DIR = "models/xportrait/landmarks"
 # The HOG detector misses faces narrower than about 80 px; at 256 px a portrait's face is often ~50 px wide,
 # and one 2x upsampling finds it (the astronaut at 256 px is found only with upsample 1: tests/test_landmarks.py).
 HOG_UPSAMPLE_AT_256 = 1
+# detect_faces keeps detections scoring at least this: on skimage's astronaut the HOG detector's false face on the
+# shoulder patch scores 0.12, the face 1.16 (tests/test_face_framing.py checks that only the face is kept).
+MIN_FACE_SCORE = 0.3
 # dlib releases the GIL while it detects, so a few threads scale; beyond 4 the gain is small on typical CPUs.
 MAX_DEFAULT_THREADS = 4
 
@@ -141,6 +144,19 @@ class DlibLandmarkProvider:
         points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
         box = np.array([best.left(), best.top(), best.right(), best.bottom()], dtype=np.float32)
         return points, box
+
+    def detect_faces(self, picture_hwc_uint8: np.ndarray) -> FaceLandmarks:
+        """Every face of one (H, W, 3) uint8 RGB picture scoring at least MIN_FACE_SCORE: one row per face."""
+        picture = np.ascontiguousarray(check_uint8_frames(np.asarray(picture_hwc_uint8)[None])[0])
+        rectangles, scores, _ = self._detector().run(picture, self.upsample)
+        kept = [rectangle for rectangle, score in zip(rectangles, scores) if score >= MIN_FACE_SCORE]
+        result = FaceLandmarks.empty(len(kept))
+        for index, rectangle in enumerate(kept):
+            shape = self._predictor(picture, rectangle)
+            result.points_68[index] = [(p.x, p.y) for p in shape.parts()]
+            result.face_boxes[index] = (rectangle.left(), rectangle.top(), rectangle.right(), rectangle.bottom())
+            result.face_found[index] = True
+        return result
 
     def detect(self, frames_fhwc_uint8: np.ndarray) -> FaceLandmarks:
         """frames_fhwc_uint8: (F, H, W, 3) uint8 RGB. Returns one `FaceLandmarks` row per frame."""
