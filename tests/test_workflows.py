@@ -463,3 +463,50 @@ def normalised(info: dict[str, Any]) -> dict[str, Any]:
 def test_live_input_types_equal_the_object_info_recorded_from_a_real_comfyui():
     recorded = json.loads((DATA / "object_info_xportrait.json").read_text())
     assert normalised(live_object_info()) == normalised(recorded)
+
+
+# ------------------------------------------------------------------------------------------------ thumbnails
+CARD_SIZE = (128, 96)  # about what the Templates browser shows of a card on a laptop, halved again
+# Two cards differ where a pixel differs by more than CARD_PIXEL_CHANGE (0-255) in a channel; at least this share of
+# the card must (measured: 4.3 % between the basic and the LCM card, which share the pipeline picture).
+CARD_PIXEL_CHANGE = 48
+MIN_CARD_DIFFERENCE = 0.03
+
+
+def _drawer():
+    spec = importlib.util.spec_from_file_location("draw_thumbnails", TOOLS / "draw_thumbnails.py")
+    module = importlib.util.module_from_spec(spec)
+    _builder()  # the drawer takes the template names and colours from the builder
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pixels(image):
+    import numpy as np
+
+    return np.asarray(image.convert("RGB").resize(CARD_SIZE), dtype=np.float32)
+
+
+def test_the_thumbnails_are_what_the_drawer_draws_now():
+    from PIL import Image
+
+    drawer = _drawer()
+    for path in UI_WORKFLOWS:
+        with Image.open(path.with_suffix(".jpg")) as stored:
+            assert stored.size == drawer.SIZE, path.name
+            difference = abs(_pixels(stored) - _pixels(drawer.thumbnail(path.stem))).mean()
+        assert difference < 2, f"{path.with_suffix('.jpg').name}: run python tools/draw_thumbnails.py"
+
+
+def test_the_thumbnails_tell_the_templates_apart_at_card_size():
+    from PIL import Image
+
+    cards = {}
+    for path in UI_WORKFLOWS:
+        with Image.open(path.with_suffix(".jpg")) as stored:
+            cards[path.stem] = _pixels(stored)
+    names = sorted(cards)
+    for index, first in enumerate(names):
+        for second in names[index + 1:]:
+            changed = (abs(cards[first] - cards[second]).max(axis=2) > CARD_PIXEL_CHANGE).mean()
+            assert changed >= MIN_CARD_DIFFERENCE, (first, second, changed)
