@@ -7,9 +7,8 @@ listed by ComfyUI's Templates browser under the pack's name) and the API format 
 A graph is its nodes plus a layout: titled groups of canvas columns (canvas_layout.py computes positions from node
 sizes); the files are written the way ComfyUI's frontend 1.27.10 saves them (workflow_format.py). Widget order comes
 from our nodes' INPUT_TYPES and, for core nodes, tests/data/object_info_core.json (recorded from ComfyUI 0.3.64).
-Thumbnails (`<title>.jpg` beside each template) are screenshots of each graph in the real frontend: `tests/ui/`
-writes them when asked (see README "UI tests"). tests/test_workflows.py checks the written files and that they are
-up to date.
+Thumbnails (`<title>.jpg` beside each template) are drawn by tools/draw_thumbnails.py. tests/test_workflows.py checks
+the written files and that they are up to date; tests/ui/ runs them in the real frontend (docs/ui_tests.md).
 """
 from __future__ import annotations
 
