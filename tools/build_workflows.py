@@ -248,7 +248,8 @@ def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
     for node in canvas.nodes:
         if node.type == NOTE_TYPE:
             per_line = (canvas.note_width - NOTE_TEXT_INSET) // NOTE_CHAR_WIDTH
-            lines = sum(len(textwrap.wrap(line, per_line)) or 1 for line in node.widgets["text"].splitlines())
+            # one line more than the text needs: the browser wraps long words a little differently
+            lines = 1 + sum(len(textwrap.wrap(line, per_line)) or 1 for line in node.widgets["text"].splitlines())
             result[node.id] = Placed(node.id, node.title, Slots((), (), ("text",)), width=canvas.note_width,
                                      height=math.ceil(lines * NOTE_LINE_HEIGHT + NOTE_MARGINS))
             continue

@@ -39,6 +39,9 @@ WIDGET_FONT_SIZE = 12
 TITLE_PADDING = 2 * TITLE_HEIGHT
 WIDGET_TEXT_PADDING = 85 + 5
 TEXT_SAFETY = 6  # rounding and font hinting: a few pixels more than the advance widths add up to
+# Frontend 1.58.1 draws the same labels up to 3 % wider (measured: "X-Portrait Motion Control" 166 px, Arial's
+# advances give 162 px); widths are sized for it too.
+TEXT_SLACK = 1.035
 # Advance widths of Arial (units per em: 2048) for the characters ' ' to '~'; Chromium on Linux draws "Arial" with
 # Liberation Sans, whose metrics are Arial's. Other characters count as the widest lower-case letter.
 ARIAL_UNITS_PER_EM = 2048
@@ -66,13 +69,13 @@ LINK_HALF_WIDTH = 3  # the frontend strokes links 3 px wide plus a 1 px border
 # padded by 10 px, fitted at 75 % of the canvas.
 FIT_PADDING = 10
 FIT_ZOOM = 0.75
-# The graph canvas of a 1920 x 1080 and of a 1366 x 768 window in frontend 1.27.10 (the side bar and top bars take
-# the rest; measured in the browser).
-CANVAS_1080P = (1856, 1002)
-CANVAS_768P = (1302, 690)
+# The graph canvas of a 1920 x 1080 and of a 1366 x 768 window in frontend 1.27.10 with its default settings (the
+# side bar and the top bar take 40 px each; measured in the browser; 1.58.1's canvas is the whole window).
+CANVAS_1080P = (1880, 1040)
+CANVAS_768P = (1326, 728)
 READABLE_ZOOM = 0.6  # the zoom the templates must open and fit at (the frontend drops text below 8 / 14 = 0.571)
-# The minimap (frontend 1.27.10, on by default): 250 x 200 px, 66 px above the window's bottom and 44 px left of its
-# right edge; the canvas reaches both edges, so in canvas pixels it sits this far from the canvas's bottom-right.
+# The minimap (frontend 1.27.10, on by default): 250 x 200 px, 66 px above the canvas's bottom and 44 px left of its
+# right edge (measured; 1.58.1 puts it 54 px above the bottom at the right edge of a canvas 40 px larger each way).
 MINIMAP_SIZE = (250, 200)
 MINIMAP_FROM_CORNER = (44, 66)
 MAX_VIEW_STEPS = 40  # the opening view gives up at most 0.2 of zoom to keep the minimap off the widgets
@@ -127,7 +130,7 @@ def text_width(text: str, size: int) -> float:
     """Width of `text` in Arial at `size` px, as the browser's measureText gives it."""
     widest = ARIAL_ADVANCE[ord("m") - 32]
     units = sum(ARIAL_ADVANCE[ord(char) - 32] if " " <= char <= "~" else widest for char in text)
-    return units * size / ARIAL_UNITS_PER_EM
+    return units * size / ARIAL_UNITS_PER_EM * TEXT_SLACK
 
 
 @dataclass
