@@ -55,9 +55,11 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, base: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, base: Path, extra_env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.base = base
         self.extra_env = extra_env or {}
+        self.extra_args = extra_args or []  # more main.py flags (tests/ui: --front-end-root)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "comfyui.log"
@@ -67,7 +69,7 @@ class Server:
         python = os.environ.get("COMFYUI_PYTHON", sys.executable)
         command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", str(self.base), "--database-url", f"sqlite:///{self.base}/user/comfyui.db",
-                   "--disable-api-nodes", "--preview-method", "auto"]
+                   "--disable-api-nodes", "--preview-method", "auto", *self.extra_args]
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(command, cwd=COMFYUI_PATH, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **self.extra_env})

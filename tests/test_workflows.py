@@ -260,17 +260,121 @@ def test_the_files_are_what_the_builder_writes_now():
         assert json.loads((API_DIR / f"{name}.json").read_text()) == builder.api_workflow(make().nodes, known)
 
 
-@pytest.mark.parametrize("name", ["X-Portrait basic animation", "X-Portrait fast animation (LCM LoRA)",
-                                  "X-Portrait from an init video", "X-Portrait with an extra reference photo"])
-def test_the_layout_keeps_nodes_apart_links_visible_and_text_readable_at_fit_view(name):
-    import canvas_layout
+# Issue 21 item 2: with room for the Sampler's live preview these templates no longer fit a 1920 x 1080 window at zoom
+# 0.6 (extra reference 0.512, init video 0.435, Guider 0.550); their graphs are eight or nine nodes deep.
+NOT_READABLE_AT_FIT = {"X-Portrait with an extra reference photo", "X-Portrait from an init video",
+                       "X-Portrait with core samplers (Guider)"}
+# Wider than a 1366 x 768 window shows at zoom 0.6 (LCM 0.585 with its LoRA's long file name, Guider 0.511 with nine
+# columns).
+NOT_OPENING_READABLE = {"X-Portrait fast animation (LCM LoRA)", "X-Portrait with core samplers (Guider)"}
 
+
+def _layout(name):
     builder = _builder()
     canvas, known = builder.WORKFLOWS[name](), builder.definitions()
     layout, placed = builder.layout_of(canvas, known)
+    return builder, canvas, layout, placed
+
+
+def _expected_to_miss(names):
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="issue 21 item 2, open"))
+            if name in names else name for name in sorted(_builder().WORKFLOWS)]
+
+
+@pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
+def test_the_layout_keeps_nodes_apart_and_links_visible(name):
+    import canvas_layout
+
+    builder, canvas, layout, placed = _layout(name)
     assert canvas_layout.overlapping_nodes(layout.boxes.values()) == []
     assert canvas_layout.links_under_nodes(layout, placed, builder.graph_links(canvas)) == []
+
+
+@pytest.mark.parametrize("name", _expected_to_miss(NOT_READABLE_AT_FIT))
+def test_fit_view_on_1080p_keeps_text_readable(name):
+    import canvas_layout
+
+    _, _, layout, _ = _layout(name)
     assert canvas_layout.fit_view_zoom(layout) >= MIN_FIT_ZOOM
+
+
+@pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
+def test_the_stored_view_suits_a_laptop_and_keeps_the_minimap_off_the_widgets(name):
+    """Opened on a 1366 x 768 window the template shows from its top-left corner, whole or at least its whole width,
+    and the minimap (on by default) covers no node's title or widget rows."""
+    import canvas_layout
+
+    _, _, layout, placed = _layout(name)
+    view = json.loads((TEMPLATES_DIR / f"{name}.json").read_text())["extra"]["ds"]
+    assert canvas_layout.under_minimap(layout, placed, view, canvas_layout.CANVAS_768P) == []
+    left, top, width, _ = canvas_layout._fit_bounds(layout)
+    assert (left + view["offset"][0]) * view["scale"] >= 0 and (top + view["offset"][1]) * view["scale"] >= 0
+    if name not in NOT_OPENING_READABLE:
+        assert view["scale"] >= MIN_FIT_ZOOM
+        assert (left + width + view["offset"][0]) * view["scale"] <= canvas_layout.CANVAS_768P[0]
+
+
+@pytest.mark.parametrize("name", _expected_to_miss(NOT_OPENING_READABLE))
+def test_the_stored_view_opens_readable_on_a_laptop(name):
+    view = json.loads((TEMPLATES_DIR / f"{name}.json").read_text())["extra"]["ds"]
+    assert view["scale"] >= MIN_FIT_ZOOM
+
+
+@pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
+def test_every_node_that_shows_a_picture_has_room_for_it(name):
+    """Loaders once a file is picked, previews and savers after a run, samplers during one (latent previews): the
+    frontend grows a node to fit its picture, over whatever lies below, unless the room is there."""
+    import canvas_layout
+
+    builder, canvas, layout, placed = _layout(name)
+    pictured = [node for node in canvas.nodes if node.type in builder.PREVIEWS]
+    assert {"XPortraitSampler", "SamplerCustomAdvanced"} & {node.type for node in pictured}
+    for node in pictured:
+        needed = placed[node.id].slots.min_height() + canvas_layout.PREVIEW_HEIGHT[builder.PREVIEWS[node.type]]
+        assert layout.boxes[node.id].height >= needed, node.type
+
+
+@pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
+def test_nodes_are_wide_enough_for_their_title_and_widget_labels_with_values(name):
+    """The frontend cuts a title wider than the node less 60 px, and a widget's label when label, value and 90 px
+    do not fit (LGraphNode.drawTitleText, BaseWidget.drawTruncatingText in frontend 1.27.10); tests/ui/ measures
+    the same in the browser."""
+    import canvas_layout
+
+    _, _, layout, placed = _layout(name)
+    for node_id, node in placed.items():
+        width = layout.boxes[node_id].width
+        assert canvas_layout.text_width(node.title, 14) + 60 <= width, node.title
+        for label, value in node.widget_texts:
+            assert canvas_layout.text_width(label, 12) + canvas_layout.text_width(value, 12) + 90 <= width, label
+
+
+def test_the_text_width_table_is_arial():
+    """A few widths checked against Arial's published advance widths (2048 units per em)."""
+    import canvas_layout
+
+    slack = canvas_layout.TEXT_SLACK  # room for frontend 1.58.1's slightly wider text
+    assert canvas_layout.text_width("i", 2048) / slack == pytest.approx(455)
+    assert canvas_layout.text_width("W", 2048) / slack == pytest.approx(1933)
+    assert canvas_layout.text_width("SamplerCustomAdvanced", 14) / slack == pytest.approx(162.6, abs=0.1)
+
+
+def test_the_guiders_core_sampling_group_holds_the_core_sampling_nodes():
+    workflow = json.loads((TEMPLATES_DIR / "X-Portrait with core samplers (Guider).json").read_text())
+    group = next(group for group in workflow["groups"] if group["title"] == "Core sampling")
+    x, y, width, height = group["bounding"]
+    inside = {node["type"] for node in workflow["nodes"]
+              if x <= node["pos"][0] and node["pos"][0] + node["size"][0] <= x + width
+              and y <= node["pos"][1] - 30 and node["pos"][1] + node["size"][1] <= y + height}
+    assert inside == {"KSamplerSelect", "RandomNoise", "KarrasScheduler", "SamplerCustomAdvanced"}
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.stem)
+def test_the_note_breaks_lines_only_between_sentences_or_items(path):
+    workflow = json.loads(path.read_text())
+    text = next(node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == NOTE)
+    for line in text.splitlines():
+        assert line.rstrip()[-1] in ".:!?", f"a line break inside a sentence after: {line!r}"
 
 
 def test_the_layout_check_finds_a_node_on_a_link():
@@ -364,3 +468,50 @@ def normalised(info: dict[str, Any]) -> dict[str, Any]:
 def test_live_input_types_equal_the_object_info_recorded_from_a_real_comfyui():
     recorded = json.loads((DATA / "object_info_xportrait.json").read_text())
     assert normalised(live_object_info()) == normalised(recorded)
+
+
+# ------------------------------------------------------------------------------------------------ thumbnails
+CARD_SIZE = (128, 96)  # about what the Templates browser shows of a card on a laptop, halved again
+# Two cards differ where a pixel differs by more than CARD_PIXEL_CHANGE (0-255) in a channel; at least this share of
+# the card must (measured: 4.3 % between the basic and the LCM card, which share the pipeline picture).
+CARD_PIXEL_CHANGE = 48
+MIN_CARD_DIFFERENCE = 0.03
+
+
+def _drawer():
+    spec = importlib.util.spec_from_file_location("draw_thumbnails", TOOLS / "draw_thumbnails.py")
+    module = importlib.util.module_from_spec(spec)
+    _builder()  # the drawer takes the template names and colours from the builder
+    spec.loader.exec_module(module)
+    return module
+
+
+def _pixels(image):
+    import numpy as np
+
+    return np.asarray(image.convert("RGB").resize(CARD_SIZE), dtype=np.float32)
+
+
+def test_the_thumbnails_are_what_the_drawer_draws_now():
+    from PIL import Image
+
+    drawer = _drawer()
+    for path in UI_WORKFLOWS:
+        with Image.open(path.with_suffix(".jpg")) as stored:
+            assert stored.size == drawer.SIZE, path.name
+            difference = abs(_pixels(stored) - _pixels(drawer.thumbnail(path.stem))).mean()
+        assert difference < 2, f"{path.with_suffix('.jpg').name}: run python tools/draw_thumbnails.py"
+
+
+def test_the_thumbnails_tell_the_templates_apart_at_card_size():
+    from PIL import Image
+
+    cards = {}
+    for path in UI_WORKFLOWS:
+        with Image.open(path.with_suffix(".jpg")) as stored:
+            cards[path.stem] = _pixels(stored)
+    names = sorted(cards)
+    for index, first in enumerate(names):
+        for second in names[index + 1:]:
+            changed = (abs(cards[first] - cards[second]).max(axis=2) > CARD_PIXEL_CHANGE).mean()
+            assert changed >= MIN_CARD_DIFFERENCE, (first, second, changed)

@@ -7,9 +7,8 @@ listed by ComfyUI's Templates browser under the pack's name) and the API format 
 A graph is its nodes plus a layout: titled groups of canvas columns (canvas_layout.py computes positions from node
 sizes); the files are written the way ComfyUI's frontend 1.27.10 saves them (workflow_format.py). Widget order comes
 from our nodes' INPUT_TYPES and, for core nodes, tests/data/object_info_core.json (recorded from ComfyUI 0.3.64).
-Thumbnails (`<title>.jpg` beside each template) are screenshots of each graph in the real frontend: `tests/ui/`
-writes them when asked (see README "UI tests"). tests/test_workflows.py checks the written files and that they are
-up to date.
+Thumbnails (`<title>.jpg` beside each template) are drawn by tools/draw_thumbnails.py. tests/test_workflows.py checks
+the written files and that they are up to date; tests/ui/ runs them in the real frontend (docs/ui_tests.md).
 """
 from __future__ import annotations
 
@@ -27,8 +26,27 @@ PACK_ROOT = TOOLS_DIR.parent
 sys.path.insert(0, str(PACK_ROOT))
 sys.path.insert(0, str(TOOLS_DIR))
 
-from canvas_layout import Group, Layout, Link, Placed, Slots, arrange, fit_view, links_under_nodes, overlapping_nodes  # noqa: E402
-from workflow_format import NOTE_TYPE, Definition, Node, api_workflow, definitions, ui_workflow  # noqa: E402
+from canvas_layout import (  # noqa: E402,E501
+    Group,
+    Layout,
+    Link,
+    Placed,
+    Slots,
+    arrange,
+    links_under_nodes,
+    opening_view,
+    overlapping_nodes,
+)
+from workflow_format import (  # noqa: E402,E501
+    NOTE_TYPE,
+    SEED_CONTROL,
+    UPLOAD_INPUT,
+    Definition,
+    Node,
+    api_workflow,
+    definitions,
+    ui_workflow,
+)
 
 # ComfyUI lists every *.json directly in example_workflows/ as a template and serves the whole folder as static files,
 # so it holds only the templates and their thumbnails; the API format, which the frontend cannot open, is a doc.
@@ -38,16 +56,22 @@ CHECKPOINT = "model_state-415001.th"  # the file the X-Portrait release publishe
 LCM_LORA = "lcm-lora-sdv1-5.safetensors"
 PORTRAIT = "your_portrait.png"
 DRIVING_VIDEO = "your_driving_video.mp4"
-PREVIEW_WIDTH = 240  # loaders and previews: wide enough for a readable picture
+PREVIEW_WIDTH = 220  # loaders and previews: wide enough for a picture that tells what it shows, no wider
 NOTE_ID = 20
-NOTE_WIDTH = 300
+NOTE_WIDTH = 240
 # A Note's text area in frontend 1.27.10: 10 px monospace (6 px a character, 11.2 px a line), 20 px narrower than
 # the node (280 px at NOTE_WIDTH: 46 characters), inside 26 px of node margins and padding (measured in the browser).
 NOTE_CHAR_WIDTH = 6
 NOTE_TEXT_INSET = 20
 NOTE_LINE_HEIGHT = 11.2
 NOTE_MARGINS = 26
-PREVIEWS = {"LoadImage": "image", "LoadVideo": "video", "PreviewImage": "image", "SaveVideo": "video"}
+# Nodes that show a picture, by the kind of preview: loaders once a file is picked, previews and savers after a run,
+# and samplers during one (the latent preview of --preview-method auto, which the README recommends). Room for it is
+# reserved in every template, so that nothing grows over a neighbour while or after the graph runs.
+PREVIEWS = {"LoadImage": "image", "LoadVideo": "video", "PreviewImage": "image", "SaveImage": "image",
+            "SaveVideo": "video", "XPortraitSampler": "image", "SamplerCustomAdvanced": "image",
+            "SamplerCustom": "image", "KSampler": "image", "KSamplerAdvanced": "image"}
+FLOAT_DIGITS = 3  # the frontend shows a float widget's value with up to 3 decimals
 # Group colours from the frontend's palette (LGraphCanvas.node_colors ... groupcolor).
 BLUE, GREEN, PURPLE, BROWN = "#3f789e", "#8A8", "#a1309b", "#b06634"
 
@@ -97,13 +121,15 @@ def basic_canvas(**sampler_widgets: Any) -> Canvas:
         Node(13, "PreviewImage", "Local patches preview", links={"images": (7, 1)}),
         note_node(BASIC_NOTE),
     ]
+    # The Sampler under the local patches' preview, with room for its own live preview; the driving video's sound
+    # and rate run to Create Video under the X-Portrait nodes.
     groups = [
         Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1]}),
-        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7, 12], 4: [8, 13]}),
+        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7, 12], 4: [13, 8]}),
         Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
         Group("Output", BROWN, {5: [9], 6: [10], 7: [11]}),
     ]
-    level = {6: "source", 8: "reference", 9: "vae", 10: "audio", 11: None}
+    level = {6: "source", 8: None, 9: "vae", 10: "audio", 11: None, 13: None}
     below = {4: (6, 7, 8, 12, 13)}
     return Canvas(nodes, groups, level, below)
 
@@ -131,9 +157,7 @@ def multi_reference_canvas() -> Canvas:
     canvas.nodes.append(Node(14, "LoadImage", "Load extra reference", {"image": EXTRA_REFERENCE}))
     canvas.node(5).links["extra_references"] = (14, 0)
     canvas.node(NOTE_ID).widgets["text"] = MULTI_REFERENCE_NOTE
-    driving = _group(canvas, "Driving video")
-    driving.title = "Driving video and extra photo"
-    driving.columns[1].insert(0, 14)
+    _group(canvas, "Inputs").columns[0].append(14)  # the two photos of the person, one above the other
     canvas.level[14] = None
     return canvas
 
@@ -159,9 +183,9 @@ def init_video_canvas() -> Canvas:
     return canvas
 
 
-GUIDER_NOTE = BASIC_NOTE + """
-Sampling runs in core nodes: any sampler in Core sampler; steps in Core schedule (or BasicScheduler on the
-guider's schedule output, for other schedulers). The noise seed also places the windows."""
+GUIDER_NOTE = BASIC_NOTE + "\n" + (  # one line: the Note wraps it
+    "Sampling runs in core nodes: any sampler in Core sampler; steps in Core schedule (or BasicScheduler on the "
+    "guider's schedule output, for other schedulers). The noise seed also places the windows.")
 
 
 def guider_canvas() -> Canvas:
@@ -184,13 +208,14 @@ def guider_canvas() -> Canvas:
     canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
     canvas.groups = [
         Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1]}),
-        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7], 4: [8, 14, 16, 15]}),
+        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7], 4: [8]}),
         Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
-        Group("Core sampling", PURPLE, {5: [17]}),
-        Group("Output", BROWN, {6: [9, 10], 7: [11]}),
+        Group("Core sampling", PURPLE, {5: [16, 14, 15], 6: [17]}),
+        Group("Output", BROWN, {7: [9, 10], 8: [11]}),
     ]
-    # VAE Decode and Create Video share a column (one fewer than the basic graph's output, so that the zoom stays at
-    # or above 60 %); Create Video stays level with its audio input, so the links from the driving video run straight.
+    # The core nodes that sample together in one group; VAE Decode and Create Video share a column (one fewer than
+    # the basic graph's output); Create Video stays level with its audio input, so the driving video's links run
+    # straight.
     canvas.level = {6: "source", 8: "reference", 9: "vae", 10: "audio", 11: None, 14: None, 15: None, 16: None,
                     17: "guider"}
     canvas.below = {}
@@ -270,7 +295,8 @@ def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
     for node in canvas.nodes:
         if node.type == NOTE_TYPE:
             per_line = (canvas.note_width - NOTE_TEXT_INSET) // NOTE_CHAR_WIDTH
-            lines = sum(len(textwrap.wrap(line, per_line)) or 1 for line in node.widgets["text"].splitlines())
+            # one line more than the text needs: the browser wraps long words a little differently
+            lines = 1 + sum(len(textwrap.wrap(line, per_line)) or 1 for line in node.widgets["text"].splitlines())
             result[node.id] = Placed(node.id, node.title, Slots((), (), ("text",)), width=canvas.note_width,
                                      height=math.ceil(lines * NOTE_LINE_HEIGHT + NOTE_MARGINS))
             continue
@@ -284,8 +310,24 @@ def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
             source, slot = node.links[level_input]
             level_with = (level_input, source, slot)
         result[node.id] = Placed(node.id, title, slots, preview, PREVIEW_WIDTH if preview else None,
-                                 level_with=level_with, below=canvas.below.get(node.id, ()))
+                                 level_with=level_with, below=canvas.below.get(node.id, ()),
+                                 widget_texts=widget_texts(node, definition))
     return result
+
+
+def widget_texts(node: Node, definition: Definition) -> tuple[tuple[str, str], ...]:
+    """(label, value as the frontend shows it) for each widget row drawn as a label beside a value."""
+    texts = []
+    for name, spec, _ in definition.widget_inputs():
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if name == UPLOAD_INPUT or options.get("multiline") or name in node.links:
+            continue
+        value = node.widgets.get(name, options.get("default"))
+        shown = f"{value:.{FLOAT_DIGITS}f}" if spec[0] == "FLOAT" else str(value)
+        texts.append((name, shown))
+        if options.get("control_after_generate"):
+            texts.append(("control after generate", SEED_CONTROL))
+    return tuple(texts)
 
 
 def graph_links(canvas: Canvas) -> list[Link]:
@@ -299,9 +341,9 @@ def layout_of(canvas: Canvas, known: dict[str, Definition]) -> tuple[Layout, dic
 
 
 def ui_file(name: str, canvas: Canvas, known: dict[str, Definition]) -> dict[str, Any]:
-    layout, _ = layout_of(canvas, known)
+    layout, placed = layout_of(canvas, known)
     sizes = {box.node_id: (box.x, box.y, box.width, box.height) for box in layout.boxes.values()}
-    return ui_workflow(name, canvas.nodes, sizes, layout.groups, fit_view(layout), known)
+    return ui_workflow(name, canvas.nodes, sizes, layout.groups, opening_view(layout, placed), known)
 
 
 def check_layout(name: str, canvas: Canvas, known: dict[str, Definition]) -> None:

@@ -29,15 +29,36 @@ BODY_PADDING_WITH_WIDGETS = 14
 BODY_PADDING_WITHOUT_WIDGETS = 6
 MIN_WIDTH = 140  # LiteGraph.NODE_WIDTH
 MIN_WIDTH_WITH_WIDGETS = 210  # 1.5 x NODE_WIDTH
-TITLE_CHAR_WIDTH = 7  # average width of a title character at the frontend's 14 px title font (6.8 measured)
-TITLE_PADDING = 40  # title box and collapse dot left of the text, margin right of it
+# Text as the frontend draws it: titles in 14 px Arial (LiteGraph.NODE_TEXT_SIZE, NODE_FONT), widget labels and values
+# in 12 px (NODE_SUBTEXT_SIZE). A title is cut ("SamplerCustomAdva...") when it is wider than the node less two title
+# heights (LGraphNode.drawTitleText); a widget's label and value are cut when together with the 5 px gap between them
+# they are wider than the node less 85 px (BaseWidget.drawTruncatingText: 2 x 15 px margin + 5 px left padding on the
+# left, 2 x 15 px margin + 20 px right padding on the right).
+TITLE_FONT_SIZE = 14
+WIDGET_FONT_SIZE = 12
+TITLE_PADDING = 2 * TITLE_HEIGHT
+WIDGET_TEXT_PADDING = 85 + 5
+TEXT_SAFETY = 6  # rounding and font hinting: a few pixels more than the advance widths add up to
+# Frontend 1.58.1 draws the same labels up to 3 % wider (measured: "X-Portrait Motion Control" 166 px, Arial's
+# advances give 162 px); widths are sized for it too.
+TEXT_SLACK = 1.035
+# Advance widths of Arial (units per em: 2048) for the characters ' ' to '~'; Chromium on Linux draws "Arial" with
+# Liberation Sans, whose metrics are Arial's. Other characters count as the widest lower-case letter.
+ARIAL_UNITS_PER_EM = 2048
+ARIAL_ADVANCE = (
+    569, 569, 727, 1139, 1139, 1821, 1366, 391, 682, 682, 797, 1196, 569, 682, 569, 569, 1139, 1139, 1139, 1139, 1139,
+    1139, 1139, 1139, 1139, 1139, 569, 569, 1196, 1196, 1196, 1139, 2079, 1366, 1366, 1479, 1479, 1366, 1251, 1593,
+    1479, 569, 1024, 1366, 1139, 1706, 1479, 1593, 1366, 1593, 1479, 1366, 1251, 1479, 1366, 1933, 1366, 1366, 1251,
+    569, 569, 569, 961, 1139, 682, 1139, 1139, 1024, 1139, 1139, 569, 1139, 1139, 455, 455, 1024, 455, 1706, 1139, 1139,
+    1139, 1139, 682, 1024, 569, 1139, 1024, 1479, 1024, 1024, 1024, 684, 532, 684, 1196)
 # Slot labels: the frontend makes a node at least as wide as its longest input label plus its longest output label
 # plus a slot's height on each side and 5 px between (LGraphNode.computeSize); its 12 px label font averages 5.8 px
 # a character (measured: SamplerCustomAdvanced, "latent_image" and "denoised_output", grows to 202.5 px).
 SLOT_LABEL_CHAR_WIDTH = 6
 SLOT_LABELS_GAP = 5
 # Preview areas the frontend 1.27.10 adds below a node's widgets: an image preview needs at least 220 px, a video
-# preview 320 px (measured: LoadImage grows to 314 px, LoadVideo to 394 px once a file is picked).
+# preview 320 px (measured: LoadImage grows to 314 px, LoadVideo to 394 px once a file is picked; X-Portrait Sampler
+# grows by 212 px on its first latent preview with --preview-method auto).
 PREVIEW_HEIGHT = {"image": 220, "video": 320}
 # Spline links: control points this far along the slot direction (frontend: max(30, distance / 4)).
 SPLINE_MIN_CONTROL = 30
@@ -48,10 +69,19 @@ LINK_HALF_WIDTH = 3  # the frontend strokes links 3 px wide plus a 1 px border
 # padded by 10 px, fitted at 75 % of the canvas.
 FIT_PADDING = 10
 FIT_ZOOM = 0.75
-# The graph canvas of a 1920 x 1080 window in frontend 1.27.10 (the side bar and top bars take the rest).
-CANVAS_1080P = (1856, 1002)
+# The graph canvas of a 1920 x 1080 and of a 1366 x 768 window in frontend 1.27.10 with its default settings (the
+# side bar and the top bar take 40 px each; measured in the browser; 1.58.1's canvas is the whole window).
+CANVAS_1080P = (1880, 1040)
+CANVAS_768P = (1326, 728)
+READABLE_ZOOM = 0.6  # the zoom the templates must open and fit at (the frontend drops text below 8 / 14 = 0.571)
+# The minimap (frontend 1.27.10, on by default): 250 x 200 px, 66 px above the canvas's bottom and 44 px left of its
+# right edge (measured; 1.58.1 puts it 54 px above the bottom at the right edge of a canvas 40 px larger each way).
+MINIMAP_SIZE = (250, 200)
+MINIMAP_FROM_CORNER = (44, 66)
+MAX_VIEW_STEPS = 40  # the opening view gives up at most 0.2 of zoom to keep the minimap off the widgets
+VIEW_MARGIN = 8  # screen pixels kept between the graph and the canvas's top-left edges in the stored view
 
-COLUMN_GAP = 50
+COLUMN_GAP = 40
 LINK_CLEARANCE = 12  # space kept between a link and the title bar of a node it passes over
 MAX_SETTLE_ROUNDS = 20
 NODE_GAP = 28  # between a node's bottom and the next node's title bar
@@ -73,12 +103,17 @@ class Slots:
         padding = BODY_PADDING_WITH_WIDGETS if self.widgets else BODY_PADDING_WITHOUT_WIDGETS
         return rows * SLOT_HEIGHT + WIDGET_ROW * len(self.widgets) + padding
 
-    def min_width(self, title: str) -> int:
+    def min_width(self, title: str, widget_texts: Sequence[tuple[str, str]] = ()) -> int:
+        """The narrowest width at which the frontend keeps this node as it is and cuts none of its text: the title,
+        slot labels, and each widget's label with its value (widget_texts)."""
         base = MIN_WIDTH_WITH_WIDGETS if self.widgets else MIN_WIDTH
         inputs = max((len(name) for name in self.sockets), default=0) * SLOT_LABEL_CHAR_WIDTH
         outputs = max((len(name) for name in self.outputs), default=0) * SLOT_LABEL_CHAR_WIDTH
         labels = inputs + outputs + 2 * SLOT_HEIGHT + (SLOT_LABELS_GAP if inputs and outputs else 0)
-        return max(base, TITLE_PADDING + TITLE_CHAR_WIDTH * len(title), labels)
+        title_width = TITLE_PADDING + text_width(title, TITLE_FONT_SIZE) + TEXT_SAFETY
+        widgets = max((WIDGET_TEXT_PADDING + text_width(label, WIDGET_FONT_SIZE) + text_width(value, WIDGET_FONT_SIZE)
+                       + TEXT_SAFETY for label, value in widget_texts), default=0)
+        return math.ceil(max(base, title_width, labels, widgets))
 
     def input_y(self, name: str) -> float:
         """A linked input's slot centre below the node's top (sockets by row, widgets at their row)."""
@@ -89,6 +124,13 @@ class Slots:
 
     def output_y(self, slot: int) -> float:
         return slot * SLOT_HEIGHT + SLOT_Y
+
+
+def text_width(text: str, size: int) -> float:
+    """Width of `text` in Arial at `size` px, as the browser's measureText gives it."""
+    widest = ARIAL_ADVANCE[ord("m") - 32]
+    units = sum(ARIAL_ADVANCE[ord(char) - 32] if " " <= char <= "~" else widest for char in text)
+    return units * size / ARIAL_UNITS_PER_EM * TEXT_SLACK
 
 
 @dataclass
@@ -119,11 +161,16 @@ class Placed:
     height: int | None = None  # for nodes whose content is not widget rows (a Note's text)
     level_with: tuple[str, int, int] | None = None  # (input name, source node id, source output slot)
     below: tuple[int, ...] = ()  # node ids whose bottom this node's title must clear
+    widget_texts: tuple[tuple[str, str], ...] = ()  # (label, value as shown) per widget row that shows both
 
     def size(self) -> tuple[int, int]:
         height = max(self.height or 0, self.slots.min_height() + (PREVIEW_HEIGHT[self.preview] if self.preview else 0))
-        width = max(self.width or 0, self.slots.min_width(self.title))
+        width = max(self.width or 0, self.slots.min_width(self.title, self.widget_texts))
         return width, height
+
+    def widgets_bottom(self) -> int:
+        """Where the widget rows end below the body's top (a preview, if any, lies below)."""
+        return self.height if self.preview is None and self.height else self.slots.min_height()
 
 
 @dataclass
@@ -288,15 +335,53 @@ def _fit_bounds(layout: Layout) -> tuple[float, float, float, float]:
     return left, top, max(r[2] for r in rects) + FIT_PADDING - left, max(r[3] for r in rects) + FIT_PADDING - top
 
 
-def fit_view_zoom(layout: Layout, canvas: tuple[int, int] = CANVAS_1080P) -> float:
-    """The zoom the frontend's "fit view" picks for this layout on a canvas of `canvas` pixels."""
+def fit_view_zoom(layout: Layout, canvas: tuple[int, int] = CANVAS_1080P, extra_width: float = 0) -> float:
+    """The zoom the frontend's "fit view" picks for this layout (made `extra_width` wider) on a canvas of `canvas`
+    pixels."""
     _, _, width, height = _fit_bounds(layout)
-    return min(FIT_ZOOM * canvas[0] / width, FIT_ZOOM * canvas[1] / height)
+    return min(FIT_ZOOM * canvas[0] / (width + extra_width), FIT_ZOOM * canvas[1] / height)
 
 
-def fit_view(layout: Layout, canvas: tuple[int, int] = CANVAS_1080P) -> dict:
-    """The view (`extra.ds`: scale and offset) that "fit view" gives, stored so a template opens fitted."""
+def widget_areas(layout: Layout, nodes: dict[int, Placed]) -> dict[int, tuple[float, float, float, float]]:
+    """(left, top, right, bottom) of each node's title bar and widget rows: what must not hide under the minimap."""
+    return {node_id: (box.x, box.y - TITLE_HEIGHT, box.x + box.width, box.y + nodes[node_id].widgets_bottom())
+            for node_id, box in layout.boxes.items()}
+
+
+def minimap_rect(canvas: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the minimap in canvas pixels."""
+    right, bottom = canvas[0] - MINIMAP_FROM_CORNER[0], canvas[1] - MINIMAP_FROM_CORNER[1]
+    return right - MINIMAP_SIZE[0], bottom - MINIMAP_SIZE[1], right, bottom
+
+
+def under_minimap(layout: Layout, nodes: dict[int, Placed], view: dict, canvas: tuple[int, int]) -> list[int]:
+    """Nodes whose title or widgets the minimap covers when the canvas shows `view`."""
+    scale, (offset_x, offset_y) = view["scale"], view["offset"]
+    m_left, m_top, m_right, m_bottom = minimap_rect(canvas)
+    covered = []
+    for node_id, (left, top, right, bottom) in widget_areas(layout, nodes).items():
+        s_left, s_top = (left + offset_x) * scale, (top + offset_y) * scale
+        s_right, s_bottom = (right + offset_x) * scale, (bottom + offset_y) * scale
+        if s_left < m_right and m_left < s_right and s_top < m_bottom and m_top < s_bottom:
+            covered.append(node_id)
+    return covered
+
+
+def opening_view(layout: Layout, nodes: dict[int, Placed], canvas: tuple[int, int] = CANVAS_768P) -> dict:
+    """The view (`extra.ds`: scale and offset) a template opens at on a laptop's canvas (1366 x 768 window): the graph
+    from its top-left corner, at the zoom that shows it whole, or, where that is below READABLE_ZOOM, at the zoom that
+    shows its whole width (up to READABLE_ZOOM; what lies lower is a scroll away). Of those, the largest zoom (in
+    steps of 0.005) at which the minimap covers no node's title or widgets."""
     left, top, width, height = _fit_bounds(layout)
-    scale = math.floor(fit_view_zoom(layout, canvas) * 1000) / 1000  # the frontend keeps the offset as float32:
-    offset = [round(-left - width / 2 + canvas[0] / scale / 2), round(-top - height / 2 + canvas[1] / scale / 2)]
-    return {"scale": scale, "offset": offset}  # whole pixels and a short scale survive a save unchanged
+    across = min(1.0, (canvas[0] - 2 * VIEW_MARGIN) / width)
+    whole = min(across, (canvas[1] - 2 * VIEW_MARGIN) / height)
+    scale = math.floor((whole if whole >= READABLE_ZOOM else min(across, READABLE_ZOOM)) * 1000)
+    views = []
+    for step in range(0, scale, 5):
+        # the frontend keeps the offset as float32: whole pixels and a short scale survive a save unchanged
+        views.append({"scale": (scale - step) / 1000, "offset": [round(VIEW_MARGIN * 1000 / (scale - step) - left),
+                                                                 round(VIEW_MARGIN * 1000 / (scale - step) - top)]})
+        if not under_minimap(layout, nodes, views[-1], canvas) or step >= MAX_VIEW_STEPS * 5:
+            break
+    clear = [view for view in views if not under_minimap(layout, nodes, view, canvas)]
+    return clear[0] if clear else views[0]

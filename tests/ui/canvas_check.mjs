@@ -1,10 +1,13 @@
 // Drives ComfyUI's real web frontend in headless Chromium and measures each template as an artist meets it.
 // Called by tests/ui/test_canvas.py: `node canvas_check.mjs job.json`.
-// job.json: {url, chromium, playwrightCore (the package's folder), artifacts, portrait, video, templates: [{name, file}]};
-// prints one JSON report.
-// Per template: load it by a drop event, note dialogs and console errors, read the widget values, save it the way
-// the editor does (Ctrl+S) and fetch the saved file, pick the portrait and the video in the loaders, fit the view,
-// then measure node rectangles, links drawn under nodes and the zoom, and take a screenshot.
+// job.json: {url, chromium, playwrightCore (the package's folder), artifacts, portrait, video, serverLog, label,
+// tiny: {checkpoint, lora, resolution, steps}, templates: [{name, file}]}; prints one JSON report.
+// Per template, in a 1366 x 768 window: load it by a drop event, note dialogs and console errors, read the widget
+// values and the stored view (what text it cuts, what the minimap covers), save it the way the editor does (Ctrl+S)
+// and fetch the saved file, pick the portrait and the video in the loaders, fit the view and measure node rectangles,
+// links drawn under nodes and the zoom; then run it (tiny model, live previews on: the server runs with
+// --preview-method auto) and measure again after the run, fitted to a 1366 x 768 and to a 1920 x 1080 window, with a
+// screenshot of each.
 import fs from 'fs';
 import path from 'path';
 import { pathToFileURL } from 'url';
@@ -13,13 +16,16 @@ const job = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 const { chromium } = await import(pathToFileURL(path.join(job.playwrightCore, 'index.mjs')).href);
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync'];
-const VIEWPORT = { width: 1920, height: 1080 };
+const LAPTOP = { width: 1366, height: 768 };
+const DESKTOP = { width: 1920, height: 1080 };
+const RUN_TIMEOUT_MS = 240000; // one run of a template with the tiny model on a busy CPU
+const POLL_MS = 500;
 const SETTLE_MS = 1500; // the frontend finishes loading previews and layout after its promises resolve
 const LINK_STROKE = 5; // links are 3 px wide with a 1 px border on each side
 const SAMPLE_STEP = 4; // graph pixels between points tested inside a node
 const END_MARGIN = 24; // a link may run this far inside the node it starts or ends at (slots sit inside its edges)
 const STEP_TIMEOUT_MS = 60000; // any one browser step or request; a stuck one fails the run instead of hanging it
-const TEMPLATE_TIMEOUT_MS = 300000;
+const TEMPLATE_TIMEOUT_MS = 420000;
 
 function fetchWithin(url) {
   return fetch(url, { signal: AbortSignal.timeout(STEP_TIMEOUT_MS) });
@@ -32,7 +38,7 @@ function within(ms, promise, what) {
 }
 
 async function openApp(browser) {
-  const context = await browser.newContext({ viewport: VIEWPORT, acceptDownloads: false });
+  const context = await browser.newContext({ viewport: LAPTOP, acceptDownloads: false });
   const page = await context.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT_MS);
   const consoleErrors = [];
@@ -61,7 +67,8 @@ async function dropFile(page, name, text) {
 }
 
 async function saveLikeTheEditor(page, fileName) {
-  await page.mouse.click(VIEWPORT.width / 2, VIEWPORT.height - 60); // focus the canvas (an empty spot low down)
+  const viewport = page.viewportSize();
+  await page.mouse.click(viewport.width / 2, viewport.height - 60); // focus the canvas (an empty spot low down)
   await page.keyboard.press('Control+s');
   await page.waitForTimeout(800);
   await page.keyboard.press('Enter'); // accept the file name the save prompt offers
@@ -84,6 +91,92 @@ function graphState(page) {
       scale: window.app.canvas.ds.scale,
     };
   });
+}
+
+function viewState(page) {
+  // At the current view: what text the frontend cuts (titles wider than the node less two title heights; widget
+  // labels whose label, value and padding do not fit: LGraphNode.drawTitleText, BaseWidget.drawTruncatingText),
+  // which nodes' title or widget rows the minimap covers, the zoom, and whether the canvas draws text at it.
+  return page.evaluate(() => {
+    const app = window.app;
+    const canvas = app.canvas;
+    canvas.setDirty(true, true);
+    canvas.draw(true, true);
+    const context = document.createElement('canvas').getContext('2d');
+    const cut = [];
+    for (const node of app.graph._nodes) {
+      context.font = canvas.title_text_font;
+      const title = node.getTitle?.() ?? node.title;
+      const titleWidth = context.measureText(title).width;
+      if (titleWidth > node.size[0] - 2 * window.LiteGraph.NODE_TITLE_HEIGHT) cut.push([node.id, 'title', title, Math.ceil(titleWidth)]);
+      context.font = canvas.inner_text_font;
+      for (const widget of node.widgets || []) {
+        if (widget.element || typeof widget.drawTruncatingText !== 'function' || ['button', 'toggle'].includes(widget.type)) continue;
+        const label = widget.displayName ?? widget.label ?? widget.name;
+        const value = String(widget._displayValue ?? widget.value ?? '');
+        const needed = context.measureText(label).width + 5 + context.measureText(value).width;
+        const padding = widget.type === 'text' ? 60 : 85; // margins and paddings as drawTruncatingText is called
+        if (needed > node.size[0] - padding) cut.push([node.id, widget.name, `${label} | ${value}`, Math.ceil(needed + padding)]);
+      }
+    }
+    const map = document.querySelector('.minimap-main-container');
+    const box = canvas.canvas.getBoundingClientRect();
+    const covered = [];
+    let minimap = null;
+    if (map && map.getBoundingClientRect().width > 0) {
+      const m = map.getBoundingClientRect();
+      minimap = [m.left, m.top, m.width, m.height];
+      const { scale, offset } = canvas.ds;
+      for (const node of app.graph._nodes) {
+        const widgetsEnd = Math.max(0, ...(node.widgets || []).filter((w) => !w.element && (w.y ?? w.last_y) !== undefined)
+          .map((w) => (w.y ?? w.last_y) + (w.computedHeight ?? window.LiteGraph.NODE_WIDGET_HEIGHT)));
+        const bottom = node.type === 'Note' ? node.size[1] : Math.max(widgetsEnd, (node.inputs?.length ?? 0) * 20);
+        const left = box.left + (node.pos[0] + offset[0]) * scale;
+        const top = box.top + (node.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT + offset[1]) * scale;
+        const right = box.left + (node.pos[0] + node.size[0] + offset[0]) * scale;
+        const lower = box.top + (node.pos[1] + bottom + offset[1]) * scale;
+        if (left < m.right && m.left < right && top < m.bottom && m.top < lower) covered.push(node.id);
+      }
+    }
+    return { scale: canvas.ds.scale, offset: [...canvas.ds.offset], canvas: [canvas.canvas.width, canvas.canvas.height],
+      lowQuality: Boolean(canvas.low_quality), lowQualityBelow: canvas._lowQualityZoomThreshold ?? null,
+      cutText: cut, minimap, minimapCovers: covered };
+  });
+}
+
+async function runTiny(page) {
+  // The template with the tiny model at a small resolution and few steps, queued as the Run button does; waits
+  // until the server has finished it. Returns the run's status and how many LoRA merges the server logged.
+  await page.evaluate((tiny) => {
+    for (const node of window.app.graph._nodes) {
+      for (const widget of node.widgets || []) {
+        let value;
+        if (node.type === 'XPortraitLoadModel' && widget.name === 'checkpoint') value = tiny.checkpoint;
+        if (node.type === 'XPortraitLoRA' && widget.name === 'lora_name') value = tiny.lora;
+        if (widget.name === 'resolution') value = tiny.resolution;
+        if (widget.name === 'steps') value = tiny.steps;
+        if (value === undefined) continue;
+        widget.value = value;
+        widget.callback?.(value);
+      }
+    }
+  }, job.tiny);
+  const logBefore = fs.readFileSync(job.serverLog, 'utf8').length;
+  const before = Object.keys(await (await fetchWithin(`${job.url}/api/history`)).json());
+  await page.evaluate(() => window.app.queuePrompt(0, 1));
+  const started = Date.now();
+  let entry;
+  while (!entry && Date.now() - started < RUN_TIMEOUT_MS) {
+    await page.waitForTimeout(POLL_MS);
+    const history = await (await fetchWithin(`${job.url}/api/history`)).json();
+    const added = Object.keys(history).filter((id) => !before.includes(id));
+    if (added.length && history[added[0]].status?.completed !== undefined) entry = history[added[0]];
+  }
+  await page.waitForTimeout(3 * SETTLE_MS); // the last previews and the output video arrive over the websocket
+  const log = fs.readFileSync(job.serverLog, 'utf8').slice(logBefore);
+  return { status: entry ? entry.status.status_str : 'timed out', seconds: (Date.now() - started) / 1000,
+    messages: entry ? entry.status.messages.map(([kind]) => kind) : [],
+    loraMerges: log.split('\n').filter((line) => line.includes('layers merged at strength')).length };
 }
 
 async function pickFiles(page) {
@@ -138,7 +231,8 @@ async function measure(page) {
       Math.max(...all.map((r) => r[0] + r[2])), Math.max(...all.map((r) => r[1] + r[3]))];
     const box = app.canvas.canvas.getBoundingClientRect();
     return { scale: app.canvas.ds.scale, offset: [...app.canvas.ds.offset], canvas: [app.canvas.canvas.width,
-      app.canvas.canvas.height], canvasOnPage: [box.left, box.top], bounds, overlaps, linksUnder };
+      app.canvas.canvas.height], canvasOnPage: [box.left, box.top], bounds, overlaps, linksUnder,
+      lowQuality: Boolean(app.canvas.low_quality), lowQualityBelow: app.canvas._lowQualityZoomThreshold ?? null };
   }, [LINK_STROKE, SAMPLE_STEP, END_MARGIN]);
 }
 
@@ -153,14 +247,27 @@ async function checkTemplate(browser, template) {
   phase.name = 'load';
   await dropFile(page, fileName, text);
   const report = { name: template.name, dialogsAfterLoad: await dialogTexts(page), loaded: await graphState(page) };
+  report.storedView = await viewState(page); // as the template opens on a laptop, minimap on
   report.saved = await saveLikeTheEditor(page, fileName);
   phase.name = 'picking';
   await pickFiles(page);
   report.afterPicking = await graphState(page);
   report.measured = await measure(page);
   await page.waitForTimeout(500);
-  report.screenshot = path.join(job.artifacts, `${template.name}.png`);
+  report.screenshot = path.join(job.artifacts, `${job.label} ${template.name} picked 1366.png`);
   await page.screenshot({ path: report.screenshot });
+  phase.name = 'run';
+  report.run = await runTiny(page);
+  report.afterRun = {};
+  for (const viewport of [LAPTOP, DESKTOP]) {
+    await page.setViewportSize(viewport);
+    await page.waitForTimeout(SETTLE_MS);
+    const size = `${viewport.width}x${viewport.height}`;
+    report.afterRun[size] = { nodes: (await graphState(page)).nodes, measured: await measure(page), view: await viewState(page) };
+    await page.waitForTimeout(500);
+    report.afterRun[size].screenshot = path.join(job.artifacts, `${job.label} ${template.name} after run ${size}.png`);
+    await page.screenshot({ path: report.afterRun[size].screenshot });
+  }
   report.consoleErrors = consoleErrors;
   await context.close();
   return report;
@@ -188,7 +295,11 @@ const browser = await chromium.launch({ executablePath: job.chromium, args: CHRO
 try {
   const reports = [];
   for (const template of job.templates) {
-    reports.push(await within(TEMPLATE_TIMEOUT_MS, checkTemplate(browser, template), `checking ${template.name}`));
+    try { // one template's failure is reported with it; the others are still measured
+      reports.push(await within(TEMPLATE_TIMEOUT_MS, checkTemplate(browser, template), `checking ${template.name}`));
+    } catch (error) {
+      reports.push({ name: template.name, error: String(error && error.stack || error) });
+    }
   }
   const templatesBrowser = await checkTemplatesBrowser(browser);
   process.stdout.write(JSON.stringify({ reports, templatesBrowser }));
