@@ -226,10 +226,10 @@ PICTURE = "your_picture.png"
 FULL_PICTURE_NOTE_WIDTH = 260  # as narrow as the Note can be before it pushes the driving video down
 FULL_PICTURE_NOTE = f"""Pick 3 files, then Run.
 1. Load driving video: a phone video is fine; Track Face follows the face in it.
-2. Load source picture: a whole photo or painting, at its full size. Face Crop picks the largest face; set its
-face to a number (0 = leftmost) or to x,y to pick another (its preview output numbers the faces). The animation is
-pasted back into the whole picture.
-3. Load X-Portrait Model: {CHECKPOINT} from github.com/bytedance/X-Portrait, in models/xportrait/."""
+2. Load source picture: a whole photo or painting, at its full size.
+3. Load X-Portrait Model: {CHECKPOINT} from github.com/bytedance/X-Portrait, in models/xportrait/.
+Face Crop picks the largest face; set face to a number (0 = leftmost) or x,y for another.
+The animation is pasted back into the whole picture."""
 
 
 def full_picture_canvas() -> Canvas:
@@ -261,7 +261,7 @@ def full_picture_canvas() -> Canvas:
         Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1, 14]}),
         Group("Driving video", GREEN, {0: [3], 1: [4], 2: [15]}, below=("Inputs",)),
         Group("X-Portrait", PURPLE, {3: [5, 6], 4: [7], 5: [8]}),
-        Group("Output", BROWN, {6: [9], 7: [16, 10], 8: [11]}),
+        Group("Output", BROWN, {5: [9], 6: [16], 7: [10], 8: [11]}),
     ]
     level = {14: "picture", 6: "source", 8: None, 9: "vae", 10: "audio", 11: None, 15: None, 16: None}
     return Canvas(nodes, groups, level, note_width=FULL_PICTURE_NOTE_WIDTH)

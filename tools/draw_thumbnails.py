@@ -146,12 +146,29 @@ def guider(draw: Draw) -> None:
     film(draw, 470, ICON_Y + 6, BROWN, "video")
 
 
+def full_picture(draw: Draw) -> None:
+    """A wide picture with a small face boxed, animated in its crop and pasted back at the picture's size."""
+    draw.rectangle((24, ICON_Y - 92, 204, ICON_Y + 52), outline=BLUE, width=4)
+    draw.ellipse((118, ICON_Y - 60, 142, ICON_Y - 36), fill=BLUE)
+    draw.pieslice((106, ICON_Y - 32, 154, ICON_Y + 16), 180, 360, fill=BLUE)
+    draw.rectangle((100, ICON_Y - 70, 160, ICON_Y - 10), outline=ACCENT, width=3)
+    centred_text(draw, 114, ICON_Y + 72, "picture, face boxed", SMALL_FONT, MUTED)
+    arrow(draw, 164, ICON_Y - 40, 222, ICON_Y - 40, ACCENT)
+    box(draw, 266, ICON_Y - 40, PURPLE, "X-P", width=80, height=64)
+    arrow(draw, 310, ICON_Y - 40, 346, ICON_Y - 40, ACCENT)
+    draw.rectangle((350, ICON_Y - 92, 490, ICON_Y + 52), outline=ACCENT, width=4)
+    draw.ellipse((408, ICON_Y - 60, 432, ICON_Y - 36), fill=BROWN)
+    draw.pieslice((396, ICON_Y - 32, 444, ICON_Y + 16), 180, 360, fill=BROWN)
+    centred_text(draw, 420, ICON_Y + 72, "pasted back, full size", SMALL_FONT, ACCENT)
+
+
 DRAWINGS: dict[str, tuple[str, str, Callable[[Draw], None]]] = {
     "X-Portrait basic animation": ("Animate a portrait", "your portrait moves like your driving video", basic),
     "X-Portrait fast animation (LCM LoRA)": ("Fast: LCM-LoRA", "about 4 sampling steps instead of 30", fast),
     "X-Portrait with an extra reference photo": ("+ Extra photo", "a second photo of the same person", extra_reference),
     "X-Portrait from an init video": ("From an init video", "start from a video and change it", init_video),
     "X-Portrait with core samplers (Guider)": ("Core samplers", "ComfyUI's samplers, schedulers and noise", guider),
+    "X-Portrait in the full picture": ("In the full picture", "crop a face, animate it, paste it back", full_picture),
 }
 
 
