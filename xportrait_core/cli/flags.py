@@ -79,6 +79,8 @@ def add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: st
         keywords["default"] = None
     if value is not None and option.kind != "bool":
         keywords["help"] = f"{option.help} (default: {value})".replace("%", "%%")
+    elif value is None and option.default_help:
+        keywords["help"] = f"{option.help} (default: {option.default_help})".replace("%", "%%")
     keywords.update(extra)
     return parser.add_argument(option.flag, *option.aliases, **keywords)
 
