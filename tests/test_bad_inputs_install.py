@@ -170,3 +170,5 @@ def test_pip_install_dot_packages_every_module_and_the_demos_data(tmp_path):
     assert expected <= set(wheel.namelist())
     assert "xportrait_core/controls/landmarks/dlib_provider.py" in expected
     assert "xportrait_core/cli/data/astronaut_landmarks_256.json" in expected
+    entry_points = next(name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt"))
+    assert "xportrait = xportrait_core.cli.main:console" in wheel.read(entry_points).decode()  # the console command
