@@ -17,7 +17,7 @@ import tomllib
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST_MODULES = {"comfy", "comfy_extras", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server",
                 "execution", "node_helpers"}
-PROVIDED_BY_THE_HOST = {"torch"}  # never listed: ComfyUI's own build (README, "Install")
+PROVIDED_BY_THE_HOST = {"torch"}  # never listed: ComfyUI's own build (README, "Install in ComfyUI")
 OPTIONAL = {"xformers", "mediapipe"}  # used when installed, never required
 COMFYUI_OWN = {"numpy", "pillow"}  # ComfyUI itself cannot start without these
 

@@ -1,4 +1,4 @@
-"""The code map holds: xportrait_core is grouped by role and imports run one way (README, "Code map").
+"""The code map holds: xportrait_core is grouped by role and imports run one way (docs/code_map.md).
 
 Read from the source tree with ast, so every import counts, including those inside functions (the pack imports
 heavy modules lazily).
