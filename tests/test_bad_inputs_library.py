@@ -172,7 +172,7 @@ def test_a_phone_photo_with_exif_rotation_reads_upright(tmp_path, portrait_rgb):
     stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
     frames = read_video(tmp_path / "phone.jpg").frames[0]
     assert tuple(frames.shape) == (128, 96, 3)
-    assert float((frames - torch.from_numpy(np.asarray(upright)).float() / 255).abs().mean()) < 0.02
+    assert float((frames - torch.from_numpy(np.array(upright)).float() / 255).abs().mean()) < 0.02
 
 
 # ------------------------------------------------------------------------------------------- non-finite values
