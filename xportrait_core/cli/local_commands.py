@@ -21,7 +21,7 @@ from ..options import (
     OptionError,
     StartMode,
 )
-from .flags import add_flag, add_flags, spell
+from .flags import add_flag, add_flags, exit_statuses, spell
 from .requirements import MissingRequirementsError, require_packages
 
 if TYPE_CHECKING:
@@ -84,8 +84,6 @@ def _add_device_flags(parser: argparse.ArgumentParser, *model_flags: str) -> Non
 
 
 def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .main import exit_statuses
-
     parser = subparsers.add_parser(
         "animate", help="animate a portrait with a driving video",
         description="Animate SOURCE (a portrait image) with the head pose and expressions of DRIVING "
@@ -110,8 +108,6 @@ def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .main import exit_statuses
-
     parser = subparsers.add_parser(
         "demo", help="run the whole pipeline with nothing downloaded (a tiny random model)",
         description="Builds a tiny random X-Portrait model in the real key layout, makes a driving clip from "
@@ -131,8 +127,6 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .main import exit_statuses
-
     parser = subparsers.add_parser(
         "convert", help="convert a .th checkpoint to .safetensors (verified round trip)",
         description="Reads the checkpoint safely (weights only), writes .safetensors, reads it back and checks "

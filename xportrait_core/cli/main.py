@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from .. import __version__
 from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_NO_SERVER, EXIT_OK
-from .flags import add_flag
+from .flags import add_flag, exit_statuses
 from .local_commands import add_animate_parser, add_convert_parser, add_demo_parser
 
 PROG = "python -m xportrait_core"
@@ -43,13 +43,6 @@ class HelpFormatter(argparse.HelpFormatter):
             lines.append(indent + line if line.strip() else "")
         flush()
         return "\n".join(lines)
-
-
-def exit_statuses(*specific: str) -> str:
-    """The epilog line every command ends its help with: its exit statuses (`specific`: those only it has)."""
-    statuses = [f"{EXIT_OK} done", *specific, f"{EXIT_BAD_INPUT} bad arguments or inputs (nothing is written)",
-                f"{EXIT_INTERRUPTED} interrupted by Ctrl-C (no file is left half-written)"]
-    return "exit status: " + ", ".join(statuses) + "."
 
 
 class ArgumentParser(argparse.ArgumentParser):
