@@ -3,7 +3,7 @@
 The default is what the machine has free: the cores this process may run on (its CPU affinity, which containers and
 `taskset` narrow) less the one-minute load average (whole cores other work keeps busy), at least one. On a busy
 machine, threads beyond the free cores do not finish sooner: they wait for each other at every parallel kernel and
-spend more CPU time (the demo on the 2-core development machine: about 22 CPU-seconds with 2 threads when quiet,
+spend more CPU time (the demo on the 2-core development machine: 20-23 CPU-seconds with 2 threads when quiet,
 40-88 with 2 threads under heavy load, 15 with the 1 thread this default chose there). On a quiet machine the
 default is every core, as torch's own.
 """
