@@ -64,10 +64,9 @@ class ProgressLine:
         elapsed = time.monotonic() - self.started
         self.shown = True
         line = f"sampling: step {step + 1}/{self.total_steps}, window {window + 1}/{windows}, {elapsed:.0f} s"
-        if self.rewrite:
-            print(f"\r{line}", end="", file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        # One write per update, the line's end included: a Ctrl-C between two writes would leave the next message
+        # on the progress line.
+        print(f"\r{line}" if self.rewrite else f"{line}\n", end="", file=sys.stderr, flush=True)
 
 
 def _add_sampling_flags(parser: argparse.ArgumentParser, steps: int, resolution: int) -> None:
