@@ -213,7 +213,8 @@ def emit(row: dict) -> None:
     print(json.dumps(row), flush=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """argv: the arguments (default: sys.argv[1:]); tests call it in-process with CI-sized ones."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=tuple(CONFIGS), default="full")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -229,7 +230,7 @@ def main() -> None:
                         help="seconds each compile_blocks process may take, model build and start-up included "
                              "(default 100: past it, the 60 s start-up goal is missed anyway)")
     parser.add_argument("--single-compile", help=argparse.SUPPRESS)  # internal: one compile_blocks run
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.frame_counts = [int(f) for f in args.frames.split(",")]
     device = torch.device(args.device)
     if args.single_compile:

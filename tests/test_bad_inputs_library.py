@@ -63,13 +63,13 @@ def test_a_killed_writer_never_leaves_a_half_written_video_at_the_destination(tm
               "frames = torch.rand(400, 128, 128, 3)  # noise: slow to encode, a wide window to kill in\n"
               "print('writing', flush=True)\n"
               f"write_video({str(out)!r}, frames, fps=25)\n")
-    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                               env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    assert process.stdout.readline().strip() == b"writing"
-    while not [p for p in tmp_path.iterdir() if ".partial-" in p.name and p.stat().st_size > 0]:
-        assert process.poll() is None, "the writer finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}) as process:  # closes its pipe after
+        assert process.stdout.readline().strip() == b"writing"
+        while not [p for p in tmp_path.iterdir() if ".partial-" in p.name and p.stat().st_size > 0]:
+            assert process.poll() is None, "the writer finished before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     assert out.read_bytes() == earlier
     assert read_video(out).frames.shape[0] == 4
 
@@ -172,7 +172,7 @@ def test_a_phone_photo_with_exif_rotation_reads_upright(tmp_path, portrait_rgb):
     stored.save(tmp_path / "phone.jpg", exif=exif, quality=100)
     frames = read_video(tmp_path / "phone.jpg").frames[0]
     assert tuple(frames.shape) == (128, 96, 3)
-    assert float((frames - torch.from_numpy(np.asarray(upright)).float() / 255).abs().mean()) < 0.02
+    assert float((frames - torch.from_numpy(np.array(upright)).float() / 255).abs().mean()) < 0.02
 
 
 # ------------------------------------------------------------------------------------------- non-finite values

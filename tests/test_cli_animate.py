@@ -1,6 +1,9 @@
 """The local command line: demo, animate (end to end with a tiny checkpoint file) and convert."""
 from __future__ import annotations
 
+import logging
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,15 +13,23 @@ from xportrait_core.cli.main import main
 from xportrait_core.media.video_io import read_video, write_video
 
 
-def test_demo_writes_the_promised_video(tmp_path, capsys):
+def test_demo_writes_the_promised_video(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--output", str(out)]) == 0
     clip = read_video(out)
     assert clip.frames.shape == (24, 128, 128, 3)
     assert clip.fps == pytest.approx(12.0)
-    printed = capsys.readouterr().out
-    assert "random" in printed and "model_state-415001.th" in printed
-    assert "frames without a face: 0" in printed
+    printed = capsys.readouterr()
+    assert "random" in printed.out and "model_state-415001.th" in printed.out
+    assert "frames without a face: 0" in printed.out
+    assert re.search(r"done in \d+ s \(\d+ CPU-seconds, \d+ threads?\)", printed.out)
+    # The 128 px aligned frames are upsampled for the local patches' landmarks chunk by chunk: said once.
+    upsampled = [record for record in caplog.records if "upsampled" in record.getMessage()]
+    assert [record.getMessage().split(":")[0] for record in upsampled] == ["local patches"]
+    # Not a terminal (captured): one line per progress update, no carriage returns running them together.
+    progress = [line for line in printed.err.splitlines() if line.startswith("sampling: step")]
+    assert "\r" not in printed.err and len(progress) == 8  # 4 steps x 2 windows
 
 
 def test_demo_with_exact_landmarks_needs_no_landmark_model(tmp_path, capsys):

@@ -44,7 +44,7 @@ def queue_args(inputs: dict, *servers: str) -> list[str]:
 
 def test_queue_help_runs_as_a_module():
     completed = subprocess.run([sys.executable, "-m", "xportrait_core", "queue", "--help"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, timeout=60)
+                               capture_output=True, text=True)
 
     assert completed.returncode == 0
     for option in ("--sources", "--drivings", "--pairs", "--server", "--seed-policy", "--state", "exit status"):
@@ -53,8 +53,7 @@ def test_queue_help_runs_as_a_module():
 
 def test_parsing_the_command_line_does_not_import_torch():
     probe = "import sys; from xportrait_core.cli import main; main.build_parser(); print('torch' in sys.modules)"
-    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
-                               timeout=60)
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
 
     assert completed.stdout.strip() == "False"
 
@@ -65,8 +64,7 @@ def test_building_the_parser_does_not_load_the_batch_queue():
              "xportrait_core.batch_queue.queue_state", "xportrait_core.batch_queue.command", "torch"]
     probe = (f"import sys, xportrait_core.cli.main; xportrait_core.cli.main.build_parser(); "
              f"print([name for name in {heavy!r} if name in sys.modules])")
-    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
-                               timeout=60)
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True)
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"

@@ -53,7 +53,7 @@ def test_every_flag_is_an_option_with_its_spelling_help_and_default(command, act
 
 def test_every_command_has_flags_and_the_demo_overrides_only_what_it_declares():
     seen = {(command, action.dest) for command, action in flag_actions()}
-    assert {command for command, _ in seen} == {"", "animate", "demo", "convert", "queue"}
+    assert {command for command, _ in seen} == {"animate", "demo", "convert", "queue"}  # the top level: none
     overridden = {(command, action.dest) for command, action in flag_actions()
                   if action.option_strings and action.default != OPTIONS[action.dest].default
                   and not isinstance(action, argparse._AppendAction)}

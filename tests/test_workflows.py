@@ -186,7 +186,7 @@ def test_no_other_folder_is_served_as_templates():
 def test_every_template_has_a_jpeg_thumbnail_beside_it(path):
     """The frontend asks for <template>.jpg next to the file (custom-node templates: mediaSubtype "jpg")."""
     thumbnail = path.with_suffix(".jpg")
-    assert thumbnail.is_file(), f"missing {thumbnail.name}: see README 'UI tests' to make it"
+    assert thumbnail.is_file(), f"missing {thumbnail.name}: see docs/testing.md, 'UI tests', to make it"
     assert thumbnail.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
 
 

@@ -1,6 +1,6 @@
 """X-Portrait core library: networks, checkpoint loading, sampling, driving-video preparation.
 
-Host-independent: never imports ComfyUI. Grouped by role, imports running one way (see README, "Code map"):
+Host-independent: never imports ComfyUI. Grouped by role, imports running one way (see docs/code_map.md):
 
     cli -> pipeline -> sampling, controls -> model -> networks        (media: images and videos, below all)
 

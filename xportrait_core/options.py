@@ -52,6 +52,8 @@ LARGEST_FACE = "largest"  # face: the largest face of the picture
 # face_margin: crop side / face size. The pack's demo portrait (cli.demo_clip.ASTRONAUT_FACE_CROP, head and shoulders)
 # is 280 px around a 93 px landmark box: 3.0 (docs/face_framing.md, "How much around the face").
 DEFAULT_FACE_MARGIN = 3.0
+# Other words for a best_frame choice: "none" was the command line's word for "off" (the nodes' word), still taken.
+BEST_FRAME_ALIASES = {"none": BEST_FRAME_OFF}
 
 VIDEO_OUTPUT_SUFFIXES = (".mp4", ".webm", ".gif")  # what media.video_io writes
 
@@ -108,6 +110,7 @@ class Option:
     cli_only: only the command line takes it, so the command line checks it when it parses it (the library checks
         the others where they enter it).
     node_input: the nodes' input name; None when no node has it.
+    default_help: what a default of None means, for the help ("all frames"); shown as the default.
     widget: what the node's widget needs beyond the value (step, round, control_after_generate).
     """
 
@@ -128,6 +131,7 @@ class Option:
     node_input: str | None = None
     carries: str | None = None
     widget: tuple[tuple[str, Any], ...] = ()
+    default_help: str = ""
 
     def check(self, value: Any) -> Any:
         """The value when it is one this option takes; OptionError saying what is accepted otherwise."""
@@ -193,9 +197,11 @@ def check(name: str, value: Any) -> Any:
 
 
 def check_best_frame(value: object) -> str | int:
-    """best_frame as the library takes it: "auto", "off" (None too), or a frame index >= 0."""
+    """best_frame as the library takes it: "auto", "off" (None and the aliases too), or a frame index >= 0."""
     if value is None:
         return BEST_FRAME_OFF
+    if isinstance(value, str) and value.lower() in BEST_FRAME_ALIASES:
+        return BEST_FRAME_ALIASES[value.lower()]
     if value == "auto" or value == BEST_FRAME_OFF:
         return str(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 0:
@@ -290,7 +296,7 @@ OPTIONS: dict[str, Option] = _declare(
            "original); nearest: the eye and mouth positions of the closest frame with a face.", "choice", "black",
            _choices(MissingFace), flag="--missing-face", node_input="missing_face"),
     Option("max_frames", "Use at most this many driving frames.", "int", None, minimum=1, cli_only=True,
-           flag="--max-frames"),
+           flag="--max-frames", default_help="all frames"),
     Option("frame_step", "Use every n-th driving frame.", "int", 1, minimum=1, cli_only=True, flag="--frame-step"),
     Option("landmark_provider", "Which detector finds the eyes, nose and mouth. dlib: the default, offline, not for "
            "commercial use. mediapipe: better with turned heads, allowed commercially, needs the mediapipe package.",
@@ -348,6 +354,10 @@ OPTIONS: dict[str, Option] = _declare(
            "does not change.", "choice", "off", _choices(CompileMode), flag="--compile", node_input="compile"),
     Option("device", "Where the model runs: auto (CUDA when available), cpu, cuda, cuda:1, mps.", "text", "auto",
            cli_only=True, flag="--device"),
+    Option("threads", "CPU threads for the model's work. More threads than free cores cost more CPU time, not less "
+           "wall time: lower it on a busy or shared machine.", "int", None, minimum=1, maximum=1024, cli_only=True,
+           flag="--threads", default_help="the cores this process may use, less the machine's load average, at "
+           "least 1"),
     # ------------------------------------------------------------------------------------------------- LoRA
     Option("lora_file", "A Stable Diffusion 1.5 LoRA file, e.g. the LCM-LoRA for fast 4-step animation (in "
            "ComfyUI: from models/loras/).", "path", None, flag="--lora", node_input="lora_name"),
@@ -398,8 +408,8 @@ OPTIONS: dict[str, Option] = _declare(
            flag="destination"),
     Option("fp16", "Store parameters in fp16 (half the size; schedule buffers stay fp32).", "bool", False,
            cli_only=True, flag="--fp16"),
-    Option("verbose", "Also log every HTTP request (debug level).", "bool", False, cli_only=True, flag="--verbose",
-           aliases=("-v",)),
+    Option("verbose", "Also log every HTTP request to the servers (debug level).", "bool", False, cli_only=True,
+           flag="--verbose", aliases=("-v",)),
     # ------------------------------------------------------------------------------------------- batch queue
     Option("workflow", "Workflow JSON in API format (ComfyUI: Workflow > Export (API)).", "path", cli_only=True,
            flag="workflow"),

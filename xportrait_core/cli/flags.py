@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..options import OPTIONS, Option, OptionError
+from ..options import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, OPTIONS, Option, OptionError
 
 NO_DEFAULT = object()
 
@@ -79,6 +79,8 @@ def add_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: st
         keywords["default"] = None
     if value is not None and option.kind != "bool":
         keywords["help"] = f"{option.help} (default: {value})".replace("%", "%%")
+    elif value is None and option.default_help:
+        keywords["help"] = f"{option.help} (default: {option.default_help})".replace("%", "%%")
     keywords.update(extra)
     return parser.add_argument(option.flag, *option.aliases, **keywords)
 
@@ -94,3 +96,10 @@ def spell(name: str, value: str | None = None) -> str:
     option = OPTIONS.get(name)
     flag = option.flag if option is not None and option.flag else name
     return flag if value is None else f"{flag} {value}"
+
+
+def exit_statuses(*specific: str) -> str:
+    """The epilog line every command ends its help with: its exit statuses (`specific`: those only it has)."""
+    statuses = [f"{EXIT_OK} done", *specific, f"{EXIT_BAD_INPUT} bad arguments or inputs (nothing is written)",
+                f"{EXIT_INTERRUPTED} interrupted by Ctrl-C (no file is left half-written)"]
+    return "exit status: " + ", ".join(statuses) + "."

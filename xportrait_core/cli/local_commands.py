@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..options import (
+    BEST_FRAME_ALIASES,
+    BEST_FRAME_OFF,
     EXIT_BAD_INPUT,
     EXIT_OK,
     VIDEO_OUTPUT_SUFFIXES,
@@ -21,7 +23,8 @@ from ..options import (
     check,
     check_face_choice,
 )
-from .flags import add_flag, add_flags, spell
+from .flags import add_flag, add_flags, exit_statuses, spell
+from .requirements import MissingRequirementsError, require_packages
 
 if TYPE_CHECKING:
     from ..pipeline import PatchLandmarks
@@ -40,8 +43,9 @@ class CommandLineError(ValueError):
 
 
 class ProgressLine:
-    """One self-rewriting status line on stderr: step and window of the sampler, elapsed time. A context manager:
-    the line is ended however the block ends, so a following message starts on a line of its own.
+    """The sampler's progress on stderr: step and window, elapsed time. In a terminal one line rewrites itself (`\r`);
+    otherwise (a log file, a pipe) each update is a line of its own, since `\r` would run them together there. A
+    context manager: the line is ended however the block ends, so a following message starts on a line of its own.
 
     total_steps: the steps the scheduler really runs (the original's DDIM runs 31 for 30 requested)."""
 
@@ -49,29 +53,35 @@ class ProgressLine:
         self.total_steps = total_steps
         self.started = time.monotonic()
         self.shown = False
+        self.rewrite = sys.stderr.isatty()
 
     def __enter__(self) -> ProgressLine:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.shown:
+        if self.shown and self.rewrite:
             print(file=sys.stderr)
 
     def on_window(self, step: int, window: int, windows: int) -> None:
         elapsed = time.monotonic() - self.started
         self.shown = True
-        print(f"\rsampling: step {step + 1}/{self.total_steps}, window {window + 1}/{windows}, "
-              f"{elapsed:.0f} s", end="", file=sys.stderr, flush=True)
+        line = f"sampling: step {step + 1}/{self.total_steps}, window {window + 1}/{windows}, {elapsed:.0f} s"
+        # One write per update, the line's end included: a Ctrl-C between two writes would leave the next message
+        # on the progress line.
+        print(f"\r{line}" if self.rewrite else f"{line}\n", end="", file=sys.stderr, flush=True)
 
 
-def _add_run_flags(parser: argparse.ArgumentParser, steps: int, resolution: int) -> None:
-    """The flags animate and demo share: how to sample, and where and how the model runs."""
+def _add_sampling_flags(parser: argparse.ArgumentParser, steps: int, resolution: int) -> None:
     sampling = parser.add_argument_group("sampling")
     add_flags(sampling, "steps", "cfg", "seed", "scheduler", "window", "overlap", "placement", "resolution",
               defaults={"steps": steps, "resolution": resolution})
-    model = parser.add_argument_group("model")
-    add_flags(model, "device", "precision", "compile", "windows_per_batch")
-    add_flag(parser, "comparison", metavar="PATH")
+
+
+def _add_device_flags(parser: argparse.ArgumentParser, *model_flags: str) -> None:
+    """Where and how the model runs: the device, its threads, the precision and the faster paths, and `model_flags`
+    (the checkpoint's own, for animate)."""
+    device = parser.add_argument_group("device and model")
+    add_flags(device, "device", "threads", "precision", "attention", "compile", "windows_per_batch", *model_flags)
 
 
 def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -80,9 +90,13 @@ def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Animate SOURCE (a portrait image) with the head pose and expressions of DRIVING "
                     "(mp4/webm/gif or a folder of frames) and write the result at the driving video's frame rate. "
                     "Every argument and path is checked before the model is loaded; outputs are written to a "
-                    "temporary file and renamed, and never over an input.")
-    add_flags(parser, "checkpoint", "source", "driving", "output")
-    _add_run_flags(parser, steps=30, resolution=512)
+                    "temporary file and renamed, and never over an input.",
+        epilog=exit_statuses())
+    add_flags(parser, "checkpoint", "source", "driving")
+    output = parser.add_argument_group("output")
+    add_flag(output, "output")
+    add_flag(output, "comparison", metavar="PATH")
+    _add_sampling_flags(parser, steps=30, resolution=512)
     driving = parser.add_argument_group("driving video")
     add_flag(driving, "best_frame", metavar="{auto,off,N}")
     add_flags(driving, "missing_face", "fit", "max_frames", "frame_step", "landmarks_model", "driving_crop",
@@ -93,7 +107,8 @@ def add_animate_parser(subparsers: argparse._SubParsersAction) -> None:
     extra = parser.add_argument_group("extras")
     add_flags(extra, "lora_file", "lora_strength")
     add_flag(extra, "extra_references", action="append", metavar="IMAGE")
-    add_flags(extra, "init_video", "strength", "attention", "text_num_heads")
+    add_flags(extra, "init_video", "strength")
+    _add_device_flags(parser, "text_num_heads")
     parser.set_defaults(func=run_animate)
 
 
@@ -111,11 +126,17 @@ def add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole pipeline with nothing downloaded (a tiny random model)",
         description="Builds a tiny random X-Portrait model in the real key layout, makes a driving clip from "
                     "scikit-image's astronaut photo by known head motions, runs landmarks, alignment, local "
-                    "patches, sampling and decoding, and writes the video. A random model draws noise: this "
-                    "proves the installation, not the quality.\n\n" + REAL_CHECKPOINT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_flags(parser, "demo_output", "demo_frames", "demo_fps", "demo_landmarks")
-    _add_run_flags(parser, steps=DEMO_STEPS, resolution=DEMO_RESOLUTION)
+                    "patches, sampling and decoding, and writes the video (by default xportrait_demo.mp4 in the "
+                    "current folder). A random model draws noise: this proves the installation, not the "
+                    "quality.\n\n" + REAL_CHECKPOINT_HELP,
+        epilog=exit_statuses())
+    clip = parser.add_argument_group("demo clip")
+    add_flags(clip, "demo_frames", "demo_landmarks")
+    output = parser.add_argument_group("output")
+    add_flags(output, "demo_output", "demo_fps")
+    add_flag(output, "comparison", metavar="PATH")
+    _add_sampling_flags(parser, steps=DEMO_STEPS, resolution=DEMO_RESOLUTION)
+    _add_device_flags(parser)
     parser.set_defaults(func=run_demo)
 
 
@@ -124,7 +145,8 @@ def add_convert_parser(subparsers: argparse._SubParsersAction) -> None:
         "convert", help="convert a .th checkpoint to .safetensors (verified round trip)",
         description="Reads the checkpoint safely (weights only), writes .safetensors, reads it back and checks "
                     "every tensor. .safetensors loads faster, memory-mapped, and cannot carry code. The destination "
-                    "is checked first and written atomically; the source is never modified.")
+                    "is checked first and written atomically; the source is never modified.",
+        epilog=exit_statuses())
     add_flags(parser, "convert_source", "convert_destination", "fp16", "text_num_heads")
     parser.set_defaults(func=run_convert)
 
@@ -170,10 +192,11 @@ def _sampler_options(args: argparse.Namespace, start: StartMode = "reference", s
 
 
 def _best_frame(text: str) -> str | int:
-    """--best-frame as the library takes it: a frame number, "off" (also "none", its older spelling) or the word."""
-    if text.lower() == "none":
-        return "off"
-    return int(text) if text.strip().lstrip("-").isdigit() else text
+    """--best-frame as the library takes it: a frame number, or the word (an alias such as "none", the command
+    line's older word for "off", as the word it stands for)."""
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    return BEST_FRAME_ALIASES.get(text.lower(), text)
 
 
 def _check_inputs_exist(inputs: dict[str, Path | None]) -> None:
@@ -242,22 +265,40 @@ def _write_pasted(output: Path, animation: Any, picture: Any, record: Any, fps: 
 def _report(animation: Any) -> None:
     aligned, patches = animation.controls.aligned, animation.controls.patches
     counts = ", ".join(f"{net} {n}" for net, n in animation.result.evaluation_counts.items())
-    print(f"best frame: {aligned.best_frame if aligned.aligned else 'none (not aligned)'}; "
+    print(f"best frame: {aligned.best_frame if aligned.aligned else BEST_FRAME_OFF + ' (not aligned)'}; "
           f"frames without a face: {patches.frames_without_face}; network evaluations (frames): {counts}")
     if aligned.track is not None and aligned.track.frames_without_face:
         print(f"face tracking: no face in driving frames {aligned.track.frames_without_face} (their crop follows "
               "the nearest frames)")
 
 
+def _cost(started: tuple[float, float]) -> str:
+    """Wall and CPU time since `started` (time.monotonic(), time.process_time()): the CPU time counts every thread,
+    so it shows what a run costs on a shared machine, where wall time depends on the other work."""
+    import torch
+
+    wall, cpu = time.monotonic() - started[0], time.process_time() - started[1]
+    threads = torch.get_num_threads()
+    return f"{wall:.0f} s ({cpu:.0f} CPU-seconds, {threads} thread{'s' if threads > 1 else ''})"
+
+
 def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """The command, with the library's errors for people printed as `error: <message>` (options spelled as flags)
-    and exit status 2 instead of a traceback."""
+    and exit status 2 instead of a traceback. The packages the command needs are looked up first: a missing one is
+    one line saying how to install it."""
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
+        try:
+            require_packages(landmarks=getattr(args, "command", None) == "animate")
+        except MissingRequirementsError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         from ..controls.landmarks import LandmarkModelNotFoundError
+        from .threads import torch_threads
 
         try:
-            return command(args)
+            with torch_threads(getattr(args, "threads", None)):
+                return command(args)
         except OptionError as error:
             print(f"error: {error.render(spell)}", file=sys.stderr)
         except (ValueError, LandmarkModelNotFoundError, ImportError) as error:
@@ -279,6 +320,7 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..pipeline import AnimationInputs, ControlOptions, FaceTracking, animate, crop_face, prepare_controls
     from ..sampling.sampler import SamplerHooks
 
+    started = time.monotonic(), time.process_time()
     # Everything that can be known without reading the inputs, then the inputs, then the model: the cheap first.
     sampling = _sampler_options(args, "init_video" if args.init_video else "reference", args.strength)
     tracking = FaceTracking(args.face_margin, args.track_smoothing) if args.driving_crop == "track_face" else None
@@ -331,6 +373,7 @@ def run_animate(args: argparse.Namespace) -> int:
         _write_pasted(args.output, animation, picture, face_crop.record, clip.fps)
         args.output = None  # written; the comparison still follows
     _write_outputs(args, args.output, animation, clip.fps)
+    print(f"done in {_cost(started)}")
     return EXIT_OK
 
 
@@ -359,7 +402,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..sampling.sampler import SamplerHooks
     from .demo_clip import head_motion_clip
 
-    started = time.monotonic()
+    started = time.monotonic(), time.process_time()
     sampling = _sampler_options(args)
     sampling.check_video(args.demo_frames)
     framing = Framing(args.resolution)
@@ -376,6 +419,7 @@ def run_demo(args: argparse.Namespace) -> int:
           f"tiny random model on {device} ({resolved_precision(args.precision, device)})")
     model = build_random_model(seed=args.seed, ops=plan.torch_layers())
     model.apply_precision_plan(plan)
+    model.set_attention_backend(args.attention)
     model.to(device)
     if args.compile == "compile_blocks":
         compile_blocks(model)
@@ -385,7 +429,7 @@ def run_demo(args: argparse.Namespace) -> int:
                             compile_mode=args.compile, hooks=SamplerHooks(on_window=progress.on_window))
     _report(animation)
     _write_outputs(args, args.demo_output, animation, args.demo_fps)
-    print(f"done in {time.monotonic() - started:.0f} s. This model is random, so the video shows noise: the "
+    print(f"done in {_cost(started)}. This model is random, so the video shows noise: the "
           f"pipeline works.\n{REAL_CHECKPOINT_HELP}")
     return EXIT_OK
 

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..media.image_fit import Framing, fit_square_fchw, images_to_fchw, resize_square_fchw, to_uint8_fhwc
+from ..media.image_fit import (
+    Framing,
+    fit_square_fchw,
+    images_to_fchw,
+    note_upsampling,
+    resize_square_fchw,
+    to_uint8_fhwc,
+)
 from ..options import BEST_FRAME_OFF, MissingFace, OptionError
 from .alignment import LANDMARK_GRID, align_frames_fchw, alignment_affine, find_best_frame, transform_points
 from .face_tracking import FaceTrack, FaceTracking, crop_tracked, track_face, tracking_work
@@ -168,6 +175,9 @@ def align_driving(driving_fhwc: torch.Tensor, source_hwc: torch.Tensor | None, p
         driving_fhwc = crop_tracked(driving_fhwc, track, framing.resolution, counter)
     driving_fchw = fit_square_fchw(images_to_fchw(driving_fhwc, "driving video"), framing.fit)
     frame_count = driving_fchw.shape[0]
+    # Its frames are resized for the landmarks (when aligned) and to the resolution, chunk by chunk: said once here.
+    note_upsampling(driving_fchw, framing.resolution if best_frame == BEST_FRAME_OFF
+                    else max(framing.resolution, LANDMARK_GRID), "driving video")
     if isinstance(best_frame, int) and best_frame >= frame_count:
         raise OptionError("best_frame", f"frame {best_frame} is past the end of the driving video, which has "
                           f"{frame_count} frames (0..{frame_count - 1})")
@@ -209,6 +219,7 @@ def local_patches(pose_hints_fchw: torch.Tensor, provider: LandmarkProvider, mis
                   counter: FrameCounter, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> LocalPatches:
     """The local hints of aligned frames (F, 3, R, R) in [-1, 1]: landmarks are detected on their 256 px uint8 copies,
     as the original does. counter: progress over `patches_work(F, detect=True)` frames."""
+    note_upsampling(pose_hints_fchw, LANDMARK_GRID, "local patches")  # once here, not per chunk
     copies = np.concatenate([
         to_uint8_fhwc(resize_square_fchw((pose_hints_fchw[start:start + chunk_frames].float() + 1) / 2,
                                          LANDMARK_GRID))

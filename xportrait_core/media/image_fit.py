@@ -40,7 +40,18 @@ class Framing:
 
     def model_images(self, images_fhwc: torch.Tensor, what: str = "image") -> torch.Tensor:
         """IMAGE (B, H, W, 3) or (H, W, 3) in [0, 1] -> (B, 3, R, R) in [-1, 1]."""
-        return resize_square_fchw(fit_square_fchw(images_to_fchw(images_fhwc, what), self.fit), self.resolution) * 2 - 1
+        square = fit_square_fchw(images_to_fchw(images_fhwc, what), self.fit)
+        note_upsampling(square, self.resolution, what)
+        return resize_square_fchw(square, self.resolution) * 2 - 1
+
+
+def note_upsampling(frames_fchw: torch.Tensor, size: int, what: str) -> None:
+    """Log, once per input (callers resize it in chunks, which say nothing), that its frames are smaller than `size`
+    and will be upsampled."""
+    height, width = frames_fchw.shape[-2:]
+    if min(height, width) < size:
+        logger.info("%s: %dx%d frames upsampled to %d px; frames smaller than that give softer control hints and "
+                    "less exact landmarks.", what, width, height, size)
 
 
 def images_to_fchw(images: torch.Tensor, what: str) -> torch.Tensor:
@@ -83,8 +94,6 @@ def resize_square_fchw(frames_fchw: torch.Tensor, size: int) -> torch.Tensor:
     height, width = frames_fchw.shape[-2:]
     if (height, width) == (size, size):
         return frames_fchw
-    if min(height, width) < size:
-        logger.info("Upsampling %dx%d frames to %d px; small inputs give soft control hints.", width, height, size)
     return F.interpolate(frames_fchw, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
