@@ -283,14 +283,15 @@ def test_loras_become_core_patches_on_a_clone_of_the_models_patcher(newer_comfyu
     from safetensors.torch import save_file
 
     path = tmp_path / "tiny_lora.safetensors"
-    save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32), f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2)},
-              str(path))
+    save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32),
+               f"{TO_Q_KOHYA}.lora_up.weight": torch.randn(32, 2)}, str(path))
     managed, _ = LoadModel().load(CHECKPOINT, "auto", "auto")
     key = "networks.unet.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
     seam = host.current()
     guider, schedule = seam.core_guider(StubRun(managed, [LoraChoice(str(path), 0.5)]))
     assert newer_comfyui.lora_maps == [{TO_Q_KOHYA: key}]
-    assert schedule is guider.model_patcher and schedule is not managed.patcher and schedule.model is managed.patcher.model
+    assert schedule is guider.model_patcher and schedule is not managed.patcher
+    assert schedule.model is managed.patcher.model
     assert schedule.patches == {key: [(0.5, ("lora", TO_Q_KOHYA))]} and managed.patcher.patches == {}
     assert seam.core_guider(StubRun(managed, [LoraChoice(str(path), 0.0)]))[1] is managed.patcher
     with seam.loaded(managed, [LoraChoice(str(path), 1.0)], memory_required=123) as networks:
