@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 import warnings
 import zipfile
 from pathlib import Path
 
 import pathspec
 import pytest
+import tomllib
 from packaging.specifiers import SpecifierSet
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
