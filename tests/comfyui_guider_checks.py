@@ -359,8 +359,12 @@ def check_core_lora_model_beside_xportrait(managed, lora_path, schedule):
     import comfy.supported_models
 
     folder_paths.add_model_folder_path("loras", str(lora_path.parent))
-    core = comfy.model_patcher.ModelPatcher(comfy.supported_models.SD15(dict(TINY_CORE_UNET)).get_model({}),
-                                            load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    core_model = comfy.supported_models.SD15(dict(TINY_CORE_UNET)).get_model({})
+    generator = torch.Generator().manual_seed(5)
+    for parameter in core_model.parameters():  # comfy.ops layers skip initialisation: a loader fills them
+        parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+    core = comfy.model_patcher.ModelPatcher(core_model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
     with_lora = core_nodes.LoraLoaderModelOnly().load_lora_model_only(core, lora_path.name, 1.0)[0]
     reference_latent, pose, local = small_inputs()
     sigmas = BasicScheduler().get_sigmas(schedule, "normal", 2, 1.0)[0]
@@ -422,6 +426,7 @@ def main(workdir: Path) -> None:
             "lora_patches_vs_merge": check_lora_patches_equal_the_merge(small, workdir),
             "core_model_beside": check_core_lora_model_beside_xportrait(small, lora_path, schedule),
         }
+    (workdir / "report.json").write_text(json.dumps(report, indent=1))  # kept with the run's logs
     print(json.dumps(report))
 
 
