@@ -7,7 +7,7 @@ from .loader_nodes import LandmarkProvider, LoadModel, LoRA
 from .sampler_node import Sampler
 
 requirements_check.report_missing()
-host.register_model_folders()
+host.current().register_model_folders()
 
 NODE_CLASS_MAPPINGS = {
     "XPortraitLoadModel": LoadModel,

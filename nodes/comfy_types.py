@@ -43,9 +43,10 @@ def context_from_conditioning(conditioning: Sequence[Any], context_dim: int, wha
     return context[:1].float()
 
 
-def vae_state_dict(model: XPortraitModel) -> dict[str, torch.Tensor]:
-    """The checkpoint's VAE in LDM key names without the `first_stage_model.` prefix (what comfy.sd.VAE takes)."""
-    return {key: value.detach().float().cpu() for key, value in model.first_stage_model.state_dict().items()}
+def vae_state_dict(vae: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpoint's VAE (the networks' first_stage_model) in LDM key names without the `first_stage_model.`
+    prefix (what comfy.sd.VAE takes); the tensors themselves where they are fp32 on the CPU already (no copy)."""
+    return {key: value.detach().float().cpu() for key, value in vae.state_dict().items()}
 
 
 def comfy_vae_config(model: XPortraitModel) -> dict[str, Any]:

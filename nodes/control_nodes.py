@@ -42,7 +42,7 @@ class Reference(OptionNode):
             framing = Framing(resolution, fit)
         with about_input(Reference, "source"):
             images = reference_images(source, [] if extra_references is None else [extra_references], framing)
-        references = encode_references(vae.encode, images, host.frame_progress(self.DISPLAY_NAME))
+        references = encode_references(vae.encode, images, host.current().frame_progress(self.DISPLAY_NAME))
         return references, references.images
 
 
@@ -71,15 +71,16 @@ class MotionControl(OptionNode):
         log.info("%s: aligning %d driving frames", self.DISPLAY_NAME, len(driving))
         try:
             with about_input(MotionControl, "driving"):
+                seam = host.current()
                 aligned = align_driving(driving, source, _provider(landmarks), framing, choice,
-                                        device=host.sampling_device(), hooks=host.frame_progress(self.DISPLAY_NAME))
+                                        device=seam.sampling_device(), hooks=seam.frame_progress(self.DISPLAY_NAME))
         except XPortraitInputError as error:
             cause = error.__cause__
             if best_frame == "index" and isinstance(cause, OptionError) and cause.option == "best_frame":
                 raise input_error(MotionControl, "best_frame_index", cause.detail) from cause  # the index is at fault
             raise
         motion = images_of_hints(aligned.pose_hints)
-        host.check_interrupt()  # the preview of a long clip takes a while too
+        host.current().check_interrupt()  # the preview of a long clip takes a while too
         used = NOT_ALIGNED if aligned.best_frame is None else aligned.best_frame
         assert aligned.source_image is not None, "source is a required input, so it is aligned too"
         return motion, used, side_by_side([images_of_hints(aligned.source_image), motion])
@@ -103,6 +104,6 @@ class LocalPatches(OptionNode):
 
         with about_input(LocalPatches, "motion"):
             patches = local_patches(hints_of_images(motion, "motion"), _provider(landmarks), missing_face,
-                                    hooks=host.frame_progress(self.DISPLAY_NAME))
+                                    hooks=host.current().frame_progress(self.DISPLAY_NAME))
         local = images_of_hints(patches.local_hints)
         return local, side_by_side([motion, local])

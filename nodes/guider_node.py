@@ -2,10 +2,10 @@
 runs it with any core SAMPLER (KSamplerSelect), SIGMAS (BasicScheduler on the guider's `schedule`, KarrasScheduler,
 AlignYourStepsScheduler, SplitSigmas) and NOISE (RandomNoise, DisableNoise).
 
-The node prepares a `GuidedRun` (host-independent: conditioning, checked options, LoRAs); `host.core_guider` wraps it
-in ComfyUI's guider protocol. X-Portrait's guidance lives inside the denoiser (the unconditional pass runs without the
-appearance bank and the controls), so `cfg` is this node's own input, not core CFG. The denoiser is the one the
-X-Portrait Sampler drives (`xportrait_core.pipeline.windowed_denoiser`).
+The node prepares a `GuidedRun` (host-independent: conditioning, checked options, LoRAs); the host's `core_guider`
+wraps it in ComfyUI's guider protocol. X-Portrait's guidance lives inside the denoiser (the unconditional pass runs
+without the appearance bank and the controls), so `cfg` is this node's own input, not core CFG. The denoiser is the
+one the X-Portrait Sampler drives (`xportrait_core.pipeline.windowed_denoiser`).
 """
 from __future__ import annotations
 
@@ -69,23 +69,34 @@ class GuidedRun:
                 f"Connect the guider's start_latent, or an Empty Latent Image of {8 * width}x{8 * height} with "
                 f"batch_size {frames}.")
 
-    @contextlib.contextmanager
-    def denoiser(self, sigmas: Sequence[float], seed: int | None) -> Iterator[Any]:
-        """The denoiser for one sampler run over `sigmas`, with the networks loaded and the LoRAs merged for the
-        block (restored after it, also on an error or Cancel). `seed` (the NOISE's) draws the random window offsets,
-        as the X-Portrait Sampler's seed does."""
+    @property
+    def window_plan(self) -> tuple[int, int]:
+        """(window, reference images): what one window's activation memory depends on besides the latent size."""
+        return self.options.window, len(self.conditioning.reference_latents)
+
+    def make_denoiser(self, networks: Any, sigmas: Sequence[float], seed: int | None) -> Any:
+        """The denoiser for one sampler run over `sigmas` with networks already loaded (LoRAs applied). `seed` (the
+        NOISE's) draws the random window offsets, as the X-Portrait Sampler's seed does."""
         from xportrait_core.pipeline import DenoiserHooks, windowed_denoiser
 
         options = replace(self.options, seed=0 if seed is None else seed)
         log.info("X-Portrait guider: sampling %d frames over %d sigmas, cfg %g, windows of %d (overlap %d, %s)",
                  self.frames, len(sigmas), options.cfg, options.window, options.overlap, options.placement)
-        with networks_with_loras(Guider, self.model, self.loras, self.conditioning, options.window) as networks:
-            denoiser = windowed_denoiser(networks, self.conditioning, options, sigmas,
-                                         compile_mode=compile_mode(self.model),
-                                         hooks=DenoiserHooks(should_interrupt=host.check_interrupt))
-            yield denoiser
+        return windowed_denoiser(networks, self.conditioning, options, sigmas, compile_mode=compile_mode(self.model),
+                                 hooks=DenoiserHooks(should_interrupt=host.current().check_interrupt))
+
+    def log_denoiser(self, denoiser: Any) -> None:
         log.info("X-Portrait guider: %d frames, %d denoiser calls over %d sampler steps, window offsets %s",
                  self.frames, len(denoiser.calls), len({step for step, _ in denoiser.calls}), denoiser.offsets_used)
+
+    @contextlib.contextmanager
+    def denoiser(self, sigmas: Sequence[float], seed: int | None) -> Iterator[Any]:
+        """The denoiser for one run over `sigmas` with the networks loaded by the host and the LoRAs applied for the
+        block (standalone, where the run is the guider; inside ComfyUI core's sampling loads them)."""
+        with networks_with_loras(Guider, self.model, self.loras, self.conditioning, self.options.window) as networks:
+            denoiser = self.make_denoiser(networks, sigmas, seed)
+            yield denoiser
+        self.log_denoiser(denoiser)
 
 
 class Guider(OptionNode):
@@ -124,6 +135,6 @@ class Guider(OptionNode):
         scale_factor = networks.config.vae.scale_factor
         run = GuidedRun(model=model, conditioning=conditioning, options=options, loras=tuple(lora or ()),
                         scale_factor=scale_factor)
-        guider, schedule = host.core_guider(run)
+        guider, schedule = host.current().core_guider(run)
         start = conditioning.reference_latents[0].expand(run.latent_shape)
         return guider, schedule, to_comfy_latent(start, scale_factor)

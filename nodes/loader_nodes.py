@@ -33,24 +33,27 @@ class LoadModel(OptionNode):
 
     @classmethod
     def input_choices(cls) -> dict[str, list[str]]:
-        return {"checkpoint": host.list_model_files(host.CHECKPOINT_FOLDER)}
+        return {"checkpoint": host.current().list_model_files(host.CHECKPOINT_FOLDER)}
 
     def load(self, checkpoint: str, precision: Precision, attention: AttentionChoice,
              text_num_heads: int = AUTO_TEXT_HEADS, compile: CompileMode = "off") -> tuple[Any, Any]:
         from xportrait_core.pipeline import check_compile_mode, load_xportrait
 
+        seam = host.current()
         with about_input(LoadModel, "checkpoint"):
-            path = host.model_file_path(host.CHECKPOINT_FOLDER, checkpoint)
-        chosen = host.auto_precision() if precision == "auto" else precision
+            path = seam.model_file_path(host.CHECKPOINT_FOLDER, checkpoint)
+        chosen = seam.auto_precision() if precision == "auto" else precision
         with about_input(LoadModel, "compile"):
-            check_compile_mode(compile, host.sampling_device())
+            check_compile_mode(compile, seam.sampling_device())
         with about_input(LoadModel, "checkpoint"):
-            model = load_xportrait(path, device=host.storage_device(), compute_device=host.sampling_device(),
+            model = load_xportrait(path, device=seam.storage_device(), compute_device=seam.sampling_device(),
                                    precision=chosen, attention=attention, text_num_heads=text_num_heads,
-                                   compile_mode=compile, ops=host.layer_ops(weights_in_fp8=chosen == "fp8_e4m3fn"))
+                                   compile_mode=compile, ops=seam.layer_ops(weights_in_fp8=chosen == "fp8_e4m3fn"),
+                                   attention_function=seam.attention_function())
         log.info("X-Portrait model %s loaded: %s, attention %s, compile %s", checkpoint, chosen,
                  model.attention_backend, compile)
-        return host.manage(model, checkpoint, compile), host.make_vae(model)
+        managed = seam.manage(model, checkpoint, compile)
+        return managed, managed.vae
 
 
 class LoRA(OptionNode):
@@ -67,13 +70,13 @@ class LoRA(OptionNode):
 
     @classmethod
     def input_choices(cls) -> dict[str, list[str]]:
-        return {"lora_file": host.list_model_files(host.LORA_FOLDER)}
+        return {"lora_file": host.current().list_model_files(host.LORA_FOLDER)}
 
     def choose(self, lora_name: str, strength: float, lora: tuple = ()) -> tuple[tuple]:
         from xportrait_core.pipeline import LoraChoice, check_lora_file
 
         with about_input(LoRA, "lora_name"):
-            path = host.model_file_path(host.LORA_FOLDER, lora_name)
+            path = host.current().model_file_path(host.LORA_FOLDER, lora_name)
             check_lora_file(path)  # a file that is no SD1.5 LoRA is reported here, before the sampler runs
         with about_input(LoRA, "strength"):
             return (tuple(lora or ()) + (LoraChoice(path, float(strength)),),)
@@ -105,7 +108,7 @@ class LandmarkProvider(OptionNode):
 
     @classmethod
     def input_choices(cls) -> dict[str, list[str]]:
-        return {"landmarks_model": [BUNDLED_LANDMARK_MODEL] + host.list_model_files(host.LANDMARK_FOLDER)}
+        return {"landmarks_model": [BUNDLED_LANDMARK_MODEL] + host.current().list_model_files(host.LANDMARK_FOLDER)}
 
     @classmethod
     def input_defaults(cls) -> dict[str, Any]:
@@ -115,6 +118,6 @@ class LandmarkProvider(OptionNode):
         model_path = None
         if provider == "dlib" and dlib_model != BUNDLED_LANDMARK_MODEL:
             with about_input(LandmarkProvider, "dlib_model"):
-                model_path = host.model_file_path(host.LANDMARK_FOLDER, dlib_model)
+                model_path = host.current().model_file_path(host.LANDMARK_FOLDER, dlib_model)
         with about_input(LandmarkProvider, "provider"):
             return (landmark_provider(provider, model_path),)

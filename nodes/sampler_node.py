@@ -57,12 +57,14 @@ class Sampler(OptionNode):
             options.check_video(conditioning.num_frames)
         init_latents = None
         if init_images is not None:
-            with host.loaded(model) as networks, about_input(Sampler, "init_images"):
-                init_latents = encode_init_video(networks, init_images, Framing(reference.resolution),
-                                                 conditioning.num_frames)
-        progress = host.SamplingProgress(options.steps_run)
+            # Through the graph's VAE object, as the Reference node encodes (one VAE, one encode path).
+            with about_input(Sampler, "init_images"):
+                init_latents = encode_init_video(model.vae.encode, init_images, Framing(reference.resolution),
+                                                 conditioning.num_frames, model.model.config.vae.scale_factor)
+        seam = host.current()
+        progress = seam.sampling_progress(options.steps_run)
         hooks = SamplerHooks(on_step=progress.step_done, on_progress=progress.rows_done,
-                             should_interrupt=host.check_interrupt)
+                             should_interrupt=seam.check_interrupt)
         with networks_with_loras(Sampler, model, lora or (), conditioning, options.window) as networks:
             # The options and inputs are checked above; what sampling itself can still report is about the model
             # (its precision going non-finite, above all).

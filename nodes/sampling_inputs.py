@@ -1,5 +1,5 @@
 """What the X-Portrait Sampler and the X-Portrait Guider share: their common inputs, those inputs turned into the
-core's conditioning, and the networks loaded for a run with the chosen LoRAs merged."""
+core's conditioning, and the networks loaded for a run with the chosen LoRAs applied."""
 from __future__ import annotations
 
 import contextlib
@@ -44,23 +44,22 @@ def prepared_conditioning(node: type[OptionNode], networks: Any, reference: Any,
 @contextlib.contextmanager
 def networks_with_loras(node: type[OptionNode], model: Any, loras: Sequence[Any], conditioning: Any,
                         window: int) -> Iterator[Any]:
-    """The networks on the sampling device (`host.loaded`, with room for the activations of one window's two
-    passes over this conditioning) with every LoRA merged, for the block; the weights are restored when it ends,
-    by an error or Cancel too."""
-    from xportrait_core.pipeline import loras_merged
-
+    """The networks on the sampling device with every LoRA applied (the host's `loaded`, with room for the
+    activations of one window's two passes over this conditioning), for the block; the host restores the weights
+    (standalone when the block ends, by an error or Cancel too; ComfyUI from its backups when the model is next
+    loaded without these patches)."""
     activations = model.model.window_activation_bytes(conditioning.latent_size, window, window,
                                                       len(conditioning.reference_latents))
-    with host.loaded(model, activations) as networks, contextlib.ExitStack() as merged:
+    with contextlib.ExitStack() as stack:
         with about_input(node, "lora"):
-            merged.enter_context(loras_merged(networks, loras))
+            networks = stack.enter_context(host.current().loaded(model, loras, activations))
         yield networks
 
 
 def compile_mode(managed: Any) -> CompileMode:
     """How to run the networks: the loader's compile choice, except cuda_graphs when the weights are not all on the GPU
     (a low-VRAM load streams weights, which graphs cannot record: eager then)."""
-    if managed.compile_mode == "cuda_graphs" and not host.fully_loaded(managed):
+    if managed.compile_mode == "cuda_graphs" and not host.current().fully_loaded(managed):
         log.info("cuda_graphs skipped for this run: the model is only partly on the GPU")
         return "off"
     return managed.compile_mode

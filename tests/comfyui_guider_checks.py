@@ -3,8 +3,10 @@ ComfyUI's Python (`COMFYUI_PYTHON path/to/this.py`); prints one JSON object of m
 
 The node functions are called as the server calls them (V1 node methods, under torch.inference_mode): the pack's
 Guider, Sampler and LoRA nodes, and the core SamplerCustomAdvanced, KSamplerSelect, BasicScheduler, KarrasScheduler,
-AlignYourStepsScheduler, SplitSigmas, RandomNoise, DisableNoise and KSampler. In-process because the golden
-comparisons need the golden model and exact start latents, which no core loader node can bring into a server.
+AlignYourStepsScheduler, SplitSigmas, RandomNoise, DisableNoise, KSampler and LoraLoaderModelOnly. In-process because
+the golden comparisons need the golden model and exact start latents, which no core loader node can bring into a
+server; likewise the core SD1.5-architecture model beside X-Portrait is built small here, because ComfyUI's
+checkpoint detection (comfy/model_detection.py) finds no supported model in a tiny SD1.5 file.
 """
 from __future__ import annotations
 
@@ -56,6 +58,14 @@ EULER_SEED = 4
 FRAMES = 16
 SMALL_RESOLUTION = 128  # the tiny random model's size (smaller latents leave its deepest blocks too small)
 TO_Q_KOHYA = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"  # a layer of the tiny UNets
+LCM_STYLE_RANK = 4
+# A core SD1.5-architecture UNet as small as the tiny X-Portrait one (what comfy/supported_models.py SD15 builds).
+TINY_CORE_UNET = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+                  "legacy": False, "in_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
+                  "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1], "channel_mult": [1, 2],
+                  "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 768,
+                  "num_heads": 8, "num_head_channels": -1, "adm_in_channels": None, "use_temporal_attention": False,
+                  "use_temporal_resblock": False}
 SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral", "dpmpp_sde",
             "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "ddpm", "lcm", "ipndm", "deis", "res_multistep", "er_sde",
             "ddim", "uni_pc", "uni_pc_bh2"]
@@ -80,6 +90,7 @@ from xportrait_core.model.checkpoint import load_model  # noqa: E402
 from xportrait_core.model.lora import LoraChoice  # noqa: E402
 from xportrait_core.model.schedule import ddpm_schedule  # noqa: E402
 from xportrait_core.model.tiny_model import build_random_model  # noqa: E402
+from xportrait_core.networks.unet_key_map import diffusers_to_ldm_unet_names  # noqa: E402
 from xportrait_core.sampling import sampler  # noqa: E402
 from xportrait_core.sampling.guidance import WindowedGuidedDenoiser  # noqa: E402
 
@@ -230,7 +241,10 @@ def unet_weights(managed):
     return {k: v.clone() for k, v in managed.model.unet.state_dict().items()}
 
 
-def unchanged(before, managed):
+def restored(before, managed):
+    """The LoRA patches stay on the networks while their patcher clone is loaded; loading the model's own patcher
+    (what the next run without that LoRA does) takes them off from core's backups: the weights must be exact."""
+    mm.load_models_gpu([managed.patcher])
     after = managed.model.unet.state_dict()
     return all(torch.equal(before[k], after[k]) for k in before)
 
@@ -248,7 +262,7 @@ def check_lora_cancel_and_errors(managed, lora_path, schedule):
     guider, _, start = guider_for(managed, reference_latent, pose, local, lora=lora)
     with_lora = advanced(noise, guider, "euler", sigmas, start)[0]
     results["lora_changes_the_result"] = max_abs(plain["samples"], with_lora["samples"])
-    results["weights_restored_after_a_run"] = unchanged(before, managed)
+    results["weights_restored_after_a_run"] = restored(before, managed)
 
     mm.interrupt_current_processing(True)
     try:
@@ -258,14 +272,14 @@ def check_lora_cancel_and_errors(managed, lora_path, schedule):
         results["cancel"] = "interrupted"
     finally:
         mm.interrupt_current_processing(False)
-    results["weights_restored_after_cancel"] = unchanged(before, managed)
+    results["weights_restored_after_cancel"] = restored(before, managed)
 
     try:
         advanced(noise, guider, "euler_cfg_pp", sigmas, start)
         results["cfg_pp_error"] = None
     except ValueError as error:
         results["cfg_pp_error"] = str(error)
-    results["weights_restored_after_an_error"] = unchanged(before, managed)
+    results["weights_restored_after_an_error"] = restored(before, managed)
 
     try:
         advanced(noise, guider, "euler", sigmas, {"samples": torch.zeros(FRAMES + 1, 4, 8, 8)})
@@ -282,6 +296,95 @@ def check_lora_cancel_and_errors(managed, lora_path, schedule):
     except RuntimeError as error:
         results["ksampler_error"] = str(error)
     return results
+
+
+def lcm_style_lora(model, path):
+    """A kohya LoRA on every >= 2-D layer of the UNet, as LCM-LoRA covers attention, feed-forward, proj_in/out,
+    ResBlock convs, time embedding, conv_in/out and the resamplers; small values, fixed seed."""
+    weights = model.unet.state_dict()
+    generator = torch.Generator().manual_seed(11)
+    tensors = {}
+    for diffusers_name, ldm_name in diffusers_to_ldm_unet_names().items():
+        weight = weights.get(f"{ldm_name}.weight")
+        if weight is None or weight.dim() < 2:
+            continue
+        kohya = "lora_unet_" + diffusers_name.replace(".", "_")
+        tensors[f"{kohya}.lora_down.weight"] = torch.randn(LCM_STYLE_RANK, *weight.shape[1:], generator=generator)
+        tensors[f"{kohya}.lora_up.weight"] = 0.05 * torch.randn(weight.shape[0], LCM_STYLE_RANK,
+                                                                *([1] * (weight.dim() - 2)), generator=generator)
+        tensors[f"{kohya}.alpha"] = torch.tensor(float(LCM_STYLE_RANK))
+    save_file(tensors, str(path))
+    return len(tensors) // 3
+
+
+def lcm_template_sampler(managed, lora):
+    """The LCM template's X-Portrait Sampler settings (4 steps, cfg 1.5, scheduler lcm) on the small inputs."""
+    reference_latent, pose, local = small_inputs()
+    scale = managed.model.config.vae.scale_factor
+    reference = pipeline.References(latents=(reference_latent / scale,),
+                                    images=torch.zeros(1, SMALL_RESOLUTION, SMALL_RESOLUTION, 3))
+    return Sampler().sample(managed, reference, as_image(pose), as_image(local), seed=0, steps=4, cfg=1.5,
+                            scheduler="lcm", window=16, overlap=4, window_placement="random", start="reference",
+                            denoise=1.0, lora=lora)[0]["samples"]
+
+
+def check_lora_patches_equal_the_merge(managed, workdir):
+    """The LCM template's LoRA as core patches (inside ComfyUI) against the merge the command line keeps
+    (StandaloneHost's), on the same networks: the same result within fp32 noise; exact weights afterwards."""
+    from xportrait_pack.nodes.standalone_host import StandaloneHost
+
+    path = workdir / "lcm_style_lora.safetensors"
+    layers = lcm_style_lora(managed.model, path)
+    lora = (LoraChoice(str(path), 1.0),)
+    before = unet_weights(managed)
+    patched = lcm_template_sampler(managed, lora)
+    exact_after_patches = restored(before, managed)
+    comfy_host = host.current
+    host.current = StandaloneHost  # the merge path, on the networks core just restored
+    try:
+        merged = lcm_template_sampler(managed, lora)
+    finally:
+        host.current = comfy_host
+    plain = lcm_template_sampler(managed, ())
+    return {"layers": layers, "patches_vs_merge_max_abs": max_abs(patched, merged),
+            "lora_changes_the_result": max_abs(patched, plain), "weights_exact_after_patches": exact_after_patches,
+            "weights_exact_after_merge": restored(before, managed)}
+
+
+def check_core_lora_model_beside_xportrait(managed, lora_path, schedule):
+    """A core SD1.5-architecture model with a LoRA from core LoraLoaderModelOnly, sampled by core KSampler between
+    two X-Portrait guider runs: both models run, the core LoRA changes the core model's result, and X-Portrait's
+    result is the same as without the other model."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    folder_paths.add_model_folder_path("loras", str(lora_path.parent))
+    core_model = comfy.supported_models.SD15(dict(TINY_CORE_UNET)).get_model({})
+    generator = torch.Generator().manual_seed(5)
+    for parameter in core_model.parameters():  # comfy.ops layers skip initialisation: a loader fills them
+        parameter.copy_(0.05 * torch.randn(parameter.shape, generator=generator))
+    core = comfy.model_patcher.ModelPatcher(core_model, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+    with_lora = core_nodes.LoraLoaderModelOnly().load_lora_model_only(core, lora_path.name, 1.0)[0]
+    reference_latent, pose, local = small_inputs()
+    sigmas = BasicScheduler().get_sigmas(schedule, "normal", 2, 1.0)[0]
+
+    def xportrait():
+        guider, _, start = guider_for(managed, reference_latent, pose, local)
+        return advanced(RandomNoise().get_noise(9)[0], guider, "euler", sigmas, start)[0]["samples"]
+
+    def core_ksampler(model):
+        text = [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(4)), {}]]
+        return core_nodes.KSampler().sample(model, 1, 2, 5.0, "euler", "normal", text, text,
+                                            {"samples": torch.zeros(1, 4, 8, 8)})[0]["samples"]
+
+    alone = xportrait()
+    core_plain = core_ksampler(core)
+    core_patched = core_ksampler(with_lora)
+    beside = xportrait()
+    return {"core_lora_patches": len(with_lora.patches), "core_finite": bool(torch.isfinite(core_patched).all()),
+            "core_lora_changes_the_core_result": max_abs(core_plain, core_patched),
+            "xportrait_beside_vs_alone_max_abs": max_abs(alone, beside)}
 
 
 def check_previews(managed, schedule):
@@ -304,8 +407,9 @@ def main(workdir: Path) -> None:
     torch.set_num_threads(1)
     golden_model, _ = load_model(GOLDEN_DIR / "tiny_weights.safetensors", precision="fp32", attention_backend="sdpa",
                                  text_num_heads=GOLDEN_TEXT_HEADS)
-    golden_managed = host.manage(golden_model, "golden tiny")
-    small = host.manage(build_random_model(seed=0), "random tiny")
+    seam = host.current()
+    golden_managed = seam.manage(golden_model, "golden tiny")
+    small = seam.manage(build_random_model(seed=0), "random tiny")
     lora_path = workdir / "tiny_lora.safetensors"
     generator = torch.Generator().manual_seed(3)
     save_file({f"{TO_Q_KOHYA}.lora_down.weight": torch.randn(2, 32, generator=generator),
@@ -319,7 +423,10 @@ def main(workdir: Path) -> None:
             "schedules": check_schedules(small, schedule),
             "lora_cancel_errors": check_lora_cancel_and_errors(small, lora_path, schedule),
             "previews": check_previews(small, schedule),
+            "lora_patches_vs_merge": check_lora_patches_equal_the_merge(small, workdir),
+            "core_model_beside": check_core_lora_model_beside_xportrait(small, lora_path, schedule),
         }
+    (workdir / "report.json").write_text(json.dumps(report, indent=1))  # kept with the run's logs
     print(json.dumps(report))
 
 

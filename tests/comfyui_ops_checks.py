@@ -6,7 +6,8 @@ tests/test_comfyui_ops.py (ComfyUI's modules cannot be imported into the test in
 - the golden model built with comfy.ops layers gives the same eps as with torch layers;
 - ModelPatcher reports the networks' real size;
 - a partial (low-VRAM) load, where ComfyUI streams the layers that do not fit, gives the same eps;
-- fp8 storage through comfy.ops.manual_cast loads and runs.
+- fp8 storage through comfy.ops.manual_cast loads and runs;
+- the networks computing attention with ComfyUI's optimized_attention give the same eps as the pack's SDPA.
 """
 from __future__ import annotations
 
@@ -44,10 +45,10 @@ def main() -> None:
     from safetensors.torch import load_file
 
     pack = _import_pack_as_comfyui_does()
-    host = pack.nodes.host
+    host = pack.nodes.host.current()
     from xportrait_core.model.checkpoint import load_model
 
-    assert host.in_comfyui()
+    assert isinstance(host, pack.nodes.host.ComfyHost)
     inputs = load_file(str(GOLDEN / "window_t500.safetensors"))
     x, t, refs = inputs["x_t"], inputs["t"], inputs["image_control"]
     hint = torch.rand(16, 3, 8 * x.shape[-2], 8 * x.shape[-1], generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -70,10 +71,15 @@ def main() -> None:
     result = {"layer_class": layer_class.__module__ + "." + layer_class.__qualname__}
     result["ops_max_abs"] = max((a - b).abs().max().item() for a, b in zip(reference, eps(comfy_built)))
 
-    managed = host.manage(comfy_built, "tiny")
-    expected = sum(t.numel() * t.element_size() for net in (*comfy_built.denoising_networks,
-                                                            comfy_built.first_stage_model)
+    attention_model = load("fp32", host.layer_ops(weights_in_fp8=False))
+    attention_model.use_attention_function(host.attention_function(), "comfyui")
+    result["attention_max_abs"] = max((a - b).abs().max().item() for a, b in zip(reference, eps(attention_model)))
+
+    managed = host.manage(comfy_built, "tiny")  # the VAE goes to a comfy.sd.VAE; the patcher holds the four networks
+    expected = sum(t.numel() * t.element_size() for net in comfy_built.denoising_networks
                    for t in net.state_dict().values())
+    expected += sum(t.numel() * t.element_size() for t in managed.patcher.model.model_sampling.state_dict().values())
+    result["vae_class"] = type(managed.vae).__module__ + "." + type(managed.vae).__qualname__
     result["patcher_size"], result["expected_size"] = managed.patcher.model_size(), expected
 
     budget = int(PARTIAL_SHARE * expected)

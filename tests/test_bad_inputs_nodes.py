@@ -35,7 +35,7 @@ def model_must_not_run(loaded, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was used before the bad input was reported")
 
-    monkeypatch.setattr(host, "loaded", refuse)
+    monkeypatch.setattr(host.current(), "loaded", refuse)
 
 
 # -------------------------------------------------------------------------------------------- wrong input names
@@ -95,7 +95,7 @@ def test_sampling_that_goes_non_finite_names_the_step_frames_and_precision(loade
     out["out.2.weight"].mul_(1e38)
     out["out.2.bias"].fill_(torch.finfo(torch.float32).max)
     with pytest.raises(XPortraitInputError) as raised:
-        run_sampler((host.manage(networks, "overflowing"), loaded[1]), reference, controls, cfg=1.0)
+        run_sampler((host.current().manage(networks, "overflowing"), loaded[1]), reference, controls, cfg=1.0)
     message = str(raised.value)
     assert message.startswith("X-Portrait Sampler, input 'model': sampling went non-finite")
     assert "at step 1 of 1, in 16 of 16 frames (0-15)" in message

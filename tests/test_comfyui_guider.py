@@ -19,6 +19,7 @@ pytestmark = pytest.mark.skipif(not COMFYUI_PATH, reason="set COMFYUI_PATH to a 
 CHECKS = Path(__file__).parent / "comfyui_guider_checks.py"
 RUN_TIMEOUT_S = 3600
 GOLDEN_TOL = 1e-4  # manifest: full sampling max abs 1e-4 (fp32 noise ~2e-5)
+FP32_NOISE = 1e-4  # the same sampling with the same weights computed in another order (merge vs patch)
 # The original's last DDIM step goes to alphas_cumprod[0] = 1 - 0.00085, ddim_uniform's to sigma 0; the gap
 # (sqrt(a_0) - 1) * x0 + sqrt(1 - a_0) * eps is a few hundredths for these latents (|x0| up to ~20).
 LAST_STEP_GAP = (0.01, 0.5)
@@ -79,7 +80,7 @@ def test_every_core_schedule_and_noise_node_drives_the_guider(report):
         assert run["finite"] and run["shape"] == [16, 4, 16, 16], name
 
 
-def test_the_lora_is_merged_for_the_run_and_restored_after_it_a_cancel_and_an_error(report):
+def test_the_lora_is_patched_for_the_run_and_restored_after_it_a_cancel_and_an_error(report):
     runs = report["lora_cancel_errors"]
     assert runs["lora_changes_the_result"] > 1e-3
     assert runs["cancel"] == "interrupted"
@@ -99,3 +100,19 @@ def test_ksampler_with_the_schedule_model_stops_with_a_pointer_to_the_guider(rep
 
 def test_progress_and_a_preview_come_once_per_sampler_step(report):
     assert report["previews"] == [[1, 3, True], [2, 3, True], [3, 3, True]]
+
+
+def test_an_lcm_style_lora_as_core_patches_gives_the_merges_result_within_fp32_noise(report):
+    """The LCM template's Sampler settings with a LoRA on every layer: core's patches (inside ComfyUI) against the
+    command line's merge, on the same networks; the weights exact after either."""
+    runs = report["lora_patches_vs_merge"]
+    assert runs["layers"] > 100 and runs["lora_changes_the_result"] > 1e-3
+    assert runs["patches_vs_merge_max_abs"] <= FP32_NOISE
+    assert runs["weights_exact_after_patches"] and runs["weights_exact_after_merge"]
+
+
+def test_a_core_model_with_a_core_lora_loader_runs_beside_x_portrait(report):
+    beside = report["core_model_beside"]
+    assert beside["core_lora_patches"] > 0 and beside["core_finite"]
+    assert beside["core_lora_changes_the_core_result"] > 0
+    assert beside["xportrait_beside_vs_alone_max_abs"] == 0.0

@@ -36,8 +36,13 @@ def test_networks_built_from_comfy_ops_equal_the_torch_layers(checks):
     assert checks["ops_max_abs"] <= FP32_NOISE
 
 
-def test_the_patcher_reports_the_size_of_the_managed_networks(checks):
+def test_the_patcher_reports_the_size_of_the_managed_networks_and_the_vae_is_comfyuis(checks):
     assert checks["patcher_size"] == checks["expected_size"]
+    assert checks["vae_class"] == "comfy.sd.VAE"
+
+
+def test_comfyuis_optimized_attention_gives_the_same_eps_as_the_packs_sdpa(checks):
+    assert checks["attention_max_abs"] <= FP32_NOISE
 
 
 def test_a_partial_low_vram_load_streams_layers_and_keeps_the_result(checks):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from xportrait_core.model.lora import apply_lora
+from xportrait_core.model.lora import apply_lora, lora_targets
 from xportrait_core.networks.config import UNetConfig
 from xportrait_core.networks.unet import MotionUNet
 from xportrait_core.networks.unet_key_map import diffusers_to_ldm_unet_names
@@ -194,3 +194,23 @@ def test_key_map_pairs_diffusers_and_ldm_layers_of_the_same_shape():
                 assert theirs == ours, (diffusers_name, ldm_name, leaf)
                 pairs += 1
     assert pairs == len(diffusers_shapes)
+
+
+def test_lora_targets_for_host_patches_name_exactly_the_layers_the_merge_changes():
+    """What a host given the map patches (ComfyUI: comfy.lora.load_lora(lora, targets)) is what apply_lora merges:
+    same layouts, same shape check, the file's own layer names as keys."""
+    weights = ldm_weights()
+    lora = kohya_file(alpha=1.0)
+    lora[f"{KOHYA[TO_Q]}.lora_up.weight"] = torch.zeros(16, 2)  # does not fit: left out by both
+    lora["lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight"] = torch.zeros(2, 8)
+    shapes = {name: weight.shape for name, weight in weights.items()}
+    targets = lora_targets(shapes, lora, "networks.unet.")
+    applied = apply_lora(weights, lora).applied
+    assert targets == {KOHYA[PROJ_IN]: "networks.unet." + PROJ_IN, KOHYA[CONV1]: "networks.unet." + CONV1}
+    assert sorted(name.removeprefix("networks.unet.").removesuffix(".weight") for name in targets.values()) == \
+        sorted(applied)
+    diffusers = {f"unet.{DIFFUSERS[TO_Q]}.lora_A.weight": torch.zeros(2, 8),
+                 f"unet.{DIFFUSERS[TO_Q]}.lora_B.weight": torch.zeros(8, 2)}
+    assert lora_targets(shapes, diffusers) == {f"unet.{DIFFUSERS[TO_Q]}": TO_Q}
+    with pytest.raises(ValueError, match="no key of the LoRA matched the SD1.5 UNet"):
+        lora_targets(shapes, {"transformer.blocks.0.attn.lora_A.weight": torch.zeros(2, 8)})

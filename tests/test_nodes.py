@@ -306,7 +306,7 @@ class HostInterrupt(Exception):
 
 
 def _recording_progress(monkeypatch) -> dict[str, list[tuple[int, int]]]:
-    """host.frame_progress with the frontend's bar replaced by a record per node."""
+    """The host's frame_progress with the frontend's bar replaced by a record per node."""
     from xportrait_core.controls.frame_hooks import FrameHooks
 
     seen: dict[str, list[tuple[int, int]]] = {}
@@ -314,9 +314,9 @@ def _recording_progress(monkeypatch) -> dict[str, list[tuple[int, int]]]:
     def frame_progress(what):
         seen[what] = []
         return FrameHooks(on_progress=lambda done, total: seen[what].append((done, total)),
-                          should_interrupt=host.check_interrupt)
+                          should_interrupt=host.current().check_interrupt)
 
-    monkeypatch.setattr(host, "frame_progress", frame_progress)
+    monkeypatch.setattr(host.current(), "frame_progress", frame_progress)
     return seen
 
 
@@ -344,7 +344,7 @@ def test_cancel_stops_the_frame_loops_and_passes_through_unwrapped(node, loaded,
     def interrupt():
         raise HostInterrupt()
 
-    monkeypatch.setattr(host, "check_interrupt", interrupt)
+    monkeypatch.setattr(host.current(), "check_interrupt", interrupt)
     with pytest.raises(HostInterrupt):
         if node == "motion":
             MotionControl().align(golden["driving"], golden["source"], "auto", 0, "center_crop", RESOLUTION,
@@ -383,7 +383,7 @@ def test_progress_moves_within_the_first_window_and_ends_full(loaded, reference,
             super().rows_done(step, rows, rows_per_step)
             values.append(self.value)
 
-    monkeypatch.setattr(host, "SamplingProgress", RecordingProgress)
+    monkeypatch.setattr(host.current(), "sampling_progress", RecordingProgress)
     motion, local = controls
     twenty = (torch.cat([motion, motion[:4]]), torch.cat([local, local[:4]]))
     run_sampler(loaded, reference, twenty, steps=2, cfg=1.0)  # 20 frames, windows of 16 overlapping by 4: 2 a step
@@ -398,7 +398,7 @@ def test_an_interrupt_raised_by_the_host_passes_through_unwrapped(loaded, refere
     def interrupt():
         raise HostInterrupt()
 
-    monkeypatch.setattr(host, "check_interrupt", interrupt)
+    monkeypatch.setattr(host.current(), "check_interrupt", interrupt)
     with pytest.raises(HostInterrupt):
         run_sampler(loaded, reference, controls)
 
@@ -519,7 +519,7 @@ def test_the_guider_merges_its_lora_for_the_run_and_restores_it_after_cancel(loa
     weights = loaded[0].model.unet.state_dict()
     before = weights[TO_Q].clone()
     run = make_guider(loaded, reference, controls, lora=LoRA().choose(LORA_FILE, 1.0)[0])[0]
-    monkeypatch.setattr(host, "check_interrupt", interrupt)
+    monkeypatch.setattr(host.current(), "check_interrupt", interrupt)
     merged = None
     with pytest.raises(HostInterrupt):
         with run.denoiser([1.0, 0.0], seed=0) as denoiser:

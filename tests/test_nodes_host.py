@@ -1,5 +1,6 @@
-"""nodes/host.py's ComfyUI side, against stand-ins for the two host modules it reads (folder_paths and
-comfy.model_management), with the behaviour of ComfyUI 0.3.64 (the ComfyUI file for each is named below)."""
+"""nodes/host.py's ComfyUI side (`ComfyHost`), against stand-ins for the host modules it reads, with the behaviour
+of ComfyUI 0.3.64 (folder_paths, comfy.model_management) and of newer releases read from their source (the file and
+version for each is named below; docs/comfyui_compat.md has the list)."""
 from __future__ import annotations
 
 import sys
@@ -49,13 +50,24 @@ def fake_comfyui(monkeypatch, tmp_path):
     return folder_paths, management
 
 
-def test_outside_comfyui_the_host_is_not_detected():
-    assert host.in_comfyui() is False
+def test_the_host_is_chosen_once_standalone_outside_comfyui_and_comfyhost_inside(fake_comfyui, monkeypatch):
+    from nodes.standalone_host import StandaloneHost
+
+    monkeypatch.delitem(sys.modules, "folder_paths")
+    host.current.cache_clear()
+    try:
+        assert host.in_comfyui() is False and isinstance(host.current(), StandaloneHost)
+        monkeypatch.setitem(sys.modules, "folder_paths", fake_comfyui[0])
+        assert host.current() is host.current() and isinstance(host.current(), StandaloneHost)  # once
+        host.current.cache_clear()
+        assert isinstance(host.current(), host.ComfyHost)
+    finally:
+        host.current.cache_clear()
 
 
 def test_model_folders_keep_yaml_folders_and_take_pt_extensions_plus_th(fake_comfyui, tmp_path):
     folder_paths, _ = fake_comfyui
-    host.register_model_folders()
+    host.ComfyHost().register_model_folders()
     folders, extensions = folder_paths.folder_names_and_paths["xportrait"]
     assert folders == ["/mnt/shared/xportrait", str(tmp_path / "models" / "xportrait")]
     assert extensions == SUPPORTED_PT_EXTENSIONS | {".th"}
@@ -63,17 +75,17 @@ def test_model_folders_keep_yaml_folders_and_take_pt_extensions_plus_th(fake_com
 
 def test_landmark_models_get_their_own_folder_listing_only_dat_files(fake_comfyui, tmp_path):
     folder_paths, _ = fake_comfyui
-    host.register_model_folders()
+    host.ComfyHost().register_model_folders()
     assert folder_paths.folder_names_and_paths["xportrait_landmarks"] == (
         [str(tmp_path / "models" / "xportrait" / "landmarks")], {".dat"})
 
 
 def test_the_interrupt_hook_raises_the_hosts_exception_when_cancel_was_pressed(fake_comfyui):
     _, management = fake_comfyui
-    assert host.check_interrupt() is False
+    assert host.ComfyHost().check_interrupt() is False
     management.interrupted = True
     with pytest.raises(InterruptProcessingException):
-        host.check_interrupt()
+        host.ComfyHost().check_interrupt()
 
 
 def test_frame_progress_moves_one_comfyui_progress_bar_and_cancel_raises_the_hosts_exception(fake_comfyui,
@@ -94,7 +106,7 @@ def test_frame_progress_moves_one_comfyui_progress_bar_and_cancel_raises_the_hos
     utils.ProgressBar = ProgressBar
     monkeypatch.setitem(sys.modules, "comfy.utils", utils)
     monkeypatch.setattr(sys.modules["comfy"], "utils", utils, raising=False)
-    hooks = host.frame_progress("X-Portrait Motion Control")
+    hooks = host.ComfyHost().frame_progress("X-Portrait Motion Control")
     for done in (4, 8, 10):
         hooks.on_progress(done, 10)
     assert [(bar.total, bar.updates) for bar in bars] == [(10, [(4, 10), (8, 10), (10, 10)])]

@@ -50,9 +50,10 @@ from .media.paste_back import border_colour_step, paste_back, pasted_chunks
 from .media.video_io import side_by_side
 from .model.checkpoint import load_model
 from .model.compilation import accelerated, check_compile_mode, compile_blocks
-from .model.lora import LoraChoice, LoraFileError, LoraPatch, apply_lora, read_lora
+from .model.lora import LoraChoice, LoraFileError, LoraPatch, apply_lora, lora_targets, read_lora
 from .model.schedule import DDPM_TRAIN_STEPS, LINEAR_END, LINEAR_START
 from .model.xportrait_model import XPortraitModel
+from .networks.attention import AttentionFunction
 from .networks.layer_ops import LayerOps
 from .options import (
     VAE_DOWNSCALE,
@@ -78,7 +79,8 @@ __all__ = [  # the calls, and the types they take (see the module docstring)
     "DrivingControls", "FrameHooks", "Framing", "ImageVAE", "LINEAR_END", "LINEAR_START", "LocalPatches",
     "LoraChoice", "References", "SamplerHooks", "SamplerOptions", "align_driving", "animate", "build_conditioning",
     "check_compile_mode", "check_lora_file", "decode_to_images", "encode_init_video", "encode_references",
-    "hints_of_images", "images_of_hints", "load_xportrait", "local_patches", "loras_merged", "prepare_controls",
+    "hints_of_images", "images_of_hints", "load_xportrait", "local_patches", "lora_patch_targets", "loras_merged",
+    "prepare_controls",
     "reference_images", "sample_references", "sample_video", "side_by_side", "windowed_denoiser", "XPortraitModel",
 ]
 ReferencePosterior = Literal["mean", "per_frame_samples"]
@@ -89,12 +91,16 @@ PatchLandmarks = Literal["detect_aligned", "transform"]
 def load_xportrait(path: str | os.PathLike, *, device: torch.device | str, precision: Precision = "auto",
                    attention: AttentionChoice = "auto", text_num_heads: int | None = None,
                    compile_mode: CompileMode = "off", compute_device: torch.device | str | None = None,
-                   ops: LayerOps | None = None) -> XPortraitModel:
+                   ops: LayerOps | None = None, attention_function: AttentionFunction | None = None
+                   ) -> XPortraitModel:
     """A checkpoint loaded for sampling (`model.checkpoint.load_model`), its blocks compiled when compile_mode is
     compile_blocks. The compile mode is checked against the device beforehand, by `check_compile_mode`, where the
-    front end can say so before any work."""
+    front end can say so before any work. attention_function: the host's attention (ComfyUI's), used when attention
+    is "auto"; a backend named explicitly is the pack's own."""
     model, _ = load_model(path, device=device, precision=precision, attention_backend=attention,
                           text_num_heads=text_num_heads, ops=ops, compute_device=compute_device)
+    if attention == "auto" and attention_function is not None:
+        model.use_attention_function(attention_function, getattr(attention_function, "__name__", "host"))
     if compile_mode == "compile_blocks":
         compile_blocks(model)
     return model
@@ -173,6 +179,7 @@ class ImageVAE:
     """
 
     def __init__(self, model: XPortraitModel) -> None:
+        self._model = model
         self._vae = model.first_stage_model
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
@@ -186,7 +193,8 @@ class ImageVAE:
         pixels = pixels_bhwc[:, top:top + crop_h, left:left + crop_w, :3]
         device, dtype = self._device_dtype()
         with torch.no_grad():
-            mean, _ = self._vae.encode_moments((pixels.movedim(-1, 1) * 2 - 1).to(device, dtype))
+            mean, _ = self._vae.encode_moments((pixels.movedim(-1, 1) * 2 - 1).to(device, dtype),
+                                               self._model.vae_frames_per_call(crop_h, crop_w))
         return mean.float().cpu()
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
@@ -311,17 +319,31 @@ def build_conditioning(model: XPortraitModel, references: References, pose_hints
                         pose_hints=pose_hints, local_hints=local_hints, context=context, uncond_context=uncond_context)
 
 
-def encode_init_video(model: XPortraitModel, init_fhwc: torch.Tensor, framing: Framing, frames: int
-                      ) -> torch.Tensor:
-    """IMAGE of another video (one frame per driving frame) -> scaled posterior means (F, 4, R/8, R/8) on the CPU,
-    the clean latents an "init_video" start noises."""
+def encode_init_video(encode: Callable[[torch.Tensor], torch.Tensor], init_fhwc: torch.Tensor, framing: Framing,
+                      frames: int, scale_factor: float) -> torch.Tensor:
+    """IMAGE of another video (one frame per driving frame), squared and resized as the references, through `encode`
+    (the VAE contract, as `encode_references`: the VAE object of the graph inside ComfyUI, `ImageVAE` alone) ->
+    scaled posterior means (F, 4, R/8, R/8) on the CPU, the clean latents an "init_video" start noises."""
     images = framing.model_images(init_fhwc, "init video")
     if images.shape[0] != frames:
         raise OptionError("init_video", f"the init video has {images.shape[0]} frames but the driving video {frames}; "
                           "give one init frame per driving frame", leads=False)
-    chunk = model.vae_frames_per_call(framing.resolution, framing.resolution)
     with torch.no_grad():
-        return torch.cat([model.encode_images(part).float().cpu() for part in images.split(chunk)])
+        return encode(((images + 1) / 2).permute(0, 2, 3, 1).cpu()).float().cpu() * scale_factor
+
+
+def lora_patch_targets(model: XPortraitModel, choice: LoraChoice, prefix: str
+                       ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A LoRA for a host that applies it as its own weight patches (ComfyUI: comfy.lora.load_lora, add_patches):
+    the file's tensors (checked as `check_lora_file` does) and the map from its layer names to the main UNet's weight
+    names under ``prefix`` (where the host's model object holds the UNet), for the layers that fit, as
+    `loras_merged` merges them. LoraFileError naming the file when none fits."""
+    tensors = read_lora(choice.path)
+    shapes = {name: weight.shape for name, weight in model.unet.state_dict().items()}
+    try:
+        return tensors, lora_targets(shapes, tensors, prefix)
+    except ValueError as error:  # no layer fits this UNet: a LoRA of another base model
+        raise LoraFileError(f"LoRA file '{choice.name}': {error}") from error
 
 
 @contextlib.contextmanager
@@ -422,7 +444,8 @@ def animate(model: XPortraitModel, inputs: AnimationInputs, provider: LandmarkPr
         references = encode_references(ImageVAE(model).encode, images)
     init_latents = None
     if inputs.init_frames is not None:
-        init_latents = encode_init_video(model, inputs.init_frames, controls.framing, frames)
+        init_latents = encode_init_video(ImageVAE(model).encode, inputs.init_frames, controls.framing, frames,
+                                         model.config.vae.scale_factor)
         if sampling.start != "init_video":
             sampling = replace(sampling, start="init_video")
     conditioning = build_conditioning(model, references, pose, local)

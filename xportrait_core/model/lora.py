@@ -183,6 +183,31 @@ def read_lora(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def lora_targets(target_shapes: Mapping[str, torch.Size], lora_state_dict: Mapping[str, torch.Tensor],
+                 prefix: str = "") -> dict[str, str]:
+    """For a host that applies LoRAs as its own weight patches: the file's layer names (what precedes
+    `.lora_down.weight`, `.lora_A.weight`...) -> the target weight names (``prefix`` + LDM name + `.weight`) of the
+    layers `apply_lora` would merge (same key layouts, same shape check). ``target_shapes``: the UNet's weight
+    shapes by LDM name. ValueError when no layer fits, as for a LoRA of another base model."""
+    layers = parse_lora(lora_state_dict).layers
+    targets: dict[str, str] = {}
+    for key in lora_state_dict:
+        split = _split_key(key)
+        if split is None or key.startswith(TEXT_ENCODER_PREFIXES):
+            continue
+        file_layer = split[0]
+        ldm = _ldm_name(file_layer)
+        shape = target_shapes.get(f"{ldm}.weight")
+        if ldm in layers and shape is not None and layers[ldm].fits(shape):
+            targets[file_layer] = f"{prefix}{ldm}.weight"
+    if not targets:
+        shown = list(lora_state_dict)[:UNMATCHED_SHOWN]
+        raise ValueError(f"no key of the LoRA matched the SD1.5 UNet ({len(lora_state_dict)} keys, e.g. {shown}); "
+                         "X-Portrait takes SD1.5 LoRAs in kohya (lora_unet_...) or diffusers/PEFT (unet....lora_A) "
+                         "layout")
+    return targets
+
+
 @dataclass
 class LoraPatch:
     """Result of `apply_lora`: which layers changed, which keys were not used, and how to undo."""

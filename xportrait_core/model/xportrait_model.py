@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..networks.appearance_net import AppearanceNet
-from ..networks.attention import UsesAttentionBackend, resolve_backend
+from ..networks.attention import AttentionFunction, UsesAttentionBackend, resolve_backend
 from ..networks.config import XPortraitConfig
 from ..networks.controlnet import ControlNet
 from ..networks.layer_ops import CastingLayers, LayerOps, TorchLayers, keeps_float32
@@ -175,6 +175,21 @@ class XPortraitModel(nn.Module):
                 module.backend = resolved
         self.attention_backend = resolved
         return resolved
+
+    def use_attention_function(self, function: AttentionFunction, name: str) -> None:
+        """Compute every attention but the text encoder's causal one with a host's function (ComfyUI's
+        optimized_attention, so that its attention flags apply); ``name`` is what logs call the backend."""
+        for module in self.modules():
+            if isinstance(module, UsesAttentionBackend):
+                module.backend = function
+        self.attention_backend = name
+
+    def take_vae(self) -> AutoencoderKL:
+        """Hand the VAE over to a host that runs it itself (ComfyUI's own VAE object): the model keeps no copy, and
+        what needs the VAE (encode_images, decode_latents) is the host's to do from then on."""
+        vae = self.first_stage_model
+        del self.first_stage_model
+        return vae
 
     def apply_precision_plan(self, plan: PrecisionPlan) -> None:
         self.set_precision(plan.compute, plan.vae, plan.weight_storage)

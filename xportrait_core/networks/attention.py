@@ -10,6 +10,9 @@ Backends:
 - ``"xformers"``: ``xformers.ops.memory_efficient_attention``, what the original ran; used only when
   xformers is installed and the tensors are on CUDA (its wheels pin torch versions, so it is optional).
 - ``"math"``: explicit ``softmax(q k^T / sqrt(d)) v`` in float32: the reference for tests.
+- a host's own function (an `AttentionFunction`, handed in as data like the layer classes): inside ComfyUI its
+  ``optimized_attention``, so that ComfyUI's attention flags apply to the pack's networks too. Causal attention (the
+  text encoder, run once per run) keeps SDPA: the host function is called without a mask.
 
 fp16 safety: the original is reported to produce black videos in fp16. Logits q.k can exceed the fp16
 range (65504) before the softmax; the CUDA SDPA/xformers kernels accumulate and normalise in float32,
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -27,12 +31,16 @@ import torch.nn.functional as F
 
 from ..options import AttentionChoice, OptionError
 
+# (q (B, Nq, H*D), k (B, Nk, H*D), v (B, Nk, H*D), heads) -> (B, Nq, H*D): the call shape of ComfyUI's
+# comfy.ldm.modules.attention.optimized_attention.
+AttentionFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
 
 @runtime_checkable
 class UsesAttentionBackend(Protocol):
     """A module that calls `attention` with its own ``backend`` (set for the whole model at once)."""
 
-    backend: str
+    backend: str | AttentionFunction
 
 
 def xformers_available() -> bool:
@@ -52,7 +60,7 @@ def resolve_backend(requested: AttentionChoice) -> str:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
-              backend: str = "sdpa", causal: bool = False) -> torch.Tensor:
+              backend: str | AttentionFunction = "sdpa", causal: bool = False) -> torch.Tensor:
     """Multi-head attention softmax(q k^T / sqrt(d)) v.
 
     q (B, Nq, H*D), k and v (B, Nk, H*D) -> (B, Nq, H*D). k/v may have batch G dividing B: one context per
@@ -63,6 +71,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
     head_dim = width // heads
     if k.shape[0] != batch:
         k, v = broadcast_groups(k, batch), broadcast_groups(v, batch)
+    if not isinstance(backend, str):
+        if not causal:
+            return backend(q, k, v, heads)
+        backend = "sdpa"
     out_dtype = q.dtype
     upcast = q.dtype in (torch.float16, torch.bfloat16) and q.device.type != "cuda"
     if upcast or backend == "math":
