@@ -68,8 +68,8 @@ class TrackFace(OptionNode):
         with about_input(TrackFace, "driving"):
             crops, track = track_driving_face(driving, landmark_provider_or_default(landmarks),
                                               FaceTracking(face_margin, smoothing), resolution,
-                                              hooks=host.frame_progress(self.DISPLAY_NAME))
-        host.check_interrupt()  # the preview of a long clip takes a while too
+                                              hooks=host.current().frame_progress(self.DISPLAY_NAME))
+        host.current().check_interrupt()  # the preview of a long clip takes a while too
         boxes = [(box.left, box.top, box.left + box.side - 1, box.top + box.side - 1)
                  for box in map(track.box, range(len(crops)))]
         if track.frames_without_face:
