@@ -331,7 +331,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 @_reported
 def run_convert(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import convert_to_safetensors
+    from ..model.checkpoint_convert import convert_to_safetensors
 
     counts = convert_to_safetensors(args.convert_source, args.convert_destination, fp16=args.fp16,
                                     text_num_heads=args.text_num_heads or None)

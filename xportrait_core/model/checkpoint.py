@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..media.safe_output import atomic_output, check_output_path
+from ..media.safe_output import atomic_output
 from ..networks.config import (
     APPEARANCE_PREFIX,
     CLIP_HEAD_WIDTH,
@@ -313,56 +313,3 @@ def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> Non
         metadata[TEXT_HEADS_METADATA] = str(model.config.text.num_heads)
     with atomic_output(path) as partial:
         save_file(tensors, str(partial), metadata=metadata)
-
-
-def _keeps_float32(key: str) -> bool:
-    """Buffers whose exact values matter: the schedule, the motion modules' position tables."""
-    return key in SCHEDULE_KEYS or key.endswith(".pe")
-
-
-def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike, fp16: bool = False,
-                           text_num_heads: int | None = None) -> dict[str, int]:
-    """Convert a checkpoint to ``.safetensors`` (optionally parameters in fp16; schedule and position tables stay
-    float32), then read it back and verify every tensor equals the source (or its fp16 cast) exactly. Returns
-    counts of tensors written and cast.
-
-    The destination is checked before the source is read (a .safetensors name in a writable folder, not the source
-    itself) and written atomically: nothing is ever left half-written, and the source is never touched. The text
-    encoder's head count is kept: from the source's metadata, or `text_num_heads` (needed, and recorded, for a text
-    encoder narrower than CLIP's 64-wide heads)."""
-    source, destination = Path(source), Path(destination)
-    check_output_path(destination, "destination", (SAFETENSORS_SUFFIX,), {"source checkpoint": source})
-    state = read_state_dict(source)
-    foreign = identify_foreign_checkpoint(state)
-    if foreign:
-        raise CheckpointError(f"{source.name!r} is {foreign}, not an X-Portrait checkpoint")
-    check_finite(state, source.name)
-    metadata = {**_safetensors_metadata(source), "format": "pt", "xportrait": "checkpoint", "source": source.name}
-    heads = text_num_heads if text_num_heads is not None else _text_heads_from_metadata(source)
-    try:
-        check_text_heads(state, source.name, heads)
-    except TextHeadsError:
-        if heads is not None:
-            raise
-        log.warning("%s: its text encoder's head count is unknown, so loading the converted file will ask for it; "
-                    "give the head count (text_num_heads) when converting to record it", source.name)
-    if heads is not None and TEXT_EMBEDDING_KEY in state:
-        metadata[TEXT_HEADS_METADATA] = str(heads)
-    converted, cast = {}, 0
-    for key, tensor in state.items():
-        tensor = tensor.detach().contiguous()
-        if fp16 and tensor.is_floating_point() and tensor.dtype != torch.float16 and not _keeps_float32(key):
-            if tensor.numel() and float(tensor.abs().max()) > FP16_MAX:
-                raise CheckpointError(f"{source.name!r}: tensor '{key}' holds values beyond fp16's range "
-                                      f"({FP16_MAX:g}), which would become infinite; convert without {{fp16}}")
-            tensor = tensor.to(torch.float16)
-            cast += 1
-        converted[key] = tensor.clone()
-    with atomic_output(destination) as partial:
-        save_file(converted, str(partial), metadata=metadata)
-        written = load_file(str(partial))
-        if written.keys() != converted.keys() or any(
-                written[k].dtype != v.dtype or not torch.equal(written[k], v) for k, v in converted.items()):
-            raise CheckpointError(f"verification of {destination.name!r} failed: the file read back differs from "
-                                  "what was written (a failing disk or file system?); nothing was written there")
-    return {"tensors": len(converted), "cast_to_fp16": cast}
