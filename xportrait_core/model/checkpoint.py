@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from ..networks.config import (
 )
 from ..networks.layer_ops import LayerOps
 from ..options import AttentionChoice, OptionError, Precision, check
+from .checkpoint_files import unreadable_reason
 from .finite_weights import describe_non_finite, non_finite_tensors
 from .xportrait_model import XPortraitModel, ldm_schedule_buffers, precision_plan
 
@@ -94,6 +97,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; put {REAL_CHECKPOINT} (or a "
                               "converted .safetensors) there, e.g. ComfyUI/models/xportrait/")
     size = path.stat().st_size
+    check_checkpoint_file(path)
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
         try:
             return load_file(str(path))
@@ -112,26 +116,47 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """CheckpointError unless `path` is a file that can be a checkpoint, judged from its first bytes, zip directory or
+    safetensors header (cheap: made before any work on the videos)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file in it "
+                              f"({REAL_CHECKPOINT} or a converted .safetensors)")
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {str(path)!r} {what}; put {REAL_CHECKPOINT} (or a converted "
+                              ".safetensors) there, e.g. ComfyUI/models/xportrait/")
+    reason = unreadable_reason(path)
+    if reason:
+        raise CheckpointError(f"checkpoint {path.name!r} {reason}")
+
+
 def _torch_load_weights_only(path: Path, size: int) -> object:
+    # torch's own messages advise weights_only=False (which would run the file's code): never shown, only what the
+    # file is and what to do.
+    damaged = (f"checkpoint {path.name!r} ({size} bytes) could not be read as a PyTorch checkpoint: it looks "
+               "truncated or corrupt; download it again")
     try:
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol N": the file is refused below anyway
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as err:
         if "unsupported global" not in str(err).lower():  # no object construction asked: not a pickle at all
-            raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read ({err}); it looks "
-                                  "truncated or corrupt: download it again") from err
+            raise CheckpointError(damaged) from err
         culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
         raise CheckpointError(
             f"refused to load {path.name!r}: its pickle asks to build Python objects other than tensors "
             f"(it could run code), so it was NOT executed. {culprit} Use the official "
             f"{REAL_CHECKPOINT} or a .safetensors file.") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read ({err}); it looks "
-                              "truncated or corrupt: download it again") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError, TypeError,
+            AttributeError, struct.error) as err:
+        raise CheckpointError(damaged) from err
 
 
 def identify_foreign_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -302,7 +327,13 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
 
 def _text_heads_from_metadata(path: Path) -> int | None:
     value = _safetensors_metadata(path).get(TEXT_HEADS_METADATA)
-    return int(value) if value else None
+    if not value:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise TextHeadsError(f"{path.name!r}: its metadata '{TEXT_HEADS_METADATA}' is {value!r}, not a head count "
+                             "(a whole number >= 1); the file was written by another tool or damaged: give the head "
+                             "count ({text_num_heads=N}) or convert the checkpoint again")
+    return int(value)
 
 
 def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> None:
