@@ -189,7 +189,7 @@ def test_a_dat_file_that_is_not_a_shape_predictor_is_named(tmp_path):
     (b"hello", "is a text file (5 bytes, starting 'hello')"),
     (b"", "is empty (0 bytes)"),
     (b"<!DOCTYPE html><html><body>Rate limit exceeded</body></html>", "is a text file"),
-    (b"PK\x03\x04" + bytes(200), "is a truncated or damaged zip"),
+    (b"PK\x03\x04" + bytes(200), "is truncated or corrupt (a damaged zip"),
 ])
 def test_a_checkpoint_file_that_cannot_be_one_is_named_cheaply_and_without_torch_advice(tmp_path, content, expected):
     from xportrait_core.model.checkpoint import CheckpointError, read_state_dict
@@ -218,7 +218,7 @@ def test_a_truncated_safetensors_is_named_truncated(tmp_path):
 
     path = tmp_path / "cut.safetensors"
     path.write_bytes((GOLDEN_DIR / "tiny_weights.safetensors").read_bytes()[:-1000])
-    with pytest.raises(CheckpointError, match="is truncated"):
+    with pytest.raises(CheckpointError, match="is truncated or corrupt"):
         read_state_dict(path)
 
 

@@ -105,7 +105,7 @@ def _zip_problem(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        return "is a truncated or damaged zip (an interrupted download?); download it again"
+        return "is truncated or corrupt (a damaged zip: an interrupted download?); download it again"
     if not any(name.endswith("data.pkl") for name in names):
         return "is a zip file but not a PyTorch checkpoint (it holds no data.pkl)"
     return None
@@ -116,8 +116,8 @@ def _safetensors_header_problem(path: Path) -> str | None:
     with open(path, "rb") as stream:
         (length,) = struct.unpack("<Q", stream.read(LENGTH_BYTES))
         if length > size - LENGTH_BYTES:
-            return (f"is truncated: {size} bytes, shorter than its own header says (an interrupted download or "
-                    "copy?); download or convert it again")
+            return (f"is truncated or corrupt: {size} bytes, shorter than its own header says (an interrupted "
+                    "download or copy?); download or convert it again")
         try:
             header = json.loads(stream.read(length))
         except (ValueError, UnicodeDecodeError):
@@ -128,6 +128,6 @@ def _safetensors_header_problem(path: Path) -> str | None:
             if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
     needed = LENGTH_BYTES + length + max(ends, default=0)
     if needed > size:
-        return (f"is truncated: {size} bytes of the {needed} its header lists (an interrupted download or copy?); "
-                "download or convert it again")
+        return (f"is truncated or corrupt: {size} bytes of the {needed} its header lists (an interrupted download "
+                "or copy?); download or convert it again")
     return None
