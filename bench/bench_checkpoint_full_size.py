@@ -2,7 +2,7 @@
 
 Writes a random checkpoint in the original's `.th` format (a zip written by torch.save holding {"state_dict": ...,
 "global_step": ...}) with the real key list and shapes (tests/golden full_checkpoint_keys.json; the SD1.5 schedule
-buffers hold their real values, the other tensors small random numbers), then, each in a fresh process:
+buffers hold their real values, the other tensors uniform random numbers in +-0.02), then, each in a fresh process:
 
 - `convert` on the command line, fp32 and --fp16;
 - loading as the command line does (`model.checkpoint.load_model`), and as Load X-Portrait Model does
@@ -56,7 +56,7 @@ def write_random_checkpoint(path: Path, seed: int = 0) -> dict[str, int]:
     generator = np.random.default_rng(seed)
     for start in range(0, total, CHUNK_ELEMENTS):
         stop = min(total, start + CHUNK_ELEMENTS)
-        raw[start:stop] = generator.standard_normal(stop - start, dtype=np.float32) * WEIGHT_SCALE
+        raw[start:stop] = (generator.random(stop - start, dtype=np.float32) - 0.5) * (2 * WEIGHT_SCALE)
     state: dict[str, torch.Tensor] = {}
     offset = 0
     for key, shape in listed.items():
