@@ -90,14 +90,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``state_dict`` or a bare state dict, via ``torch.load(weights_only=True)`` (memory-mapped when the
     file allows it)."""
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file in it "
-                              f"({REAL_CHECKPOINT} or a converted .safetensors)")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; put {REAL_CHECKPOINT} (or a "
-                              "converted .safetensors) there, e.g. ComfyUI/models/xportrait/")
-    size = path.stat().st_size
     check_checkpoint_file(path)
+    size = path.stat().st_size
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
         try:
             return load_file(str(path))

@@ -32,6 +32,7 @@ from .checkpoint import (
     TextHeadsError,
     _safetensors_metadata,
     _text_heads_from_metadata,
+    check_checkpoint_file,
     check_state_dict,
     check_text_heads,
     identify_foreign_checkpoint,
@@ -69,7 +70,7 @@ def open_source(path: Path) -> Iterator[SourceTensors]:
         state = read_state_dict(path)
         yield SourceTensors({k: _meta_like(v.shape, v.dtype) for k, v in state.items()}, state.__getitem__)
         return
-    read_state_dict_checks_only(path)
+    check_checkpoint_file(path)
     try:
         handle = safe_open(str(path), framework="pt")
         layout = {}
@@ -81,12 +82,6 @@ def open_source(path: Path) -> Iterator[SourceTensors]:
                               "truncated or corrupt: download or convert it again") from err
     with handle:
         yield SourceTensors(layout, handle.get_tensor)
-
-
-def read_state_dict_checks_only(path: Path) -> None:
-    """The folder / missing-file checks of `read_state_dict`, without reading a `.safetensors` whole."""
-    if path.is_dir() or not path.is_file():
-        read_state_dict(path)  # raises the message for a folder or a missing file
 
 
 def check_layout(tensors: SourceTensors, name: str, text_num_heads: int | None) -> None:
