@@ -268,3 +268,15 @@ def test_convert_of_a_wrong_shaped_checkpoint_is_refused_on_the_command_line(fil
     err = capsys.readouterr().err
     assert "tensors of the wrong shape" in err and "read back and verified" not in err
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_command_ended_by_an_exception_restores_the_signal_handlers(files, tmp_path, monkeypatch):
+    from xportrait_core.model import checkpoint_convert
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(checkpoint_convert, "convert_to_safetensors", interrupted)
+    assert main(["convert", str(files["tiny.safetensors"]), str(tmp_path / "x.safetensors")]) == 130
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

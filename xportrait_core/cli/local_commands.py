@@ -269,15 +269,21 @@ def _stop_signals() -> Iterator[None]:
         yield
         return
 
+    received = []
+
     def stop(signum: int, frame: object) -> None:
+        received.append(signum)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield  # an interrupt leaves the signals ignored; a normal end or an error restores them
-    for number, handler in previous.items():
-        signal.signal(number, handler)
+    try:
+        yield
+    finally:
+        if not received:  # after a signal they stay ignored until the process ends
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 # ---------------------------------------------------------------------------------------------------- commands
