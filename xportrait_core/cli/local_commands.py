@@ -188,8 +188,8 @@ def _check_driving_frames(args: argparse.Namespace, frames: int, fps: float) -> 
     try:
         check_frame_rate(fps, "for the result")
     except VideoWriteError as error:
-        raise CommandLineError(f"--frame-step {args.frame_step}: the result's rate would be {error}; use a smaller "
-                               "--frame-step" if args.frame_step > 1 else f"driving video: {error}") from error
+        raise CommandLineError(f"--frame-step {args.frame_step}: {error} Use a smaller --frame-step."
+                               if args.frame_step > 1 else f"driving video: {error}") from error
 
 
 def _check_outputs(args: argparse.Namespace, output_option: str, inputs: dict[str, Path | None]) -> None:
