@@ -280,3 +280,15 @@ def test_a_command_ended_by_an_exception_restores_the_signal_handlers(files, tmp
     monkeypatch.setattr(checkpoint_convert, "convert_to_safetensors", interrupted)
     assert main(["convert", str(files["tiny.safetensors"]), str(tmp_path / "x.safetensors")]) == 130
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_frame_step_that_leaves_frames_at_a_rate_too_slow_to_store_blames_the_frame_step():
+    """Three frames of a 25 fps video kept one in 100000 (a video of 300000+ frames): a rate of 1/4000 fps, which no
+    video can store; said before any work, not as a ZeroDivisionError after sampling."""
+    import argparse
+
+    from xportrait_core.cli.local_commands import CommandLineError, _check_driving_frames
+
+    with pytest.raises(CommandLineError, match=r"--frame-step 100000: 0\.00025 fps is too slow .* Use a smaller "
+                                               r"--frame-step\."):
+        _check_driving_frames(argparse.Namespace(frame_step=100000), 3, 25 / 100000)
