@@ -93,17 +93,20 @@ def test_a_state_file_write_that_fails_keeps_the_earlier_state(tmp_path, monkeyp
 
 
 def test_a_conversion_whose_read_back_differs_writes_nothing(tmp_path, monkeypatch):
-    from xportrait_core.model import checkpoint
-    from xportrait_core.model.checkpoint import CheckpointError, convert_to_safetensors
+    from conftest import GOLDEN_DIR
 
-    source = tmp_path / "s.th"
-    torch.save({"a.weight": torch.ones(3)}, source)
-    (tmp_path / "s.safetensors").write_bytes(b"an earlier conversion")
-    monkeypatch.setattr(checkpoint, "load_file", lambda path: {"a.weight": torch.zeros(3)})
+    from xportrait_core.model import checkpoint_convert
+    from xportrait_core.model.checkpoint import CheckpointError
+
+    source = tmp_path / "s.safetensors"
+    source.write_bytes((GOLDEN_DIR / "tiny_weights.safetensors").read_bytes())
+    (tmp_path / "out.safetensors").write_bytes(b"an earlier conversion")
+    real = checkpoint_convert._Converter.expected
+    monkeypatch.setattr(checkpoint_convert._Converter, "expected", lambda self, key: real(self, key) + 1)
     with pytest.raises(CheckpointError, match="the file read back differs .* nothing was written there"):
-        convert_to_safetensors(source, tmp_path / "s.safetensors")
-    assert (tmp_path / "s.safetensors").read_bytes() == b"an earlier conversion"
-    assert leftovers(tmp_path, {"s.th", "s.safetensors"}) == []
+        checkpoint_convert.convert_to_safetensors(source, tmp_path / "out.safetensors", text_num_heads=2)
+    assert (tmp_path / "out.safetensors").read_bytes() == b"an earlier conversion"
+    assert leftovers(tmp_path, {"s.safetensors", "out.safetensors"}) == []
 
 
 # ---------------------------------------------------------------------------------------------- image modes

@@ -11,12 +11,12 @@ from safetensors.torch import load_file, save_file
 
 from xportrait_core.model.checkpoint import (
     CheckpointError,
-    convert_to_safetensors,
     load_model,
     model_from_state_dict,
     read_state_dict,
     save_model_checkpoint,
 )
+from xportrait_core.model.checkpoint_convert import convert_to_safetensors
 from xportrait_core.model.xportrait_model import XPortraitModel
 from xportrait_core.networks.config import XPortraitConfig
 
@@ -167,15 +167,71 @@ def test_convert_th_to_safetensors_round_trips_exactly(tmp_path, th_checkpoint, 
         assert torch.equal(converted[key], expected), key
 
 
-def test_fp16_conversion_keeps_schedule_and_position_tables_float32(tmp_path):
-    state = {"betas": torch.rand(1000), "a.pe": torch.rand(1, 24, 8), "a.weight": torch.rand(3, 3)}
-    source = tmp_path / "s.th"
-    torch.save(state, source)
-    # not an X-Portrait model, but conversion only needs tensors; it refuses foreign formats only
-    convert_to_safetensors(source, tmp_path / "s.safetensors", fp16=True)
+def test_fp16_conversion_keeps_schedule_and_position_tables_float32(tmp_path, th_checkpoint):
+    convert_to_safetensors(th_checkpoint, tmp_path / "s.safetensors", fp16=True)
     out = load_file(str(tmp_path / "s.safetensors"))
-    assert out["betas"].dtype == torch.float32 and out["a.pe"].dtype == torch.float32
-    assert out["a.weight"].dtype == torch.float16
+    pe = next(k for k in out if k.endswith(".pe"))
+    assert out["betas"].dtype == torch.float32 and out[pe].dtype == torch.float32
+    assert out["model.diffusion_model.input_blocks.0.0.weight"].dtype == torch.float16
+
+
+def test_convert_refuses_a_wrong_shaped_tensor_before_writing(tmp_path, tiny_state):
+    state = dict(tiny_state)
+    key = "appearance_control_model.input_blocks.1.0.in_layers.2.weight"
+    state[key] = torch.zeros(state[key].shape[0], state[key].shape[1], 1, 1)
+    source = tmp_path / "wrong.th"
+    torch.save({"state_dict": state}, source)
+    with pytest.raises(CheckpointError, match=r"wrong shape: .*in_layers\.2\.weight \(\d+, \d+, 1, 1\)"):
+        convert_to_safetensors(source, tmp_path / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wrong.th"]
+
+
+def test_convert_refuses_an_unrelated_model(tmp_path):
+    source = tmp_path / "resnet.th"
+    torch.save({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8), "betas": torch.rand(1000)},
+               source)
+    with pytest.raises(CheckpointError, match="not an X-Portrait checkpoint"):
+        convert_to_safetensors(source, tmp_path / "out.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resnet.th"]
+
+
+def test_convert_of_a_safetensors_source_streams_and_round_trips(tmp_path, tiny_state):
+    out = tmp_path / "half.safetensors"
+    counts = convert_to_safetensors(TINY, out, fp16=True, text_num_heads=GOLDEN_TEXT_HEADS)
+    converted = load_file(str(out))
+    assert counts["tensors"] == len(tiny_state) == len(converted)
+    key = "first_stage_model.decoder.conv_in.weight"
+    assert converted[key].dtype == torch.float16 and torch.equal(converted[key], tiny_state[key].half())
+
+
+def test_convert_onto_a_full_disk_is_one_message_and_leaves_nothing(tmp_path, th_checkpoint, monkeypatch):
+    import errno
+
+    from xportrait_core.model import safetensors_stream
+
+    written = []
+
+    def full_disk(stream, tensor):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(tensor)
+
+    monkeypatch.setattr(safetensors_stream, "_write_tensor", full_disk)
+    with pytest.raises(CheckpointError, match="the disk is full.*nothing was written there"):
+        convert_to_safetensors(th_checkpoint, tmp_path / "out.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_refuses_up_front_when_the_disk_has_too_little_space(tmp_path, th_checkpoint, monkeypatch):
+    import shutil as shutil_module
+
+    from xportrait_core.model import checkpoint_convert
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint_convert.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(CheckpointError, match=r"has 0\.0 GB free but 'out\.safetensors' needs"):
+        convert_to_safetensors(th_checkpoint, tmp_path / "out.safetensors")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_saved_random_model_reloads_with_its_text_head_count(tmp_path):

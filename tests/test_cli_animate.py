@@ -111,4 +111,4 @@ def test_convert_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     junk = tmp_path / "junk.th"
     junk.write_bytes(b"not a checkpoint")
     assert main(["convert", str(junk), str(tmp_path / "x.safetensors")]) == 2
-    assert "truncated or corrupt" in capsys.readouterr().err
+    assert "is a text file (16 bytes, starting 'not a checkpoint'), not a checkpoint" in capsys.readouterr().err

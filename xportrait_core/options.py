@@ -63,6 +63,7 @@ EXIT_JOBS_FAILED = 1  # queue: some jobs failed
 EXIT_BAD_INPUT = 2  # also what argparse uses for usage errors
 EXIT_NO_SERVER = 3  # queue: no server reachable
 EXIT_INTERRUPTED = 130  # the shell's convention for Ctrl-C
+EXIT_TERMINATED = 143  # the shell's convention for SIGTERM (128 + 15)
 
 MENTION = re.compile(r"\{([a-z_]+)(?:=([^{}]+))?\}")  # {option} or {option=value} in a message
 

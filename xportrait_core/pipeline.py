@@ -47,6 +47,7 @@ from .media.box_preview import faces_preview, track_preview
 from .media.crop_geometry import CropRecord
 from .media.image_fit import Framing, hints_of_images, images_of_hints
 from .media.paste_back import border_colour_step, paste_back, pasted_chunks
+from .media.tensor_checks import check_device, check_tensor
 from .media.video_io import side_by_side
 from .model.checkpoint import load_model
 from .model.compilation import accelerated, check_compile_mode, compile_blocks
@@ -97,6 +98,9 @@ def load_xportrait(path: str | os.PathLike, *, device: torch.device | str, preci
     compile_blocks. The compile mode is checked against the device beforehand, by `check_compile_mode`, where the
     front end can say so before any work. attention_function: the host's attention (ComfyUI's), used when attention
     is "auto"; a backend named explicitly is the pack's own."""
+    check_device(device)
+    if compute_device is not None:
+        check_device(compute_device, "compute_device")
     model, _ = load_model(path, device=device, precision=precision, attention_backend=attention,
                           text_num_heads=text_num_heads, ops=ops, compute_device=compute_device)
     if attention == "auto" and attention_function is not None:
@@ -206,7 +210,7 @@ class ImageVAE:
 
 # ---------------------------------------------------------------------------------------------------- controls
 def _device(device: torch.device | str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return check_device(device)
 
 
 def align_driving(driving_fhwc: torch.Tensor, source_fhwc: torch.Tensor | None, provider: LandmarkProvider,
@@ -246,6 +250,7 @@ def local_patches(pose_hints_fchw: torch.Tensor, provider: LandmarkProvider, mis
     """The local control of aligned frames (F, 3, R, R) in [-1, 1] (`image_fit.hints_of_images` turns Motion Control's
     IMAGE into them): landmarks detected on the aligned frames, as the original."""
     check("missing_face", missing_face)
+    check_tensor(pose_hints_fchw, "motion", "(F, 3, R, R)", channels=3, square=True)
     counter = FrameCounter(hooks, patches_work(pose_hints_fchw.shape[0], detect=True))
     return detect_local_patches(pose_hints_fchw, provider, missing_face, counter=counter)
 
@@ -391,6 +396,7 @@ def windowed_denoiser(model: XPortraitModel, conditioning: Conditioning, options
 def decode_to_images(model: XPortraitModel, latents: torch.Tensor) -> torch.Tensor:
     """Latents (F, 4, h, w) -> IMAGE (F, 8h, 8w, 3) in [0, 1] on the CPU (clamped, as the original). NonFiniteError
     when the VAE's output holds NaN or inf (clamping would hide it as black frames)."""
+    check_tensor(latents, "latents", "(F, 4, h, w)", channels=4)
     frames = []
     chunk = model.vae_frames_per_call(VAE_DOWNSCALE * latents.shape[-2], VAE_DOWNSCALE * latents.shape[-1])
     with torch.no_grad():

@@ -5,10 +5,13 @@ Heavy modules (torch, the networks) are imported when a command runs, so ``--hel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +20,7 @@ from ..options import (
     BEST_FRAME_OFF,
     EXIT_BAD_INPUT,
     EXIT_OK,
+    EXIT_TERMINATED,
     VIDEO_OUTPUT_SUFFIXES,
     OptionError,
     StartMode,
@@ -200,11 +204,37 @@ def _best_frame(text: str) -> str | int:
 
 
 def _check_inputs_exist(inputs: dict[str, Path | None]) -> None:
-    """Every input file named on the command line exists, checked together before anything is read."""
+    """Every input file named on the command line exists and is a file or folder (reading a named pipe or a device
+    would block), checked together before anything is read."""
     for what, path in inputs.items():
         if path is not None and not path.exists():
             raise CommandLineError(f"{what} '{path}' does not exist; check the path (relative paths start from "
                                    f"{Path.cwd()})")
+        if path is not None and not path.is_file() and not path.is_dir():
+            raise CommandLineError(f"{what} '{path}' is not a regular file (a named pipe, socket or device?); give "
+                                   "a file")
+
+
+def _check_single_images(images: dict[str, Path | None]) -> None:
+    """A folder where one image is expected would silently stand for its first image: refused."""
+    for what, path in images.items():
+        if path is not None and path.is_dir():
+            raise CommandLineError(f"{what} '{path}' is a folder; pick one image file in it (e.g. "
+                                   f"'{path / 'portrait.png'}')")
+
+
+def _check_driving_frames(args: argparse.Namespace, frames: int, fps: float) -> None:
+    """What --frame-step left of the driving video: more than one frame, at a rate a video can store."""
+    from ..media.video_io import VideoWriteError, check_frame_rate
+
+    if args.frame_step > 1 and frames < 2:
+        raise CommandLineError(f"--frame-step {args.frame_step} leaves {frames} frame of the driving video; an "
+                               "animation needs several: use a smaller --frame-step")
+    try:
+        check_frame_rate(fps, "for the result")
+    except VideoWriteError as error:
+        raise CommandLineError(f"--frame-step {args.frame_step}: {error} Use a smaller --frame-step."
+                               if args.frame_step > 1 else f"driving video: {error}") from error
 
 
 def _check_outputs(args: argparse.Namespace, output_option: str, inputs: dict[str, Path | None]) -> None:
@@ -297,14 +327,47 @@ def _reported(command: Callable[[argparse.Namespace], int]) -> Callable[[argpars
         from .threads import torch_threads
 
         try:
-            with torch_threads(getattr(args, "threads", None)):
+            with torch_threads(getattr(args, "threads", None)), _stop_signals():
                 return command(args)
+        except Terminated:
+            print("terminated (SIGTERM): stopped; no file was left half-written", file=sys.stderr)
+            return EXIT_TERMINATED
         except OptionError as error:
             print(f"error: {error.render(spell)}", file=sys.stderr)
         except (ValueError, LandmarkModelNotFoundError, ImportError) as error:
             print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return run
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C (temporary files removed) and reported with its own exit status."""
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the command by an exception, so temporary files are removed on the way out; after the
+    first, both are ignored (until the process ends): a second Ctrl-C right after the first would otherwise break
+    into that cleanup or into finalizers with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    received = []
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if not received:  # after a signal they stay ignored until the process ends
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -314,7 +377,7 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..media.image_fit import Framing
     from ..media.video_io import read_video
     from ..media.video_stream import STREAM_SUFFIXES
-    from ..model.checkpoint import load_model
+    from ..model.checkpoint import check_checkpoint_file, load_model
     from ..model.compilation import check_compile_mode, compile_blocks
     from ..model.lora import LoraChoice, read_lora
     from ..pipeline import AnimationInputs, ControlOptions, FaceTracking, animate, crop_face, prepare_controls
@@ -337,13 +400,17 @@ def run_animate(args: argparse.Namespace) -> int:
     loras = [LoraChoice(str(args.lora_file), args.lora_strength)] if args.lora_file else []
     inputs = _animate_inputs(args)
     _check_inputs_exist(inputs)
+    _check_single_images({"source image": args.source, **{f"{spell('extra_references')} #{number}": path
+                          for number, path in enumerate(args.extra_references or [], start=1)}})
     _check_outputs(args, "output", inputs)
+    check_checkpoint_file(args.checkpoint)  # a file that is no checkpoint: before any work on the videos
     for lora in loras:
         read_lora(lora.path)
     source = read_video(args.source, max_frames=1, what="source image").frames
     picture, face_crop = source, None
     clip = read_video(args.driving, max_frames=args.max_frames, frame_step=args.frame_step, what="driving video")
     frames = clip.frames.shape[0]
+    _check_driving_frames(args, frames, clip.fps)
     extra = [read_video(path, max_frames=1, what="extra reference").frames for path in args.extra_references or []]
     init = None
     if args.init_video:
@@ -395,6 +462,7 @@ def _demo_provider(choice: str, clip: Any) -> tuple[Any, str, PatchLandmarks]:
 @_reported
 def run_demo(args: argparse.Namespace) -> int:
     from ..media.image_fit import Framing
+    from ..media.video_io import check_frame_rate
     from ..model.compilation import check_compile_mode, compile_blocks
     from ..model.tiny_model import build_random_model
     from ..model.xportrait_model import precision_plan, resolved_precision
@@ -405,6 +473,10 @@ def run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic(), time.process_time()
     sampling = _sampler_options(args)
     sampling.check_video(args.demo_frames)
+    try:
+        check_frame_rate(args.demo_fps, "for the demo")
+    except ValueError as error:
+        raise CommandLineError(f"{spell('demo_fps')}: {error}") from error
     framing = Framing(args.resolution)
     if args.resolution < DEMO_MIN_RESOLUTION:
         raise CommandLineError(f"--resolution: the demo's tiny model needs {DEMO_MIN_RESOLUTION} px or more, "
@@ -436,7 +508,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 @_reported
 def run_convert(args: argparse.Namespace) -> int:
-    from ..model.checkpoint import convert_to_safetensors
+    from ..model.checkpoint_convert import convert_to_safetensors
 
     counts = convert_to_safetensors(args.convert_source, args.convert_destination, fp16=args.fp16,
                                     text_num_heads=args.text_num_heads or None)

@@ -61,6 +61,17 @@ class SourceFaceNotFoundError(OptionError):
             f"({{best_frame={BEST_FRAME_OFF}}}) for driving frames that are already aligned.", leads=False)
 
 
+class DrivingFaceNotFoundError(OptionError):
+    """No face was found in any frame of the driving video: the result would follow no motion."""
+
+    def __init__(self, provider_name: str, frames: int) -> None:
+        super().__init__(
+            "driving",
+            f"No face was found in any of the driving video's {frames} frames by the '{provider_name}' "
+            "provider, so the animation would follow no motion. Use a driving video that shows a clearly visible, "
+            "roughly frontal face (at least about a fifth of the frame wide) in most frames.", leads=False)
+
+
 @dataclass(frozen=True)
 class AlignedDriving:
     """The pose control and how it was made.
@@ -148,8 +159,7 @@ def _best_frame_landmarks(driving_fchw: torch.Tensor, source_fchw: torch.Tensor,
         driving = detect_landmarks(provider, _landmark_copies(driving_fchw, device, chunk_frames), counter)
         chosen = find_best_frame(source_points, driving.points_68, driving.face_found)
         if chosen is None:
-            logger.warning("No face found in any driving frame: the driving video is not aligned to the source.")
-            return None, source_points, None, driving
+            raise DrivingFaceNotFoundError(provider.name, len(driving.face_found))
         return chosen, source_points, driving.points_68[chosen], driving
     assert isinstance(best_frame, int)
     one = detect_landmarks(provider, _landmark_copies(driving_fchw[best_frame : best_frame + 1], device, 1), counter)
@@ -225,16 +235,20 @@ def local_patches(pose_hints_fchw: torch.Tensor, provider: LandmarkProvider, mis
                                          LANDMARK_GRID))
         for start in range(0, pose_hints_fchw.shape[0], chunk_frames)])
     return local_patches_from_landmarks(pose_hints_fchw, detect_landmarks(provider, copies, counter), missing_face,
-                                        counter=counter, chunk_frames=chunk_frames)
+                                        counter=counter, chunk_frames=chunk_frames, provider_name=provider.name)
 
 
 def local_patches_from_landmarks(pose_hints_fchw: torch.Tensor, landmarks_256: FaceLandmarks,
                                  missing_face: MissingFace, *, counter: FrameCounter,
-                                 chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> LocalPatches:
+                                 chunk_frames: int = DEFAULT_CHUNK_FRAMES, provider_name: str = "landmark"
+                                 ) -> LocalPatches:
     """The local hints of aligned frames from their landmarks on the 256 px grid (detected on them, or moved there
-    by the alignment affine). counter: progress over `patches_work(F, detect=False)` frames."""
+    by the alignment affine). counter: progress over `patches_work(F, detect=False)` frames. A video without a face
+    in any frame is a DrivingFaceNotFoundError (`provider_name` names the detector in it)."""
     frames, resolution = pose_hints_fchw.shape[0], pose_hints_fchw.shape[-1]
     face_found = np.asarray(landmarks_256.face_found, dtype=bool)
+    if not face_found.any():
+        raise DrivingFaceNotFoundError(provider_name, frames)
     points, usable = landmarks_for_patches(landmarks_256.points_68, face_found, missing_face)
     centres = patch_centres(points, usable, resolution)
     local_hints = torch.empty_like(pose_hints_fchw)

@@ -61,6 +61,9 @@ def images_to_fchw(images: torch.Tensor, what: str) -> torch.Tensor:
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"The {what} must be a torch tensor (ComfyUI IMAGE); got {type(images).__name__}.")
+    if images.is_meta:
+        raise ValueError(f"The {what} is a meta tensor (a shape without pixels); give images that hold their values "
+                         "(on the CPU or a GPU).")
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4 or images.shape[-1] not in (3, 4) or images.shape[0] == 0:

@@ -21,6 +21,7 @@ from pathlib import Path
 PARTIAL_MARK = ".partial-"  # in the names of the temporary files; nothing else is ever named like this
 NEW_FILE_MODE = 0o666  # what open() gives a new file before the umask, so results get the usual permissions
 RANDOM_NAME_BYTES = 4
+DEFAULT_NAME_MAX = 255  # bytes per file name on ext4, xfs, btrfs, APFS and NTFS (in UTF-16 units there)
 
 
 class OutputPathError(ValueError):
@@ -47,6 +48,10 @@ def check_output_path(path: str | os.PathLike, what: str, suffixes: Sequence[str
     """
     path = Path(path)
     shown = f"{what} '{path}'"
+    limit = name_max(path.parent)
+    if len(os.fsencode(path.name)) > limit:  # first: the file system refuses even to look such a name up
+        raise OutputPathError(f"{shown}: the name is {len(os.fsencode(path.name))} bytes long, more than this file "
+                              f"system allows ({limit}); give a shorter name.")
     if path.is_dir():
         example = path / f"result{suffixes[0] if suffixes else ''}"
         raise OutputPathError(f"{shown} is a folder; give a file name, e.g. '{example}'.")
@@ -87,9 +92,21 @@ def _check_writable(folder: Path, shown: str) -> None:
 def _create_beside(path: Path) -> tuple[int, Path]:
     """A new, empty, uniquely named hidden file in the folder of `path`, with the same suffix (writers such as
     FFmpeg pick the format by suffix)."""
-    temporary = path.with_name(f".{path.stem}{PARTIAL_MARK}{secrets.token_hex(RANDOM_NAME_BYTES)}{path.suffix}")
+    tail = f"{PARTIAL_MARK}{secrets.token_hex(RANDOM_NAME_BYTES)}{path.suffix}"
+    # the stem is shortened when needed, so a legal output name always has a legal temporary name
+    room = name_max(path.parent) - len(os.fsencode("." + tail))
+    stem = os.fsencode(path.stem)[:max(room, 1)].decode("utf-8", "ignore")  # no half character at the cut
+    temporary = path.with_name(f".{stem}{tail}")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
     return descriptor, temporary
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of `folder` takes; POSIX's usual 255 when it cannot say."""
+    try:
+        return os.pathconf(folder if folder.exists() else Path.cwd(), "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_NAME_MAX
 
 
 @contextlib.contextmanager

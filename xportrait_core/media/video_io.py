@@ -6,7 +6,9 @@ and single images through Pillow.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ DEFAULT_CRF = 18
 GIF_PALETTE_SIZE = 256  # the GIF format's colour table limit
 # A frame rate as a Fraction with a small denominator keeps NTSC rates exact (29.97 -> 30000/1001).
 MAX_RATE_DENOMINATOR = 1001
+MIN_FPS = 1 / (2 * MAX_RATE_DENOMINATOR)  # slower rates round to 0 at that denominator
+WHOLE_NUMBER_RANGE_TOP = 1.0  # whole-number frames above this are 0..255 images given for 0..1 ones
 
 
 class VideoReadError(ValueError):
@@ -85,6 +89,9 @@ def read_video(
         raise VideoReadError(f"max_frames must be 1 or more (or None for all), got {max_frames}.")
     if not path.exists():
         raise VideoReadError(f"The {what} {path} does not exist. Give a video file, a folder of frames or an image.")
+    if not path.is_dir() and not path.is_file():  # reading a named pipe or a device could block forever
+        raise VideoReadError(f"The {what} {path} is not a regular file (a named pipe, socket or device?). Give a video "
+                             "file, a folder of frames or an image.")
 
     if path.is_dir():
         frames_uint8, fps = _read_frame_folder(path, max_frames, frame_step), default_fps / frame_step
@@ -104,6 +111,10 @@ def _read_image(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return image_to_rgb8(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as error:
+        raise VideoReadError(f"Refused to read image {path}: it claims more pixels than Pillow's safety limit "
+                             f"({Image.MAX_IMAGE_PIXELS} pixels), as a decompression bomb does; give a smaller image "
+                             "(a portrait of a few megapixels is plenty).") from error
     except (OSError, ValueError) as error:
         raise VideoReadError(f"Cannot read image {path}: {error}. Is it a valid png/jpg/webp file?") from error
 
@@ -186,11 +197,10 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, crf: int = D
         raise VideoWriteError(f"Cannot write {path}: the suffix must be one of {', '.join(VIDEO_OUTPUT_SUFFIXES)}.")
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise VideoWriteError(f"Expected frames shaped (F, H, W, 3) with F >= 1 for {path}, got {tuple(frames.shape)}.")
-    if fps <= 0:
-        raise VideoWriteError(f"fps must be positive to write {path}, got {fps}.")
-
-    frames_uint8 = (frames.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    rate = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
+    rate = check_frame_rate(fps, f"to write {path}")
+    frames_float = frames.detach().to("cpu", torch.float32)
+    _check_frame_values(frames_float, path)
+    frames_uint8 = (frames_float.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     try:
         with atomic_output(path) as partial:
             if suffix == ".gif":
@@ -200,9 +210,54 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float, crf: int = D
                 options = {"crf": str(crf)} if suffix == ".mp4" else {"crf": str(crf), "b:v": "0"}
                 _encode(partial, pad_to_even(frames_uint8), rate, codec=codec, pix_fmt="yuv420p", options=options)
     except (av.FFmpegError, OSError) as error:
-        raise VideoWriteError(f"Writing {path} failed ({error}); any earlier file there is unchanged. Check the free "
-                              "disk space and the folder's permissions.") from error
+        raise VideoWriteError(f"Writing {path} failed ({error}); any earlier file there is unchanged. "
+                              f"{write_advice(error, path)}") from error
     return path
+
+
+def write_advice(error: BaseException, path: Path) -> str:
+    """What to do about a failed write, from its cause: only a full disk is blamed on disk space."""
+    number = getattr(error, "errno", None)
+    if number in (errno.ENOSPC, errno.EDQUOT):
+        return "The disk is full: free some space or write elsewhere."
+    if number == errno.ENOENT and not path.parent.is_dir():
+        return f"The folder {path.parent} does not exist (any more): create it or write elsewhere."
+    if number in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"The folder {path.parent} cannot be written: check its permissions or write elsewhere."
+    if number == errno.ENAMETOOLONG:
+        return "The file name is too long for this file system: give a shorter name."
+    return "Check the folder and the disk, or write elsewhere."
+
+
+def check_frame_rate(fps: float, purpose: str) -> Fraction:
+    """The rate a video is written at, as stored (a fraction with a denominator of at most 1001), or
+    VideoWriteError when `fps` cannot be stored: not positive, not finite, or below the slowest storable rate."""
+    if not math.isfinite(fps) or fps <= 0:
+        raise VideoWriteError(f"fps must be a positive number {purpose}, got {fps}.")
+    rate = Fraction(fps).limit_denominator(MAX_RATE_DENOMINATOR)
+    if rate <= 0 or fps < MIN_FPS:
+        raise VideoWriteError(f"{fps:g} fps is too slow {purpose}: the slowest rate a video can store here is "
+                              f"{MIN_FPS:g} fps (one frame per {1 / MIN_FPS:g} s).")
+    return rate
+
+
+def _check_frame_values(frames: torch.Tensor, path: Path) -> None:
+    """NaN frames would be written black and 0..255 frames almost white, both without a word: refuse them."""
+    finite = torch.isfinite(frames)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite.flatten(1).all(dim=1)).flatten().tolist()
+        raise VideoWriteError(f"Cannot write {path}: frames {_listing(bad)} hold NaN or infinite values (they would be "
+                              "written black); the frames must be finite numbers in 0..1.")
+    top = float(frames.max()) if frames.numel() else 0.0
+    if top > WHOLE_NUMBER_RANGE_TOP and bool((frames == frames.round()).all()):
+        raise VideoWriteError(f"Cannot write {path}: the frames hold whole numbers up to {top:g}, as 0..255 images "
+                              "do, but write_video expects floats in the range 0..1 (ComfyUI IMAGE); divide by 255 "
+                              "first.")
+
+
+def _listing(indices: list[int], shown: int = 5) -> str:
+    text = ", ".join(str(i) for i in indices[:shown])
+    return text + (f" and {len(indices) - shown} more" if len(indices) > shown else "")
 
 
 def pad_to_even(frames_uint8: np.ndarray) -> np.ndarray:
@@ -274,7 +329,8 @@ def side_by_side(panels: Sequence[torch.Tensor], height: int | None = None) -> t
         )
     frame_count = frame_counts.pop() if frame_counts else 1
     target_height = height if height is not None else panels[-1].shape[1]
-    resized = [_resize_to_height(panel, target_height).expand(frame_count, -1, -1, -1) for panel in panels]
+    # an alpha channel (RGBA IMAGEs from other nodes) is dropped, as everywhere images enter
+    resized = [_resize_to_height(panel[..., :3], target_height).expand(frame_count, -1, -1, -1) for panel in panels]
     return torch.cat(resized, dim=2)
 
 

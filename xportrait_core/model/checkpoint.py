@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import struct
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..media.safe_output import atomic_output, check_output_path
+from ..media.safe_output import atomic_output
 from ..networks.config import (
     APPEARANCE_PREFIX,
     CLIP_HEAD_WIDTH,
@@ -32,6 +34,7 @@ from ..networks.config import (
 )
 from ..networks.layer_ops import LayerOps
 from ..options import AttentionChoice, OptionError, Precision, check
+from .checkpoint_files import unreadable_reason
 from .finite_weights import describe_non_finite, non_finite_tensors
 from .xportrait_model import XPortraitModel, ldm_schedule_buffers, precision_plan
 
@@ -87,12 +90,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``state_dict`` or a bare state dict, via ``torch.load(weights_only=True)`` (memory-mapped when the
     file allows it)."""
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file in it "
-                              f"({REAL_CHECKPOINT} or a converted .safetensors)")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; put {REAL_CHECKPOINT} (or a "
-                              "converted .safetensors) there, e.g. ComfyUI/models/xportrait/")
+    check_checkpoint_file(path)
     size = path.stat().st_size
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
         try:
@@ -112,26 +110,47 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """CheckpointError unless `path` is a file that can be a checkpoint, judged from its first bytes, zip directory or
+    safetensors header (cheap: made before any work on the videos)."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint file in it "
+                              f"({REAL_CHECKPOINT} or a converted .safetensors)")
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {str(path)!r} {what}; put {REAL_CHECKPOINT} (or a converted "
+                              ".safetensors) there, e.g. ComfyUI/models/xportrait/")
+    reason = unreadable_reason(path)
+    if reason:
+        raise CheckpointError(f"checkpoint {path.name!r} {reason}")
+
+
 def _torch_load_weights_only(path: Path, size: int) -> object:
+    # torch's own messages advise weights_only=False (which would run the file's code): never shown, only what the
+    # file is and what to do.
+    damaged = (f"checkpoint {path.name!r} ({size} bytes) could not be read as a PyTorch checkpoint: it looks "
+               "truncated or corrupt; download it again")
     try:
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):
-                raise
-            return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol N": the file is refused below anyway
+            try:
+                return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                return torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as err:
         if "unsupported global" not in str(err).lower():  # no object construction asked: not a pickle at all
-            raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read ({err}); it looks "
-                                  "truncated or corrupt: download it again") from err
+            raise CheckpointError(damaged) from err
         culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
         raise CheckpointError(
             f"refused to load {path.name!r}: its pickle asks to build Python objects other than tensors "
             f"(it could run code), so it was NOT executed. {culprit} Use the official "
             f"{REAL_CHECKPOINT} or a .safetensors file.") from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"checkpoint {path.name!r} ({size} bytes) could not be read ({err}); it looks "
-                              "truncated or corrupt: download it again") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError, TypeError,
+            AttributeError, struct.error) as err:
+        raise CheckpointError(damaged) from err
 
 
 def identify_foreign_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> str | None:
@@ -302,7 +321,13 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
 
 def _text_heads_from_metadata(path: Path) -> int | None:
     value = _safetensors_metadata(path).get(TEXT_HEADS_METADATA)
-    return int(value) if value else None
+    if not value:
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise TextHeadsError(f"{path.name!r}: its metadata '{TEXT_HEADS_METADATA}' is {value!r}, not a head count "
+                             "(a whole number >= 1); the file was written by another tool or damaged: give the head "
+                             "count ({text_num_heads=N}) or convert the checkpoint again")
+    return int(value)
 
 
 def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> None:
@@ -313,56 +338,3 @@ def save_model_checkpoint(model: XPortraitModel, path: str | os.PathLike) -> Non
         metadata[TEXT_HEADS_METADATA] = str(model.config.text.num_heads)
     with atomic_output(path) as partial:
         save_file(tensors, str(partial), metadata=metadata)
-
-
-def _keeps_float32(key: str) -> bool:
-    """Buffers whose exact values matter: the schedule, the motion modules' position tables."""
-    return key in SCHEDULE_KEYS or key.endswith(".pe")
-
-
-def convert_to_safetensors(source: str | os.PathLike, destination: str | os.PathLike, fp16: bool = False,
-                           text_num_heads: int | None = None) -> dict[str, int]:
-    """Convert a checkpoint to ``.safetensors`` (optionally parameters in fp16; schedule and position tables stay
-    float32), then read it back and verify every tensor equals the source (or its fp16 cast) exactly. Returns
-    counts of tensors written and cast.
-
-    The destination is checked before the source is read (a .safetensors name in a writable folder, not the source
-    itself) and written atomically: nothing is ever left half-written, and the source is never touched. The text
-    encoder's head count is kept: from the source's metadata, or `text_num_heads` (needed, and recorded, for a text
-    encoder narrower than CLIP's 64-wide heads)."""
-    source, destination = Path(source), Path(destination)
-    check_output_path(destination, "destination", (SAFETENSORS_SUFFIX,), {"source checkpoint": source})
-    state = read_state_dict(source)
-    foreign = identify_foreign_checkpoint(state)
-    if foreign:
-        raise CheckpointError(f"{source.name!r} is {foreign}, not an X-Portrait checkpoint")
-    check_finite(state, source.name)
-    metadata = {**_safetensors_metadata(source), "format": "pt", "xportrait": "checkpoint", "source": source.name}
-    heads = text_num_heads if text_num_heads is not None else _text_heads_from_metadata(source)
-    try:
-        check_text_heads(state, source.name, heads)
-    except TextHeadsError:
-        if heads is not None:
-            raise
-        log.warning("%s: its text encoder's head count is unknown, so loading the converted file will ask for it; "
-                    "give the head count (text_num_heads) when converting to record it", source.name)
-    if heads is not None and TEXT_EMBEDDING_KEY in state:
-        metadata[TEXT_HEADS_METADATA] = str(heads)
-    converted, cast = {}, 0
-    for key, tensor in state.items():
-        tensor = tensor.detach().contiguous()
-        if fp16 and tensor.is_floating_point() and tensor.dtype != torch.float16 and not _keeps_float32(key):
-            if tensor.numel() and float(tensor.abs().max()) > FP16_MAX:
-                raise CheckpointError(f"{source.name!r}: tensor '{key}' holds values beyond fp16's range "
-                                      f"({FP16_MAX:g}), which would become infinite; convert without {{fp16}}")
-            tensor = tensor.to(torch.float16)
-            cast += 1
-        converted[key] = tensor.clone()
-    with atomic_output(destination) as partial:
-        save_file(converted, str(partial), metadata=metadata)
-        written = load_file(str(partial))
-        if written.keys() != converted.keys() or any(
-                written[k].dtype != v.dtype or not torch.equal(written[k], v) for k, v in converted.items()):
-            raise CheckpointError(f"verification of {destination.name!r} failed: the file read back differs from "
-                                  "what was written (a failing disk or file system?); nothing was written there")
-    return {"tensors": len(converted), "cast_to_fp16": cast}

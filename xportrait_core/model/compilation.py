@@ -38,7 +38,12 @@ def check_compile_mode(mode: CompileMode, device: torch.device) -> None:
     """OptionError when the (valid) compile mode cannot run on the device the model computes on."""
     if mode == "cuda_graphs" and device.type != "cuda":
         raise OptionError("compile", f"compile 'cuda_graphs' needs a CUDA device; the model runs on {device.type}. "
-                          "Use 'off' (or 'compile_blocks') there.")
+                          "Use 'off' there.")
+    if mode == "compile_blocks" and device.type != "cuda":
+        # Inductor compiles C++ for every block kind on the CPU: many minutes with no progress to show, for a gain
+        # nobody has measured there; refused instead of leaving a run silent for that long.
+        raise OptionError("compile", f"compile 'compile_blocks' is for CUDA GPUs; on {device.type} it compiles for "
+                          "many minutes before the first step, with no gain measured. Use 'off' there.")
 
 
 def compile_blocks(model: XPortraitModel, backend: str = "inductor") -> int:

@@ -121,7 +121,13 @@ class DlibLandmarkProvider:
         # The shape predictor is read-only once loaded and is shared; each worker thread builds its own detector
         # once, because dlib does not document its HOG detector as safe to share between
         # threads. The pool lives as long as the provider so those detectors are reused across calls.
-        self._predictor = self._dlib.shape_predictor(str(self.model_path))
+        try:
+            self._predictor = self._dlib.shape_predictor(str(self.model_path))
+        except RuntimeError as error:  # dlib's deserialization error, in C++ words
+            raise LandmarkModelNotFoundError(
+                f"'{self.model_path}' is not a dlib shape predictor (dlib could not read it as one); give "
+                "shape_predictor_68_face_landmarks.dat, unpacked from its .bz2 archive, or leave the landmark model "
+                "unset to use the bundled copy") from error
         self._thread_state = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=self.num_threads, thread_name_prefix="dlib-landmarks")
         logger.info("Loaded dlib 68-point landmark model from %s", self.model_path)
