@@ -96,7 +96,7 @@ def test_with_requirements_missing_the_pack_loads_all_nodes_and_says_so_in_one_l
     assert loaded.returncode == 0, loaded.stderr
     nodes = [line for line in loaded.stdout.splitlines() if line.startswith("node ")]
     assert nodes == [line for line in complete.stdout.splitlines() if line.startswith("node ")]
-    assert len(nodes) == 8  # the seven X-Portrait nodes and the Guider
+    assert len(nodes) == 11  # the ten X-Portrait nodes (three of them for a face in a whole picture) and the Guider
     warnings = [line for line in loaded.stderr.splitlines() if "X-Portrait" in line]
     assert len(warnings) == 1, loaded.stderr
     specs = [requirements()[distribution] for distribution in hidden]
