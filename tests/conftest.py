@@ -53,3 +53,14 @@ def golden_hints(golden, frames: range) -> tuple[torch.Tensor, torch.Tensor]:
             local[row, :, cy - half:cy + half, cx - half:cx + half] = \
                 pose[row, :, cy - half:cy + half, cx - half:cx + half]
     return pose, local
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random X-Portrait model in the real key layout, saved as .safetensors (the command line's tests)."""
+    from xportrait_core.model.checkpoint import save_model_checkpoint
+    from xportrait_core.model.tiny_model import build_random_model
+
+    path = tmp_path_factory.mktemp("models") / "tiny_xportrait.safetensors"
+    save_model_checkpoint(build_random_model(seed=1), path)
+    return path

@@ -51,16 +51,6 @@ def test_demo_with_weights_stored_in_fp8_runs_and_says_so(tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from xportrait_core.model.checkpoint import save_model_checkpoint
-    from xportrait_core.model.tiny_model import build_random_model
-
-    path = tmp_path_factory.mktemp("models") / "tiny_xportrait.safetensors"
-    save_model_checkpoint(build_random_model(seed=1), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     from xportrait_core.cli.demo_clip import head_motion_clip
 

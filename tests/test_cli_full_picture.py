@@ -15,16 +15,6 @@ PICTURE_SIZE = (701, 480)  # an odd width: the video gets one more column
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    from xportrait_core.model.checkpoint import save_model_checkpoint
-    from xportrait_core.model.tiny_model import build_random_model
-
-    path = tmp_path_factory.mktemp("models") / "tiny_xportrait.safetensors"
-    save_model_checkpoint(build_random_model(seed=1), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inputs")
     picture = folder / "painting.png"
