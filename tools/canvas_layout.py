@@ -38,7 +38,8 @@ TITLE_FONT_SIZE = 14
 WIDGET_FONT_SIZE = 12
 TITLE_PADDING = 2 * TITLE_HEIGHT
 WIDGET_TEXT_PADDING = 85 + 5
-TEXT_SAFETY = 6  # rounding and font hinting: a few pixels more than the advance widths add up to
+TEXT_SAFETY = 7  # rounding and font hinting: a few pixels more than the advance widths add up to (1.58.1 cut
+# the LCM-LoRA file name at 1 px over the advance widths)
 # Frontend 1.58.1 draws the same labels up to 3 % wider (measured: "X-Portrait Motion Control" 166 px, Arial's
 # advances give 162 px); widths are sized for it too.
 TEXT_SLACK = 1.035

@@ -176,7 +176,8 @@ async function runTiny(page) {
   const log = fs.readFileSync(job.serverLog, 'utf8').slice(logBefore);
   return { status: entry ? entry.status.status_str : 'timed out', seconds: (Date.now() - started) / 1000,
     messages: entry ? entry.status.messages.map(([kind]) => kind) : [],
-    loraMerges: log.split('\n').filter((line) => line.includes('layers merged at strength')).length };
+    // inside ComfyUI a LoRA is applied as core weight patches (nodes/host.py), logged as 'layers patched'
+    loraMerges: log.split('\n').filter((line) => /layers (merged|patched) at strength/.test(line)).length };
 }
 
 async function pickFiles(page) {

@@ -212,7 +212,8 @@ def test_it_runs_with_live_previews(frontend, path):
 
 
 def test_the_lora_merge_is_logged_once_per_run(frontend):
-    """Issue 21 item 5: the LCM template merges one LoRA, and the server's log says so once."""
+    """Issue 21 item 5: the LCM template applies one LoRA (as core patches inside ComfyUI), and the server's log
+    says so once."""
     assert _reports(frontend)["X-Portrait fast animation (LCM LoRA)"]["run"]["loraMerges"] == 1
 
 
