@@ -261,7 +261,7 @@ def test_the_files_are_what_the_builder_writes_now():
 
 
 # Issue 21 item 2: with room for the Sampler's live preview these templates no longer fit a 1920 x 1080 window at zoom
-# 0.6 (extra reference 0.512, init video 0.435, Guider 0.550); their graphs are eight or nine nodes deep.
+# 0.6 (extra reference 0.512, init video 0.487, Guider 0.550); their graphs are eight or nine nodes deep.
 NOT_READABLE_AT_FIT = {"X-Portrait with an extra reference photo", "X-Portrait from an init video",
                        "X-Portrait with core samplers (Guider)", "X-Portrait in the full picture"}
 # Wider than a 1366 x 768 window shows at zoom 0.6 (LCM 0.585 with its LoRA's long file name, Guider 0.511 with nine

@@ -177,7 +177,7 @@ def init_video_canvas() -> Canvas:
     canvas.node(NOTE_ID).widgets["text"] = INIT_VIDEO_NOTE
     driving = _group(canvas, "Driving video")
     driving.title = "Driving and init videos"
-    driving.columns[1].insert(0, 14)
+    driving.columns[0].insert(0, 14)  # the two videos in one column: beside Split, the init video pushed it down
     _group(canvas, "X-Portrait").columns[3].append(15)
     canvas.level.update({14: None, 15: None})
     return canvas
