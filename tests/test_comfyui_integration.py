@@ -379,22 +379,30 @@ def test_the_guider_composes_with_core_schedulers_noises_and_samplers_into_a_vid
     assert len(saved) == 1 and saved[0]["filename"].endswith(".mp4")
 
 
-def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path):
-    """python -m xportrait_core queue: 1 source x 2 drivings on the real server, outputs downloaded, state file
-    complete; a second run skips the finished jobs."""
-    from xportrait_core.cli.main import main
+def queue_inputs(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A queue's inputs on disk: an API workflow (1 step), a sources folder with one portrait, a drivings folder with
+    the clip forward and backward, and the output folder to be; (workflow, sources, drivings, output)."""
     from xportrait_core.media.video_io import read_video, write_video
 
     sources, drivings = tmp_path / "sources", tmp_path / "drivings"
     sources.mkdir(), drivings.mkdir()
-    source, driving = _write_inputs(sources)
+    _, driving = _write_inputs(sources)
     clip = read_video(driving)
     write_video(drivings / "forward.mp4", clip.frames, fps=FPS)
     write_video(drivings / "backward.mp4", clip.frames.flip(0), fps=FPS)
     driving.unlink()
     workflow = tmp_path / "workflow_api.json"
     workflow.write_text(json.dumps(animation_prompt(("placeholder.png", "placeholder.mp4"), steps=1, seed=0)))
-    output = tmp_path / "renders"
+    return workflow, sources, drivings, tmp_path / "renders"
+
+
+def test_the_queue_command_batch_runs_pairs_on_the_real_server(server, tmp_path):
+    """python -m xportrait_core queue: 1 source x 2 drivings on the real server, outputs downloaded, state file
+    complete; a second run skips the finished jobs."""
+    from xportrait_core.cli.main import main
+    from xportrait_core.media.video_io import read_video
+
+    workflow, sources, drivings, output = queue_inputs(tmp_path)
     arguments = ["queue", str(workflow), "--sources", str(sources), "--drivings", str(drivings),
                  "--server", server.url, "--output", str(output), "--seed", "5", "--seed-policy", "increment",
                  "--poll-interval", "0.5"]

@@ -7,7 +7,6 @@ and inputs it shares); run it with that file: PYTEST_EXTRA="tests/test_queue_rea
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -16,9 +15,7 @@ import pytest
 
 from tests.test_comfyui_integration import (  # noqa: F401 (the server fixture)
     COMFYUI_PATH,
-    FPS,
-    _write_inputs,
-    animation_prompt,
+    queue_inputs,
     server,
 )
 from xportrait_core.batch_queue import runner
@@ -33,19 +30,10 @@ PAUSED_TIMEOUT_S = "3"  # --timeout: a stopped server is taken for gone after th
 
 def test_the_queue_on_a_real_0_3_64_server_paused_past_the_timeout_renders_each_job_once(server, tmp_path,
                                                                                           monkeypatch, capsys):
-    from xportrait_core.media.video_io import read_video, write_video
+    from xportrait_core.media.video_io import read_video
 
     assert not ComfyClient(server.url).has_jobs_api  # 0.3.64: the queue falls back to /queue and /history
-    sources, drivings = tmp_path / "sources", tmp_path / "drivings"
-    sources.mkdir(), drivings.mkdir()
-    _, driving = _write_inputs(sources)
-    clip = read_video(driving)
-    write_video(drivings / "forward.mp4", clip.frames, fps=FPS)
-    write_video(drivings / "backward.mp4", clip.frames.flip(0), fps=FPS)
-    driving.unlink()
-    workflow = tmp_path / "workflow_api.json"
-    workflow.write_text(json.dumps(animation_prompt(("placeholder.png", "placeholder.mp4"), steps=1, seed=0)))
-    output = tmp_path / "renders"
+    workflow, sources, drivings, output = queue_inputs(tmp_path)
     arguments = ["queue", str(workflow), "--sources", str(sources), "--drivings", str(drivings), "--server",
                  server.url, "--output", str(output), "--poll-interval", "0.5", "--timeout", PAUSED_TIMEOUT_S,
                  "--max-queue", "1"]
@@ -71,4 +59,4 @@ def test_the_queue_on_a_real_0_3_64_server_paused_past_the_timeout_renders_each_
     videos = sorted(output.glob("*/*.mp4"))
     assert [video.parent.name for video in videos] == ["xportrait_source__backward", "xportrait_source__forward"]
     for video in videos:
-        assert read_video(video).frames.shape[0] == clip.frames.shape[0]
+        assert read_video(video).frames.shape[0] == read_video(drivings / "forward.mp4").frames.shape[0]
