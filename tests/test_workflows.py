@@ -230,7 +230,6 @@ def test_nodes_sit_in_titled_groups(path):
     workflow = json.loads(path.read_text())
     titles = [group["title"] for group in workflow["groups"]]
     assert titles[0] == "Inputs" and "X-Portrait" in titles and "Output" in titles
-    assert any(title.startswith("Driving") for title in titles)
     for node in workflow["nodes"]:
         x, y = node["pos"]
         width, height = node["size"]
@@ -260,26 +259,22 @@ def test_the_files_are_what_the_builder_writes_now():
         assert json.loads((API_DIR / f"{name}.json").read_text()) == builder.api_workflow(make().nodes, known)
 
 
-# Issue 21 item 2: with room for the Sampler's live preview these templates no longer fit a 1920 x 1080 window at zoom
-# 0.6 (extra reference 0.512, init video 0.487, Guider 0.550); their graphs are eight or nine nodes deep.
-NOT_READABLE_AT_FIT = {"X-Portrait with an extra reference photo", "X-Portrait from an init video",
-                       "X-Portrait with core samplers (Guider)", "X-Portrait in the full picture"}
-# Wider than a 1366 x 768 window shows at zoom 0.6 (LCM 0.585 with its LoRA's long file name, Guider 0.511 with nine
-# columns, the full picture 0.515 with ten).
-NOT_OPENING_READABLE = {"X-Portrait fast animation (LCM LoRA)", "X-Portrait with core samplers (Guider)",
-                        "X-Portrait in the full picture"}
+# Issue 21 item 2 asks for a fit zoom of 0.6 on a 1366 x 768 window with every preview in place, or, where a template
+# cannot get there, for a stored view that shows its main path at 0.6 there and a fit view that stays at 0.6 on
+# 1920 x 1080 with room for two more nodes. None gets to the first: the graphs are 1240-1290 graph px high (the
+# Sampler with its live preview is 634 px; above it run the model's VAE and the driving video's sound to the Output
+# column), and a 1366 x 768 canvas fits 910 at 0.6. Four meet the second; the Guider's (nine nodes from the driving
+# video to the saved video: 2570 px wide, fit 0.549 on 1080p) and the full picture's (ten: 2549 px, 0.518) do not.
+NOT_ROOMY_ON_1080P = {"X-Portrait with core samplers (Guider)", "X-Portrait in the full picture"}
+MAIN_PATH_EXCLUDES = {"Note", "PreviewImage"}  # secondary parts: they may lie a pan away on a laptop
 
 
+@functools.cache
 def _layout(name):
     builder = _builder()
     canvas, known = builder.WORKFLOWS[name](), builder.definitions()
     layout, placed = builder.layout_of(canvas, known)
     return builder, canvas, layout, placed
-
-
-def _expected_to_miss(names):
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="issue 21 item 2, open"))
-            if name in names else name for name in sorted(_builder().WORKFLOWS)]
 
 
 @pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
@@ -291,34 +286,57 @@ def test_the_layout_keeps_nodes_apart_and_links_visible(name):
     assert canvas_layout.links_under_nodes(layout, placed, builder.graph_links(canvas)) == []
 
 
-@pytest.mark.parametrize("name", _expected_to_miss(NOT_READABLE_AT_FIT))
-def test_fit_view_on_1080p_keeps_text_readable(name):
-    import canvas_layout
-
-    _, _, layout, _ = _layout(name)
-    assert canvas_layout.fit_view_zoom(layout) >= MIN_FIT_ZOOM
+def _expected_to_miss(names):
+    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="issue 21 item 2: too wide"))
+            if name in names else name for name in sorted(_builder().WORKFLOWS)]
 
 
 @pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
-def test_the_stored_view_suits_a_laptop_and_keeps_the_minimap_off_the_widgets(name):
-    """Opened on a 1366 x 768 window the template shows from its top-left corner, whole or at least its whole width,
-    and the minimap (on by default) covers no node's title or widget rows."""
+def test_groups_do_not_overlap(name):
+    """A group's box that reaches over another group's nodes takes them along when the artist drags it."""
+    _, _, layout, _ = _layout(name)
+    boxes = [(title, (x, y, x + width, y + height)) for title, _, (x, y, width, height) in layout.groups]
+    for index, (title, a) in enumerate(boxes):
+        for other, b in boxes[index + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (title, other)
+
+
+@pytest.mark.parametrize("name", _expected_to_miss(NOT_ROOMY_ON_1080P))
+def test_fit_view_on_1080p_keeps_text_readable_with_room_for_two_more_nodes(name):
+    """Two more nodes in columns of their own to the right (an upscaler, a face restorer) still fit a 1920 x 1080
+    window at zoom 0.6; tests/ui/ adds two core nodes in the browser and measures the same."""
     import canvas_layout
 
-    _, _, layout, placed = _layout(name)
-    view = json.loads((TEMPLATES_DIR / f"{name}.json").read_text())["extra"]["ds"]
-    assert canvas_layout.under_minimap(layout, placed, view, canvas_layout.CANVAS_768P) == []
-    left, top, width, _ = canvas_layout._fit_bounds(layout)
-    assert (left + view["offset"][0]) * view["scale"] >= 0 and (top + view["offset"][1]) * view["scale"] >= 0
-    if name not in NOT_OPENING_READABLE:
-        assert view["scale"] >= MIN_FIT_ZOOM
-        assert (left + width + view["offset"][0]) * view["scale"] <= canvas_layout.CANVAS_768P[0]
+    _, _, layout, _ = _layout(name)
+    assert canvas_layout.fit_view_zoom(layout, canvas_layout.CANVAS_1080P) >= MIN_FIT_ZOOM
+    assert canvas_layout.fit_view_zoom(layout, canvas_layout.CANVAS_1080P,
+                                       extra_width=canvas_layout.ROOM_FOR_TWO_NODES) >= MIN_FIT_ZOOM
 
 
-@pytest.mark.parametrize("name", _expected_to_miss(NOT_OPENING_READABLE))
-def test_the_stored_view_opens_readable_on_a_laptop(name):
+@pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
+@pytest.mark.xfail(strict=True, reason="issue 21 item 2: the graphs are 1240-1290 px high, a laptop fits 910 at 0.6")
+def test_fit_view_on_a_laptop_keeps_text_readable(name):
+    import canvas_layout
+
+    _, _, layout, _ = _layout(name)
+    assert canvas_layout.fit_view_zoom(layout, canvas_layout.CANVAS_768P) >= MIN_FIT_ZOOM
+
+
+@pytest.mark.parametrize("name", _expected_to_miss(NOT_ROOMY_ON_1080P))
+def test_the_stored_view_shows_the_main_path_readable_on_a_laptop(name):
+    """Opened on a 1366 x 768 window the template shows from its top-left corner at zoom 0.6 or more, with the title
+    and widgets of every node on the main path (loaders, the X-Portrait nodes, the video out) on the canvas and none
+    of them under the minimap (on by default); only previews and the Note may lie a pan away."""
+    import canvas_layout
+
+    _, canvas, layout, placed = _layout(name)
     view = json.loads((TEMPLATES_DIR / f"{name}.json").read_text())["extra"]["ds"]
     assert view["scale"] >= MIN_FIT_ZOOM
+    assert canvas_layout.under_minimap(layout, placed, view, canvas_layout.CANVAS_768P) == []
+    main_path = {node.id for node in canvas.nodes if node.type not in MAIN_PATH_EXCLUDES}
+    assert main_path & set(canvas_layout.off_canvas(layout, placed, view, canvas_layout.CANVAS_768P)) == set()
+    left, top, _, _ = canvas_layout._fit_bounds(layout)
+    assert (left + view["offset"][0]) * view["scale"] >= 0 and (top + view["offset"][1]) * view["scale"] >= 0
 
 
 @pytest.mark.parametrize("name", sorted(_builder().WORKFLOWS))
@@ -385,9 +403,11 @@ def test_the_layout_check_finds_a_node_on_a_link():
     builder = _builder()
     canvas, known = builder.basic_canvas(), builder.definitions()
     layout, placed = builder.layout_of(canvas, known)
+    vae_link = next(link for link in builder.graph_links(canvas) if (link.target, link.input_name) == (9, "vae"))
     reference = layout.boxes[5]
-    decode = layout.boxes[9]
-    reference.y = decode.y  # the vae link runs level from the model loader to VAE Decode
+    middle = reference.x + reference.width / 2
+    _, y_there = min(canvas_layout.link_points(vae_link, layout, placed), key=lambda point: abs(point[0] - middle))
+    reference.y = y_there - reference.height / 2  # Reference moved up onto the link from the model loader's vae
     found = {(link.target, under) for link, under in canvas_layout.links_under_nodes(layout, placed,
                                                                                      builder.graph_links(canvas))}
     assert (9, 5) in found

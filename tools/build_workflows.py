@@ -118,19 +118,21 @@ def basic_canvas(**sampler_widgets: Any) -> Canvas:
         Node(10, "CreateVideo", links={"images": (9, 0), "audio": (4, 1), "fps": (4, 2)}),
         Node(11, "SaveVideo", widgets={"filename_prefix": "video/xportrait"}, links={"video": (10, 0)}),
         Node(12, "PreviewImage", "Motion preview", links={"images": (6, 2)}),
-        Node(13, "PreviewImage", "Local patches preview", links={"images": (7, 1)}),
         note_node(BASIC_NOTE),
     ]
-    # The Sampler under the local patches' preview, with room for its own live preview; the driving video's sound
-    # and rate run to Create Video under the X-Portrait nodes.
+    # Six columns: inputs; model and split; Reference and Motion Control; Local Patches and the motion preview; VAE
+    # Decode above the Sampler; Create Video above Save Video. The model's VAE and the driving video's sound and rate
+    # run to their nodes above the X-Portrait nodes; the portrait's links pass under Split (its column is placed
+    # first, so the portrait can be kept below it). The motion line (Motion Control -> Sampler) runs straight, Local
+    # Patches just below it. Local Patches' own preview (eye and mouth patches) is left unconnected: its node would
+    # widen the graph by a column.
     groups = [
-        Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1]}),
-        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7, 12], 4: [13, 8]}),
-        Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
-        Group("Output", BROWN, {5: [9], 6: [10], 7: [11]}),
+        Group("Inputs", BLUE, {1: [1, 4], 0: [NOTE_ID, 2, 3]}),
+        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7, 12], 4: [9, 8]}),
+        Group("Output", BROWN, {5: [10, 11]}),
     ]
-    level = {6: "source", 8: None, 9: "vae", 10: "audio", 11: None, 13: None}
-    below = {4: (6, 7, 8, 12, 13)}
+    level = {4: None, 5: "source", 6: "driving", 7: "motion", 8: "motion", 9: "vae", 10: None, 11: None, 12: None}
+    below = {2: (4,)}
     return Canvas(nodes, groups, level, below)
 
 
@@ -143,11 +145,12 @@ def fast_lcm_canvas() -> Canvas:
     canvas.nodes.append(Node(14, "XPortraitLoRA", "LCM-LoRA (SD1.5)", {"lora_name": LCM_LORA, "strength": 1.0}))
     canvas.node(8).links["lora"] = (14, 0)
     canvas.node(NOTE_ID).widgets["text"] = LCM_NOTE
-    _group(canvas, "X-Portrait").columns[3].insert(0, 14)
+    _group(canvas, "X-Portrait").columns[3].append(14)  # under the motion preview, below the links into the Sampler
+    canvas.level[14] = None
     return canvas
 
 
-EXTRA_REFERENCE = "your_second_photo.png"
+EXTRA_REFERENCE = "your_photo_2.png"
 MULTI_REFERENCE_NOTE = BASIC_NOTE.replace("Pick 3 files", "Pick 4 files") + """
 4. Load extra reference: another photo of the same person."""
 
@@ -157,8 +160,11 @@ def multi_reference_canvas() -> Canvas:
     canvas.nodes.append(Node(14, "LoadImage", "Load extra reference", {"image": EXTRA_REFERENCE}))
     canvas.node(5).links["extra_references"] = (14, 0)
     canvas.node(NOTE_ID).widgets["text"] = MULTI_REFERENCE_NOTE
-    _group(canvas, "Inputs").columns[0].append(14)  # the two photos of the person, one above the other
-    canvas.level[14] = None
+    # the driving video on top and the two photos of the person under it, their links passing under Split; the Note
+    # under Split, below those links
+    _group(canvas, "Inputs").columns = {1: [1, 4, NOTE_ID], 0: [3, 2, 14]}
+    canvas.level.update({2: None, 5: "source", 8: "reference", 14: None, NOTE_ID: None})
+    canvas.below = {}
     return canvas
 
 
@@ -175,11 +181,12 @@ def init_video_canvas() -> Canvas:
     ]
     canvas.node(8).links["init_images"] = (15, 0)
     canvas.node(NOTE_ID).widgets["text"] = INIT_VIDEO_NOTE
-    driving = _group(canvas, "Driving video")
-    driving.title = "Driving and init videos"
-    driving.columns[0].insert(0, 14)  # the two videos in one column: beside Split, the init video pushed it down
-    _group(canvas, "X-Portrait").columns[3].append(15)
-    canvas.level.update({14: None, 15: None})
+    # The init video goes into the Sampler only: its loader and Split sit under Motion Control and the motion preview,
+    # with the Sampler's lower inputs.
+    columns = _group(canvas, "X-Portrait").columns
+    columns[2].append(14)
+    columns[3].append(15)
+    canvas.level.update({14: None, 15: "video"})
     return canvas
 
 
@@ -256,12 +263,13 @@ def full_picture_canvas() -> Canvas:
         note_node(FULL_PICTURE_NOTE),
     ]
     # Track Face needs a column of its own between Split and Motion Control (a link into a node of the same column
-    # runs under it), so this graph is one column wider than the basic one: its fit view is at 59 % zoom, not 60 %.
+    # turns back under it). VAE Decode sits above the Sampler, with the X-Portrait nodes: in the Output group, that
+    # group's box would reach over the Sampler.
     groups = [
         Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1, 14]}),
         Group("Driving video", GREEN, {0: [3], 1: [4], 2: [15]}, below=("Inputs",)),
-        Group("X-Portrait", PURPLE, {3: [5, 6], 4: [7], 5: [8]}),
-        Group("Output", BROWN, {5: [9], 6: [16], 7: [10], 8: [11]}),
+        Group("X-Portrait", PURPLE, {3: [5, 6], 4: [7], 5: [9, 8]}),
+        Group("Output", BROWN, {6: [16], 7: [10], 8: [11]}),
     ]
     level = {14: "picture", 6: "source", 8: None, 9: "vae", 10: "audio", 11: None, 15: None, 16: None}
     return Canvas(nodes, groups, level, note_width=FULL_PICTURE_NOTE_WIDTH)

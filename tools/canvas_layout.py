@@ -64,7 +64,7 @@ PREVIEW_HEIGHT = {"image": 220, "video": 320}
 # Spline links: control points this far along the slot direction (frontend: max(30, distance / 4)).
 SPLINE_MIN_CONTROL = 30
 SPLINE_CONTROL_FRACTION = 0.25
-LINK_SAMPLES = 64
+LINK_SAMPLES = 128
 LINK_HALF_WIDTH = 3  # the frontend strokes links 3 px wide plus a 1 px border
 # Fit view (frontend command Comfy.Canvas.FitView: fitViewToSelectionAnimated): the bounds of all nodes and groups
 # padded by 10 px, fitted at 75 % of the canvas.
@@ -79,12 +79,15 @@ READABLE_ZOOM = 0.6  # the zoom the templates must open and fit at (the frontend
 # right edge (measured; 1.58.1 puts it 54 px above the bottom at the right edge of a canvas 40 px larger each way).
 MINIMAP_SIZE = (250, 200)
 MINIMAP_FROM_CORNER = (44, 66)
-MAX_VIEW_STEPS = 40  # the opening view gives up at most 0.2 of zoom to keep the minimap off the widgets
+MAX_VIEW_STEPS = 40  # a graph too wide for the laptop gives up at most 0.2 of zoom to keep the minimap off
 VIEW_MARGIN = 8  # screen pixels kept between the graph and the canvas's top-left edges in the stored view
 
 COLUMN_GAP = 40
+# Room to grow: two more nodes of the narrowest kind with widgets, each in a column of its own.
+ROOM_FOR_TWO_NODES = 2 * (MIN_WIDTH_WITH_WIDGETS + COLUMN_GAP)
 LINK_CLEARANCE = 12  # space kept between a link and the title bar of a node it passes over
-MAX_SETTLE_ROUNDS = 20
+MAX_SETTLE_ROUNDS = 400
+LOOP_STEP = 2  # how far a settle round moves down a node whose link from the node above it turns under them
 NODE_GAP = 28  # between a node's bottom and the next node's title bar
 GROUP_PADDING = 8
 GROUP_TITLE_HEIGHT = 34  # a group title bar at font size 24 is 1.4 x 24 px high
@@ -293,6 +296,12 @@ def arrange(groups: Sequence[Group], nodes: dict[int, Placed], links: Sequence[L
         moved = False
         for link, node_id in links_under_nodes(layout, nodes, links):
             if node_id in (link.source, link.target):
+                # a link between two nodes of one column turns back under one of them: more room between the two
+                # lets it turn in the gap (the lower one moves down)
+                source, target = layout.boxes[link.source], layout.boxes[link.target]
+                if source.x == target.x:
+                    lower = max((source, target), key=lambda box: box.y)
+                    min_y[lower.node_id], moved = lower.y + LOOP_STEP, True
                 continue
             left, _, right, _ = layout.boxes[node_id].rect
             lowest = max(y for x, y in link_points(link, layout, nodes)
@@ -321,9 +330,9 @@ def spline_points(start: tuple[float, float], end: tuple[float, float]) -> list[
 
 def link_under_node(points: Sequence[tuple[float, float]], box: Box, ends_here: bool) -> bool:
     """Whether a link drawn through `points` runs under `box`. A link's own end nodes may hold it within the slot
-    margin (slots sit inside the node's edges)."""
+    margin (slots sit inside the node's edges; tests/ui/ allows 24 px less the stroke, this a little less)."""
     left, top, right, bottom = box.rect
-    margin = SLOT_HEIGHT + LINK_HALF_WIDTH if ends_here else -LINK_HALF_WIDTH
+    margin = SLOT_HEIGHT if ends_here else -LINK_HALF_WIDTH
     return any(left + margin < x < right - margin and top - LINK_HALF_WIDTH < y < bottom + LINK_HALF_WIDTH
                for x, y in points)
 
@@ -349,6 +358,14 @@ def widget_areas(layout: Layout, nodes: dict[int, Placed]) -> dict[int, tuple[fl
             for node_id, box in layout.boxes.items()}
 
 
+def off_canvas(layout: Layout, nodes: dict[int, Placed], view: dict, canvas: tuple[int, int]) -> list[int]:
+    """Nodes whose title or widgets reach beyond the canvas when it shows `view` (a pan away)."""
+    scale, (offset_x, offset_y) = view["scale"], view["offset"]
+    return [node_id for node_id, (left, top, right, bottom) in widget_areas(layout, nodes).items()
+            if (left + offset_x) * scale < 0 or (top + offset_y) * scale < 0
+            or (right + offset_x) * scale > canvas[0] or (bottom + offset_y) * scale > canvas[1]]
+
+
 def minimap_rect(canvas: tuple[int, int]) -> tuple[float, float, float, float]:
     """(left, top, right, bottom) of the minimap in canvas pixels."""
     right, bottom = canvas[0] - MINIMAP_FROM_CORNER[0], canvas[1] - MINIMAP_FROM_CORNER[1]
@@ -370,19 +387,21 @@ def under_minimap(layout: Layout, nodes: dict[int, Placed], view: dict, canvas: 
 
 def opening_view(layout: Layout, nodes: dict[int, Placed], canvas: tuple[int, int] = CANVAS_768P) -> dict:
     """The view (`extra.ds`: scale and offset) a template opens at on a laptop's canvas (1366 x 768 window): the graph
-    from its top-left corner, at the zoom that shows it whole, or, where that is below READABLE_ZOOM, at the zoom that
-    shows its whole width (up to READABLE_ZOOM; what lies lower is a scroll away). Of those, the largest zoom (in
-    steps of 0.005) at which the minimap covers no node's title or widgets."""
+    from its top-left corner, at the zoom that shows it whole where that is READABLE_ZOOM or more, else at
+    READABLE_ZOOM (what lies lower is a scroll away), and for a graph wider than the canvas at READABLE_ZOOM at the
+    zoom that shows its whole width. Of the zooms from there down (to READABLE_ZOOM, or by at most MAX_VIEW_STEPS
+    steps of 0.005 for the wide graph), the largest at which the minimap covers no node's title or widgets."""
     left, top, width, height = _fit_bounds(layout)
     across = min(1.0, (canvas[0] - 2 * VIEW_MARGIN) / width)
     whole = min(across, (canvas[1] - 2 * VIEW_MARGIN) / height)
-    scale = math.floor((whole if whole >= READABLE_ZOOM else min(across, READABLE_ZOOM)) * 1000)
+    readable = round(READABLE_ZOOM * 1000)
+    scale = math.floor(across * 1000) if across < READABLE_ZOOM else max(math.floor(whole * 1000), readable)
+    lowest = scale - 5 * MAX_VIEW_STEPS if across < READABLE_ZOOM else readable
     views = []
-    for step in range(0, scale, 5):
+    for zoom_milli in range(scale, lowest - 1, -5):
         # the frontend keeps the offset as float32: whole pixels and a short scale survive a save unchanged
-        views.append({"scale": (scale - step) / 1000, "offset": [round(VIEW_MARGIN * 1000 / (scale - step) - left),
-                                                                 round(VIEW_MARGIN * 1000 / (scale - step) - top)]})
-        if not under_minimap(layout, nodes, views[-1], canvas) or step >= MAX_VIEW_STEPS * 5:
-            break
-    clear = [view for view in views if not under_minimap(layout, nodes, view, canvas)]
-    return clear[0] if clear else views[0]
+        zoom = zoom_milli / 1000
+        views.append({"scale": zoom, "offset": [round(VIEW_MARGIN / zoom - left), round(VIEW_MARGIN / zoom - top)]})
+        if not under_minimap(layout, nodes, views[-1], canvas):
+            return views[-1]
+    return views[0]

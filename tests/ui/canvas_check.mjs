@@ -121,26 +121,25 @@ function viewState(page) {
     }
     const map = document.querySelector('.minimap-main-container');
     const box = canvas.canvas.getBoundingClientRect();
+    const m = map && map.getBoundingClientRect().width > 0 ? map.getBoundingClientRect() : null;
+    const minimap = m ? [m.left, m.top, m.width, m.height] : null;
     const covered = [];
-    let minimap = null;
-    if (map && map.getBoundingClientRect().width > 0) {
-      const m = map.getBoundingClientRect();
-      minimap = [m.left, m.top, m.width, m.height];
-      const { scale, offset } = canvas.ds;
-      for (const node of app.graph._nodes) {
-        const widgetsEnd = Math.max(0, ...(node.widgets || []).filter((w) => !w.element && (w.y ?? w.last_y) !== undefined)
-          .map((w) => (w.y ?? w.last_y) + (w.computedHeight ?? window.LiteGraph.NODE_WIDGET_HEIGHT)));
-        const bottom = node.type === 'Note' ? node.size[1] : Math.max(widgetsEnd, (node.inputs?.length ?? 0) * 20);
-        const left = box.left + (node.pos[0] + offset[0]) * scale;
-        const top = box.top + (node.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT + offset[1]) * scale;
-        const right = box.left + (node.pos[0] + node.size[0] + offset[0]) * scale;
-        const lower = box.top + (node.pos[1] + bottom + offset[1]) * scale;
-        if (left < m.right && m.left < right && top < m.bottom && m.top < lower) covered.push(node.id);
-      }
+    const offCanvas = []; // nodes whose title or widget rows are not all on the canvas (a pan away)
+    const { scale, offset } = canvas.ds;
+    for (const node of app.graph._nodes) {
+      const widgetsEnd = Math.max(0, ...(node.widgets || []).filter((w) => !w.element && (w.y ?? w.last_y) !== undefined)
+        .map((w) => (w.y ?? w.last_y) + (w.computedHeight ?? window.LiteGraph.NODE_WIDGET_HEIGHT)));
+      const bottom = node.type === 'Note' ? node.size[1] : Math.max(widgetsEnd, (node.inputs?.length ?? 0) * 20);
+      const left = box.left + (node.pos[0] + offset[0]) * scale;
+      const top = box.top + (node.pos[1] - window.LiteGraph.NODE_TITLE_HEIGHT + offset[1]) * scale;
+      const right = box.left + (node.pos[0] + node.size[0] + offset[0]) * scale;
+      const lower = box.top + (node.pos[1] + bottom + offset[1]) * scale;
+      if (m && left < m.right && m.left < right && top < m.bottom && m.top < lower) covered.push(node.id);
+      if (left < box.left || top < box.top || right > box.right || lower > box.bottom) offCanvas.push(node.id);
     }
     return { scale: canvas.ds.scale, offset: [...canvas.ds.offset], canvas: [canvas.canvas.width, canvas.canvas.height],
       lowQuality: Boolean(canvas.low_quality), lowQualityBelow: canvas._lowQualityZoomThreshold ?? null,
-      cutText: cut, minimap, minimapCovers: covered };
+      cutText: cut, minimap, minimapCovers: covered, offCanvas };
   });
 }
 
@@ -194,7 +193,13 @@ async function pickFiles(page) {
 }
 
 async function measure(page) {
-  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView'));
+  // Fit View fits the selection when there is one (the click that focuses the canvas for Ctrl+S may have selected a
+  // node): nothing selected, it fits the whole graph
+  await page.evaluate(() => {
+    const { canvas } = window.app;
+    (canvas.deselectAll ?? canvas.deselectAllNodes).call(canvas);
+    return window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
+  });
   await page.waitForTimeout(SETTLE_MS);
   return page.evaluate(([stroke, step, endMargin]) => {
     const app = window.app;
@@ -241,6 +246,32 @@ function dialogTexts(page) {
   return page.evaluate(() => [...document.querySelectorAll('.p-dialog')].map((dialog) => dialog.innerText.slice(0, 500)));
 }
 
+async function fitWithTwoMoreNodes(page) {
+  // Room to grow: the artist adds two nodes (here two core image nodes) in columns to the right of the graph; the
+  // zoom the frontend's Fit View then picks. The two are removed again.
+  const scale = await page.evaluate(async () => {
+    const { app } = window;
+    const all = [...app.graph._nodes.map((node) => [...node.boundingRect]),
+      ...app.graph._groups.map((group) => [...group._bounding])];
+    let x = Math.max(...all.map((r) => r[0] + r[2])) + 40;
+    const y = Math.min(...all.map((r) => r[1])) + window.LiteGraph.NODE_TITLE_HEIGHT;
+    const added = [];
+    for (const type of ['ImageScaleBy', 'ImageScale']) {
+      const node = window.LiteGraph.createNode(type);
+      node.pos = [x, y];
+      app.graph.add(node);
+      added.push(node);
+      x += node.size[0] + 40;
+    }
+    await app.extensionManager.command.execute('Comfy.Canvas.FitView');
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const fitted = app.canvas.ds.scale;
+    for (const node of added) app.graph.remove(node);
+    return fitted;
+  });
+  return scale;
+}
+
 async function checkTemplate(browser, template) {
   const { context, page, consoleErrors, phase } = await openApp(browser);
   const text = fs.readFileSync(template.file, 'utf8');
@@ -265,6 +296,7 @@ async function checkTemplate(browser, template) {
     await page.waitForTimeout(SETTLE_MS);
     const size = `${viewport.width}x${viewport.height}`;
     report.afterRun[size] = { nodes: (await graphState(page)).nodes, measured: await measure(page), view: await viewState(page) };
+    if (viewport === DESKTOP) report.afterRun[size].fitWithTwoMoreNodes = await fitWithTwoMoreNodes(page);
     await page.waitForTimeout(500);
     report.afterRun[size].screenshot = path.join(job.artifacts, `${job.label} ${template.name} after run ${size}.png`);
     await page.screenshot({ path: report.afterRun[size].screenshot });
