@@ -213,19 +213,14 @@ def guider_canvas() -> Canvas:
     canvas.node(9).links["samples"] = (17, 0)
     canvas.node(11).widgets["filename_prefix"] = "video/xportrait_guider"
     canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
-    canvas.groups = [
-        Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1]}),
-        Group("X-Portrait", PURPLE, {2: [5, 6], 3: [7], 4: [8]}),
-        Group("Driving video", GREEN, {0: [3], 1: [4]}, below=("Inputs",)),
-        Group("Core sampling", PURPLE, {5: [16, 14, 15], 6: [17]}),
-        Group("Output", BROWN, {7: [9, 10], 8: [11]}),
-    ]
-    # The core nodes that sample together in one group; VAE Decode and Create Video share a column (one fewer than
-    # the basic graph's output); Create Video stays level with its audio input, so the driving video's links run
-    # straight.
-    canvas.level = {6: "source", 8: "reference", 9: "vae", 10: "audio", 11: None, 14: None, 15: None, 16: None,
-                    17: "guider"}
-    canvas.below = {}
+    # As the basic graph, with the Guider in the Sampler's place and VAE Decode above SamplerCustomAdvanced; the core
+    # nodes that sample together in one group under the X-Portrait nodes.
+    inputs, x_portrait, output = canvas.groups
+    x_portrait.columns = {2: [5, 6], 3: [7], 4: [8], 5: [9]}
+    output.columns = {6: [10, 11]}
+    canvas.groups = [inputs, x_portrait, Group("Core sampling", PURPLE, {4: [16, 14, 15], 5: [17]},
+                                               below=("X-Portrait",)), output]
+    canvas.level.update({8: "reference", 14: None, 15: None, 16: None, 17: "guider"})
     return canvas
 
 
