@@ -6,7 +6,8 @@ each of its columns, a top-to-bottom list of nodes. Node sizes follow the ComfyU
 shows, so the frontend never has to grow a node (which would push it over its neighbour, or change the file on save).
 Columns are as wide as their widest node; a node sits below the one above it, or lower when one of its links should
 run straight (`level_with`) or when it must stay under other nodes (`below`). `arrange` then moves down any node a
-link would run under, until none does.
+link would run under, and the lower of two linked nodes in one column until their link turns in the gap between
+them, until nothing moves.
 
 The checks measure what the frontend draws: node rectangles with their title bars, and links as the frontend's
 cubic splines between slot positions.

@@ -263,9 +263,11 @@ async function fitWithTwoMoreNodes(page) {
       added.push(node);
       x += node.size[0] + 40;
     }
+    app.canvas.setDirty(true, true);
+    app.canvas.draw(true, true); // the frontend fits the node rectangles it computed when it last drew them
     await app.extensionManager.command.execute('Comfy.Canvas.FitView');
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const fitted = app.canvas.ds.scale;
+    const fitted = { scale: app.canvas.ds.scale, added: added.map((node) => [...node.boundingRect]) };
     for (const node of added) app.graph.remove(node);
     return fitted;
   });
