@@ -53,12 +53,12 @@ from workflow_format import (  # noqa: E402,E501
 TEMPLATES_DIR = PACK_ROOT / "example_workflows"
 API_DIR = PACK_ROOT / "docs" / "api_workflows"
 CHECKPOINT = "model_state-415001.th"  # the file the X-Portrait release publishes (README "Model files")
-LCM_LORA = "lcm-lora-sdv1-5.safetensors"
+LCM_LORA = "lcm_sd15.safetensors"
 PORTRAIT = "your_portrait.png"
-DRIVING_VIDEO = "your_driving_video.mp4"
+DRIVING_VIDEO = "your_driving.mp4"
 PREVIEW_WIDTH = 220  # loaders and previews: wide enough for a picture that tells what it shows, no wider
 NOTE_ID = 20
-NOTE_WIDTH = 240
+NOTE_WIDTH = 225
 # A Note's text area in frontend 1.27.10: 10 px monospace (6 px a character, 11.2 px a line), 20 px narrower than
 # the node (280 px at NOTE_WIDTH: 46 characters), inside 26 px of node margins and padding (measured in the browser).
 NOTE_CHAR_WIDTH = 6
@@ -116,7 +116,7 @@ def basic_canvas(**sampler_widgets: Any) -> Canvas:
              links={"model": (1, 0), "reference": (5, 0), "motion": (6, 0), "local_patches": (7, 0)}),
         Node(9, "VAEDecode", links={"samples": (8, 0), "vae": (1, 1)}),
         Node(10, "CreateVideo", links={"images": (9, 0), "audio": (4, 1), "fps": (4, 2)}),
-        Node(11, "SaveVideo", widgets={"filename_prefix": "video/xportrait"}, links={"video": (10, 0)}),
+        Node(11, "SaveVideo", widgets={"filename_prefix": "xportrait"}, links={"video": (10, 0)}),
         Node(12, "PreviewImage", "Motion preview", links={"images": (6, 2)}),
         note_node(BASIC_NOTE),
     ]
@@ -211,7 +211,7 @@ def guider_canvas() -> Canvas:
                                                   "sigmas": (15, 0), "latent_image": (8, 2)}),
     ]
     canvas.node(9).links["samples"] = (17, 0)
-    canvas.node(11).widgets["filename_prefix"] = "video/xportrait_guider"
+    canvas.node(11).widgets["filename_prefix"] = "xportrait_guider"
     canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
     # As the basic graph, with the Guider in the Sampler's place and VAE Decode above SamplerCustomAdvanced; the core
     # nodes that sample together in one group under the X-Portrait nodes.
@@ -254,7 +254,7 @@ def full_picture_canvas() -> Canvas:
         Node(9, "VAEDecode", links={"samples": (8, 0), "vae": (1, 1)}),
         Node(16, "XPortraitPasteBack", links={"frames": (9, 0), "picture": (2, 0), "crop_record": (14, 1)}),
         Node(10, "CreateVideo", links={"images": (16, 0), "audio": (4, 1), "fps": (4, 2)}),
-        Node(11, "SaveVideo", widgets={"filename_prefix": "video/xportrait_full_picture"}, links={"video": (10, 0)}),
+        Node(11, "SaveVideo", widgets={"filename_prefix": "xportrait_full_picture"}, links={"video": (10, 0)}),
         note_node(FULL_PICTURE_NOTE),
     ]
     # Track Face needs a column of its own between Split and Motion Control (a link into a node of the same column

@@ -84,8 +84,10 @@ MAX_VIEW_STEPS = 40  # a graph too wide for the laptop gives up at most 0.2 of z
 VIEW_MARGIN = 8  # screen pixels kept between the graph and the canvas's top-left edges in the stored view
 
 COLUMN_GAP = 40
-# Room to grow: two more nodes of the narrowest kind with widgets, each in a column of its own.
-ROOM_FOR_TWO_NODES = 2 * (MIN_WIDTH_WITH_WIDGETS + COLUMN_GAP)
+# Room to grow: two more nodes, each in a column of its own, as wide as the frontend makes a new core node (measured:
+# Upscale Image By and Upscale Image are 270 px wide when added).
+NEW_NODE_WIDTH = 270
+ROOM_FOR_TWO_NODES = 2 * (NEW_NODE_WIDTH + COLUMN_GAP)
 LINK_CLEARANCE = 12  # space kept between a link and the title bar of a node it passes over
 MAX_SETTLE_ROUNDS = 400
 LOOP_STEP = 2  # how far a settle round moves down a node whose link from the node above it turns under them
