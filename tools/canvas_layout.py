@@ -252,14 +252,18 @@ def _group_bounds(group: Group, layout: Layout) -> tuple[float, float, float, fl
 
 
 # ------------------------------------------------------------------------------------------------------ checks
+def rects_intersect(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    """Whether two (left, top, right, bottom) rectangles share more than an edge."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
 def overlapping_nodes(boxes: Iterable[Box]) -> list[tuple[int, int]]:
     """Pairs of nodes whose rectangles (title bars included) intersect."""
     boxes = list(boxes)
     pairs = []
     for index, first in enumerate(boxes):
         for second in boxes[index + 1:]:
-            a, b = first.rect, second.rect
-            if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+            if rects_intersect(first.rect, second.rect):
                 pairs.append((first.node_id, second.node_id))
     return pairs
 
@@ -361,12 +365,18 @@ def widget_areas(layout: Layout, nodes: dict[int, Placed]) -> dict[int, tuple[fl
             for node_id, box in layout.boxes.items()}
 
 
+def widget_areas_on_screen(layout: Layout, nodes: dict[int, Placed], view: dict) -> dict[int, tuple[float, ...]]:
+    """`widget_areas` in canvas pixels when the canvas shows `view` (`extra.ds`: scale and offset)."""
+    scale, (offset_x, offset_y) = view["scale"], view["offset"]
+    return {node_id: ((left + offset_x) * scale, (top + offset_y) * scale, (right + offset_x) * scale,
+                      (bottom + offset_y) * scale)
+            for node_id, (left, top, right, bottom) in widget_areas(layout, nodes).items()}
+
+
 def off_canvas(layout: Layout, nodes: dict[int, Placed], view: dict, canvas: tuple[int, int]) -> list[int]:
     """Nodes whose title or widgets reach beyond the canvas when it shows `view` (a pan away)."""
-    scale, (offset_x, offset_y) = view["scale"], view["offset"]
-    return [node_id for node_id, (left, top, right, bottom) in widget_areas(layout, nodes).items()
-            if (left + offset_x) * scale < 0 or (top + offset_y) * scale < 0
-            or (right + offset_x) * scale > canvas[0] or (bottom + offset_y) * scale > canvas[1]]
+    return [node_id for node_id, (left, top, right, bottom) in widget_areas_on_screen(layout, nodes, view).items()
+            if left < 0 or top < 0 or right > canvas[0] or bottom > canvas[1]]
 
 
 def minimap_rect(canvas: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -377,15 +387,9 @@ def minimap_rect(canvas: tuple[int, int]) -> tuple[float, float, float, float]:
 
 def under_minimap(layout: Layout, nodes: dict[int, Placed], view: dict, canvas: tuple[int, int]) -> list[int]:
     """Nodes whose title or widgets the minimap covers when the canvas shows `view`."""
-    scale, (offset_x, offset_y) = view["scale"], view["offset"]
-    m_left, m_top, m_right, m_bottom = minimap_rect(canvas)
-    covered = []
-    for node_id, (left, top, right, bottom) in widget_areas(layout, nodes).items():
-        s_left, s_top = (left + offset_x) * scale, (top + offset_y) * scale
-        s_right, s_bottom = (right + offset_x) * scale, (bottom + offset_y) * scale
-        if s_left < m_right and m_left < s_right and s_top < m_bottom and m_top < s_bottom:
-            covered.append(node_id)
-    return covered
+    minimap = minimap_rect(canvas)
+    return [node_id for node_id, area in widget_areas_on_screen(layout, nodes, view).items()
+            if rects_intersect(area, minimap)]
 
 
 def opening_view(layout: Layout, nodes: dict[int, Placed], canvas: tuple[int, int] = CANVAS_768P) -> dict:
