@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from test_comfy_queue import api_workflow, batch, fakes, settings_for  # noqa: F401 (fixtures)
@@ -192,15 +193,20 @@ WORKFLOWS = {
 }
 
 
+def bad_file(path: Path, content: bytes | None) -> Path:
+    """`path` holding `content`, or a folder where the content is None."""
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    return path
+
+
 @pytest.mark.parametrize("case", WORKFLOWS)
 def test_malformed_workflows_are_refused_before_any_server_contact(case, tmp_path, listening, capsys):
     content, message = WORKFLOWS[case]
     cli_inputs(tmp_path)
-    workflow = tmp_path / "bad_workflow"
-    if content is None:
-        workflow.mkdir()
-    else:
-        workflow.write_bytes(content)
+    workflow = bad_file(tmp_path / "bad_workflow", content)
     arguments = ["queue", str(workflow), "--sources", str(tmp_path / "s.png"), "--drivings", str(tmp_path / "d.mp4"),
                  "--server", listening.url, "--output", str(tmp_path / "out")]
     assert re.search(message, refused(capsys, listening, arguments))
@@ -272,11 +278,7 @@ def test_malformed_server_addresses_are_called_malformed_not_unreachable(url, me
                          ids=["a folder", "Latin-1", "a list", "an older format"])
 def test_an_unusable_state_file_is_refused(content, tmp_path, listening, capsys):
     cli_inputs(tmp_path)
-    state = tmp_path / "state.json"
-    if content is None:
-        state.mkdir()
-    else:
-        state.write_bytes(content)
+    state = bad_file(tmp_path / "state.json", content)
     err = refused(capsys, listening, single_pair_arguments(tmp_path, listening) + [
         "--output", str(tmp_path / "out"), "--state", str(state)])
     assert f"State file {state}" in err
