@@ -214,18 +214,18 @@ def guider_canvas() -> Canvas:
     canvas.node(11).widgets["filename_prefix"] = "xportrait_guider"
     canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
     # As the basic graph, with the Guider in the Sampler's place and VAE Decode above SamplerCustomAdvanced; the core
-    # nodes that sample together in one group under the X-Portrait nodes.
+    # nodes that sample together in one group under the X-Portrait nodes, spread over three columns so that the group
+    # ends where the laptop's view at 0.6 does (the schedule, the tallest, under Local Patches).
     inputs, x_portrait, output = canvas.groups
     x_portrait.columns = {2: [5, 6], 3: [7], 4: [8], 5: [9]}
     output.columns = {6: [10, 11]}
-    canvas.groups = [inputs, x_portrait, Group("Core sampling", PURPLE, {4: [16, 14, 15], 5: [17]},
+    canvas.groups = [inputs, x_portrait, Group("Core sampling", PURPLE, {3: [15], 4: [16, 14], 5: [17]},
                                                below=("X-Portrait",)), output]
     canvas.level.update({8: "reference", 14: None, 15: None, 16: None, 17: "guider"})
     return canvas
 
 
 PICTURE = "your_picture.png"
-FULL_PICTURE_NOTE_WIDTH = 260  # as narrow as the Note can be before it pushes the driving video down
 FULL_PICTURE_NOTE = f"""Pick 3 files, then Run.
 1. Load driving video: a phone video is fine; Track Face follows the face in it.
 2. Load source picture: a whole photo or painting, at its full size.
@@ -257,17 +257,18 @@ def full_picture_canvas() -> Canvas:
         Node(11, "SaveVideo", widgets={"filename_prefix": "xportrait_full_picture"}, links={"video": (10, 0)}),
         note_node(FULL_PICTURE_NOTE),
     ]
-    # Track Face needs a column of its own between Split and Motion Control (a link into a node of the same column
-    # turns back under it). VAE Decode sits above the Sampler, with the X-Portrait nodes: in the Output group, that
-    # group's box would reach over the Sampler.
+    # Five links run from the inputs to the output side: the picture and the crop record to Paste Back, the model's
+    # VAE to VAE Decode, the driving video's sound and rate to Create Video. They run along the top, from Face Crop,
+    # Split and the model loader stacked in the second column, to Paste Back, VAE Decode and Create Video at their
+    # height; the X-Portrait nodes sit below them. Track Face has a column of its own, so that the portrait crop's
+    # links to Reference and Motion Control pass above it; the Note goes under the loaders.
     groups = [
-        Group("Inputs", BLUE, {0: [NOTE_ID, 2], 1: [1, 14]}),
-        Group("Driving video", GREEN, {0: [3], 1: [4], 2: [15]}, below=("Inputs",)),
-        Group("X-Portrait", PURPLE, {3: [5, 6], 4: [7], 5: [9, 8]}),
-        Group("Output", BROWN, {6: [16], 7: [10], 8: [11]}),
+        Group("Inputs", BLUE, {0: [2, 3, NOTE_ID], 1: [14, 4, 1]}),
+        Group("X-Portrait", PURPLE, {2: [15], 3: [5, 6], 4: [7], 5: [8]}),
+        Group("Output", BROWN, {6: [16, 9], 7: [10, 11]}),
     ]
-    level = {14: "picture", 6: "source", 8: None, 9: "vae", 10: "audio", 11: None, 15: None, 16: None}
-    return Canvas(nodes, groups, level, note_width=FULL_PICTURE_NOTE_WIDTH)
+    level = {4: None, 6: None, 9: None, 10: "audio", 16: None}
+    return Canvas(nodes, groups, level)
 
 
 def _group(canvas: Canvas, title: str) -> Group:

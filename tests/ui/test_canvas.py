@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_workflows import MAIN_PATH_EXCLUDES, NOT_READABLE_ON_1080P, NOT_ROOMY_ON_1080P
+from tests.test_workflows import MAIN_PATH_EXCLUDES, NOT_ROOMY_ON_1080P, NOT_SHOWN_ON_A_LAPTOP
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 PACK_ROOT = Path(__file__).resolve().parents[2]
@@ -249,7 +249,7 @@ def _expected_to_miss(names):
 NOT_ROOMY = _expected_to_miss(NOT_ROOMY_ON_1080P)
 
 
-@pytest.mark.parametrize("path", _expected_to_miss(NOT_READABLE_ON_1080P), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_fit_view_on_a_1080p_screen_keeps_text_readable_after_a_run(frontend, path):
     measured = _reports(frontend)[path.stem]["afterRun"]["1920x1080"]["measured"]
     assert measured["scale"] >= MIN_FIT_ZOOM and not measured["lowQuality"]
@@ -274,13 +274,11 @@ def test_the_stored_view_on_a_laptop_cuts_no_text_and_the_minimap_covers_no_widg
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_the_stored_view_on_a_laptop_shows_the_main_path_readable(frontend, path):
     """At 0.6 or more, with the title and widgets of every node but the previews and the Note on the canvas. Not so
-    for the Guider's and the full picture's graphs in frontend 1.27.10 (issue 21 item 2: the Guider's lowest core
-    node is a scroll away, the full picture opens at 0.51); 1.58.1's canvas, the whole window, shows the Guider's."""
+    for the full picture's graph (issue 21 item 2: it opens at 0.52 to show its whole width)."""
     stored = _reports(frontend)[path.stem]["storedView"]
     main_path = {node["id"] for node in json.loads(path.read_text())["nodes"] if node["type"] not in MAIN_PATH_EXCLUDES}
     shown = stored["scale"] >= MIN_FIT_ZOOM and not stored["lowQuality"] and not main_path & set(stored["offCanvas"])
-    too_large = NOT_ROOMY_ON_1080P if frontend[2] == BUNDLED else NOT_READABLE_ON_1080P
-    assert shown == (path.stem not in too_large)
+    assert shown == (path.stem not in NOT_SHOWN_ON_A_LAPTOP)
 
 
 def test_the_templates_browser_lists_every_template_with_its_thumbnail_and_nothing_else(frontend):
