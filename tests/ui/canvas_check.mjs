@@ -298,10 +298,11 @@ async function checkTemplate(browser, template) {
     await page.waitForTimeout(SETTLE_MS);
     const size = `${viewport.width}x${viewport.height}`;
     report.afterRun[size] = { nodes: (await graphState(page)).nodes, measured: await measure(page), view: await viewState(page) };
-    if (viewport === DESKTOP) report.afterRun[size].fitWithTwoMoreNodes = await fitWithTwoMoreNodes(page);
     await page.waitForTimeout(500);
+    // at Fit View, before the two more nodes below change the zoom
     report.afterRun[size].screenshot = path.join(job.artifacts, `${job.label} ${template.name} after run ${size}.png`);
     await page.screenshot({ path: report.afterRun[size].screenshot });
+    if (viewport === DESKTOP) report.afterRun[size].fitWithTwoMoreNodes = await fitWithTwoMoreNodes(page);
   }
   report.consoleErrors = consoleErrors;
   await context.close();
