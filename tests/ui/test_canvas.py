@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_workflows import MAIN_PATH_EXCLUDES, NOT_ROOMY_ON_1080P, NOT_SHOWN_ON_A_LAPTOP
+from tests.test_workflows import MAIN_PATH_EXCLUDES, NOT_ROOMY_ON_1080P, NOT_SHOWN_ON_A_LAPTOP, expected_to_miss
 
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 PACK_ROOT = Path(__file__).resolve().parents[2]
@@ -241,21 +241,14 @@ def test_fit_view_draws_text_exactly_when_the_zoom_is_above_the_frontends_thresh
         assert measured["lowQuality"] == (measured["scale"] < measured["lowQualityBelow"])
 
 
-def _expected_to_miss(names):
-    return [pytest.param(path, marks=pytest.mark.xfail(strict=True, reason="issue 21 item 2: too wide"))
-            if path.stem in names else path for path in TEMPLATES]
-
-
-NOT_ROOMY = _expected_to_miss(NOT_ROOMY_ON_1080P)
-
-
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_fit_view_on_a_1080p_screen_keeps_text_readable_after_a_run(frontend, path):
     measured = _reports(frontend)[path.stem]["afterRun"]["1920x1080"]["measured"]
     assert measured["scale"] >= MIN_FIT_ZOOM and not measured["lowQuality"]
 
 
-@pytest.mark.parametrize("path", NOT_ROOMY, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", expected_to_miss(NOT_ROOMY_ON_1080P, TEMPLATES, lambda path: path.stem),
+                         ids=lambda p: p.stem)
 def test_fit_view_on_a_1080p_screen_has_room_for_two_more_nodes(frontend, path):
     """Two core nodes added in columns to the right of the graph: Fit View still draws text at 0.6 or more."""
     grown = _reports(frontend)[path.stem]["afterRun"]["1920x1080"]["fitWithTwoMoreNodes"]
