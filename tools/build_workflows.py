@@ -86,6 +86,7 @@ class Canvas:
     level: dict[int, str | None] = field(default_factory=dict)
     below: dict[int, tuple[int, ...]] = field(default_factory=dict)
     note_width: int = NOTE_WIDTH
+    tops: dict[int, int] = field(default_factory=dict)  # node id -> lowest top of its body (see `arrange`)
 
     def node(self, node_id: int) -> Node:
         return next(node for node in self.nodes if node.id == node_id)
@@ -213,15 +214,23 @@ def guider_canvas() -> Canvas:
     canvas.node(9).links["samples"] = (17, 0)
     canvas.node(11).widgets["filename_prefix"] = "xportrait_guider"
     canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
-    # As the basic graph, with the Guider in the Sampler's place and VAE Decode above SamplerCustomAdvanced; the core
-    # nodes that sample together in one group under the X-Portrait nodes, spread over three columns so that the group
-    # ends where the laptop's view at 0.6 does (the schedule, the tallest, under Local Patches).
-    inputs, x_portrait, output = canvas.groups
-    x_portrait.columns = {2: [5, 6], 3: [7], 4: [8], 5: [9]}
-    output.columns = {6: [10, 11]}
-    canvas.groups = [inputs, x_portrait, Group("Core sampling", PURPLE, {3: [15], 4: [16, 14], 5: [17]},
-                                               below=("X-Portrait",)), output]
-    canvas.level.update({8: "reference", 14: None, 15: None, 16: None, 17: "guider"})
+    # Six columns, one fewer than the chain from the driving video to the saved video is deep: Split sits above the
+    # driving video (the link turns back up in the gap between them), VAE Decode above SamplerCustomAdvanced, Create
+    # Video above Save Video. The sound and rate run along the top to Create Video, the model's VAE straight to VAE
+    # Decode. The model loader, Motion Control and the Note share the second column, the X-Portrait Guider sits with
+    # the core nodes that sample with it. The settle rounds alone chase this graph's links down without end, so it
+    # starts from tops found by a search for the lowest graph with no link under a node (each checked by `arrange`).
+    canvas.groups = [
+        Group("Inputs", BLUE, {0: [4, 3, 2]}),
+        Group("X-Portrait", PURPLE, {1: [1, 6, NOTE_ID], 2: [7, 5]}),
+        Group("Sampling", PURPLE, {3: [8, 15, 16, 14], 4: [9, 17]}),
+        Group("Output", BROWN, {5: [10, 11]}),
+    ]
+    canvas.level = {node.id: None for node in canvas.nodes}
+    canvas.level.update({9: "vae", 10: "audio"})
+    canvas.below = {}
+    canvas.tops = {3: 318, 2: 778, 1: 286, 6: 518, NOTE_ID: 880, 7: 576, 5: 712, 8: 398, 15: 706, 16: 894, 14: 1034,
+                   17: 642, 11: 366}
     return canvas
 
 
@@ -341,7 +350,7 @@ def graph_links(canvas: Canvas) -> list[Link]:
 
 def layout_of(canvas: Canvas, known: dict[str, Definition]) -> tuple[Layout, dict[int, Placed]]:
     placed = _placed(canvas, known)
-    return arrange(canvas.groups, placed, graph_links(canvas)), placed
+    return arrange(canvas.groups, placed, graph_links(canvas), canvas.tops), placed
 
 
 def ui_file(name: str, canvas: Canvas, known: dict[str, Definition]) -> dict[str, Any]:

@@ -294,10 +294,12 @@ def links_under_nodes(layout: Layout, nodes: dict[int, Placed], links: Iterable[
     return found
 
 
-def arrange(groups: Sequence[Group], nodes: dict[int, Placed], links: Sequence[Link]) -> Layout:
+def arrange(groups: Sequence[Group], nodes: dict[int, Placed], links: Sequence[Link],
+            tops: dict[int, float] | None = None) -> Layout:
     """`place`, then move every node that a link runs under (other than the link's own ends) down until the link
-    passes above its title bar; repeated until nothing moves (each round only moves nodes down)."""
-    min_y: dict[int, float] = {}
+    passes above its title bar; repeated until nothing moves (each round only moves nodes down). tops: node id ->
+    lowest top of its body to start from, for graphs whose links the rounds alone would chase down without end."""
+    min_y: dict[int, float] = dict(tops or {})
     for _ in range(MAX_SETTLE_ROUNDS):
         layout = place(groups, nodes, min_y)
         moved = False
