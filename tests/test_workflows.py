@@ -430,7 +430,6 @@ def test_the_layout_check_finds_a_node_on_a_link():
     assert (9, 5) in found
 
 
-
 def test_the_layout_starts_from_the_tops_given_and_still_clears_the_links():
     """A top that puts Local Patches of the basic graph under a link (here the one from Motion Control to the Sampler)
     is a starting point: the node is placed no higher, and the settle rounds move it below the link."""
@@ -446,6 +445,7 @@ def test_the_layout_starts_from_the_tops_given_and_still_clears_the_links():
     assert layout.boxes[7].y >= start
     assert canvas_layout.links_under_nodes(layout, placed, links) == []
     assert canvas_layout.links_under_nodes(canvas_layout.place(canvas.groups, placed, {7: start}), placed, links)
+
 
 FRONTEND_WIDTHS = {"SamplerCustomAdvanced": 202.5}  # measured in ComfyUI_frontend 1.27.10: the width it grows to
 

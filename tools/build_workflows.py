@@ -214,12 +214,13 @@ def guider_canvas() -> Canvas:
     canvas.node(9).links["samples"] = (17, 0)
     canvas.node(11).widgets["filename_prefix"] = "xportrait_guider"
     canvas.node(NOTE_ID).widgets["text"] = GUIDER_NOTE
-    # Six columns, one fewer than the chain from the driving video to the saved video is deep: Split sits above the
-    # driving video (the link turns back up in the gap between them), VAE Decode above SamplerCustomAdvanced, Create
-    # Video above Save Video. The sound and rate run along the top to Create Video, the model's VAE straight to VAE
-    # Decode. The model loader, Motion Control and the Note share the second column, the X-Portrait Guider sits with
-    # the core nodes that sample with it. The settle rounds alone chase this graph's links down without end, so it
-    # starts from tops found by a search for the lowest graph with no link under a node (each checked by `arrange`).
+    # Six columns for a chain nine nodes deep from the driving video to the saved video, so its link turns back inside
+    # a column three times: Split above the driving video, VAE Decode above SamplerCustomAdvanced, Create Video above
+    # Save Video. The sound and rate run along the top to Create Video, the model's VAE straight to VAE Decode. The
+    # model loader, Motion Control and the Note share the second column; the X-Portrait Guider sits with the core
+    # nodes that sample with it. The settle rounds alone chase this graph's links down without end, so it starts from
+    # tops found by a search outside the builder (simulated annealing over the tops for the lowest graph with no link
+    # under a node), which `arrange` then checks like any other layout.
     canvas.groups = [
         Group("Inputs", BLUE, {0: [4, 3, 2]}),
         Group("X-Portrait", PURPLE, {1: [1, 6, NOTE_ID], 2: [7, 5]}),
