@@ -349,7 +349,7 @@ def test_the_stored_view_shows_the_main_path_readable_on_a_laptop(name):
     assert canvas_layout.under_minimap(layout, placed, view, canvas_layout.CANVAS_768P) == []
     main_path = {node.id for node in canvas.nodes if node.type not in MAIN_PATH_EXCLUDES}
     assert main_path & set(canvas_layout.off_canvas(layout, placed, view, canvas_layout.CANVAS_768P)) == set()
-    left, top, _, _ = canvas_layout._fit_bounds(layout)
+    left, top, _, _ = canvas_layout.fit_bounds(layout)
     assert (left + view["offset"][0]) * view["scale"] >= 0 and (top + view["offset"][1]) * view["scale"] >= 0
 
 
@@ -437,7 +437,7 @@ def test_the_layout_starts_from_the_tops_given_and_still_clears_the_links():
 
     builder = _builder()
     canvas, known = builder.basic_canvas(), builder.definitions()
-    placed = builder._placed(canvas, known)
+    placed = builder.placed_nodes(canvas, known)
     links = builder.graph_links(canvas)
     untouched = canvas_layout.arrange(canvas.groups, placed, links)
     start = untouched.boxes[7].y + 2  # Local Patches sits level with the motion line; lower, the line crosses it
@@ -445,6 +445,23 @@ def test_the_layout_starts_from_the_tops_given_and_still_clears_the_links():
     assert layout.boxes[7].y >= start
     assert canvas_layout.links_under_nodes(layout, placed, links) == []
     assert canvas_layout.links_under_nodes(canvas_layout.place(canvas.groups, placed, {7: start}), placed, links)
+
+
+def test_the_tops_search_keeps_the_guiders_layout_valid_and_no_higher():
+    """tools/search_tops.py, started from the Guider graph's tops, ends at tops just as valid and at most as high:
+    it keeps the best layout it has seen, weighing each overlap or hidden link at far more than its height."""
+    import canvas_layout
+    import search_tops
+
+    builder = _builder()
+    canvas, known = builder.guider_canvas(), builder.definitions()
+    start = builder.layout_of(canvas, known)[0]
+    tops, left = search_tops.search(canvas, iterations=60, seed=3)
+    canvas.tops = tops
+    layout, placed = builder.layout_of(canvas, known)
+    assert left == 0
+    assert canvas_layout.links_under_nodes(layout, placed, builder.graph_links(canvas)) == []
+    assert canvas_layout.fit_bounds(layout)[3] <= canvas_layout.fit_bounds(start)[3]
 
 
 FRONTEND_WIDTHS = {"SamplerCustomAdvanced": 202.5}  # measured in ComfyUI_frontend 1.27.10: the width it grows to

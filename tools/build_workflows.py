@@ -219,8 +219,8 @@ def guider_canvas() -> Canvas:
     # Save Video. The sound and rate run along the top to Create Video, the model's VAE straight to VAE Decode. The
     # model loader, Motion Control and the Note share the second column; the X-Portrait Guider sits with the core
     # nodes that sample with it. The settle rounds alone chase this graph's links down without end, so it starts from
-    # tops found by a search outside the builder (simulated annealing over the tops for the lowest graph with no link
-    # under a node), which `arrange` then checks like any other layout.
+    # node tops an annealing search found (tools/search_tops.py, which from no tops finds layouts as low), and
+    # `arrange` checks them like any other layout.
     canvas.groups = [
         Group("Inputs", BLUE, {0: [4, 3, 2]}),
         Group("X-Portrait", PURPLE, {1: [1, 6, NOTE_ID], 2: [7, 5]}),
@@ -231,7 +231,7 @@ def guider_canvas() -> Canvas:
     canvas.level.update({9: "vae", 10: "audio"})
     canvas.below = {}
     canvas.tops = {3: 318, 2: 778, 1: 286, 6: 518, NOTE_ID: 880, 7: 576, 5: 712, 8: 398, 15: 706, 16: 894, 14: 1034,
-                   17: 642, 11: 366}
+                   17: 642, 11: 386}
     return canvas
 
 
@@ -307,7 +307,8 @@ def slots_of(definition: Definition) -> Slots:
                  tuple(definition.widget_rows()))
 
 
-def _placed(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
+def placed_nodes(canvas: Canvas, known: dict[str, Definition]) -> dict[int, Placed]:
+    """Each node's layout inputs: its slots, the preview it shows, its size and the canvas's hints for it."""
     result = {}
     for node in canvas.nodes:
         if node.type == NOTE_TYPE:
@@ -353,7 +354,7 @@ def graph_links(canvas: Canvas) -> list[Link]:
 
 
 def layout_of(canvas: Canvas, known: dict[str, Definition]) -> tuple[Layout, dict[int, Placed]]:
-    placed = _placed(canvas, known)
+    placed = placed_nodes(canvas, known)
     return arrange(canvas.groups, placed, graph_links(canvas), canvas.tops), placed
 
 

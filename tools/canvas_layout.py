@@ -346,7 +346,7 @@ def link_under_node(points: Sequence[tuple[float, float]], box: Box, ends_here: 
                for x, y in points)
 
 
-def _fit_bounds(layout: Layout) -> tuple[float, float, float, float]:
+def fit_bounds(layout: Layout) -> tuple[float, float, float, float]:
     """(left, top, width, height) the frontend fits: nodes with title bars, and groups, padded."""
     rects = [box.rect for box in layout.boxes.values()]
     rects += [(x, y, x + width, y + height) for _, _, (x, y, width, height) in layout.groups]
@@ -357,7 +357,7 @@ def _fit_bounds(layout: Layout) -> tuple[float, float, float, float]:
 def fit_view_zoom(layout: Layout, canvas: tuple[int, int] = CANVAS_1080P, extra_width: float = 0) -> float:
     """The zoom the frontend's "fit view" picks for this layout (made `extra_width` wider) on a canvas of `canvas`
     pixels."""
-    _, _, width, height = _fit_bounds(layout)
+    _, _, width, height = fit_bounds(layout)
     return min(FIT_ZOOM * canvas[0] / (width + extra_width), FIT_ZOOM * canvas[1] / height)
 
 
@@ -400,7 +400,7 @@ def opening_view(layout: Layout, nodes: dict[int, Placed], canvas: tuple[int, in
     READABLE_ZOOM (what lies lower is a scroll away), and for a graph wider than the canvas at READABLE_ZOOM at the
     zoom that shows its whole width. Of the zooms from there down (to READABLE_ZOOM, or by at most MAX_VIEW_STEPS
     steps of 0.005 for the wide graph), the largest at which the minimap covers no node's title or widgets."""
-    left, top, width, height = _fit_bounds(layout)
+    left, top, width, height = fit_bounds(layout)
     across = min(1.0, (canvas[0] - 2 * VIEW_MARGIN) / width)
     whole = min(across, (canvas[1] - 2 * VIEW_MARGIN) / height)
     readable = round(READABLE_ZOOM * 1000)

@@ -1,0 +1,98 @@
+"""Starting tops for a template whose links `canvas_layout.arrange` chases down without end: simulated annealing over
+the tops of its nodes, in its columns and groups as `build_workflows.py` sets them, for the lowest layout in which no
+two nodes or groups overlap and no link runs under a node.
+
+    python tools/search_tops.py "X-Portrait with core samplers (Guider)" [--iterations 60000] [--seed 1]
+
+prints the tops to write into that template's `Canvas.tops` in build_workflows.py, which then checks them like any
+layout (`arrange`, the tests). It takes minutes: each step lays the graph out and checks every link, as the builder
+does. A result with problems left says so; another seed, more iterations or other columns may find one without.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+from pathlib import Path
+
+TOOLS_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS_DIR))
+
+import canvas_layout  # noqa: E402
+from build_workflows import WORKFLOWS, Canvas, definitions, graph_links, placed_nodes  # noqa: E402
+
+PROBLEM_COST = 400  # graph px of height one problem (an overlap, a link under a node) weighs
+LINK_RISE_COST = 0.05  # per graph px that links climb or fall: of two layouts as high, the one with straighter links
+MOVE = 60  # most graph px a step moves a node's top; one step in five puts it anywhere above RANGE instead
+RANGE = 1100
+START_TEMPERATURE = 200.0
+
+
+def problems(canvas: Canvas, layout: canvas_layout.Layout, placed: dict) -> int:
+    """Overlapping nodes, overlapping groups and (link, node) pairs where a link runs under a node."""
+    groups = [(x, y, x + width, y + height) for _, _, (x, y, width, height) in layout.groups]
+    overlapping_groups = sum(canvas_layout.rects_intersect(first, second)
+                             for index, first in enumerate(groups) for second in groups[index + 1:])
+    return (len(canvas_layout.overlapping_nodes(layout.boxes.values())) + overlapping_groups
+            + len(canvas_layout.links_under_nodes(layout, placed, graph_links(canvas))))
+
+
+def cost(canvas: Canvas, placed: dict, tops: dict[int, float]) -> tuple[float, int]:
+    """(what the search lowers, problems) for the layout `place` makes from these tops."""
+    layout = canvas_layout.place(canvas.groups, placed, tops)
+    found = problems(canvas, layout, placed)
+    _, _, _, height = canvas_layout.fit_bounds(layout)
+    rise = sum(abs(layout.boxes[link.source].y + placed[link.source].slots.output_y(link.slot)
+                   - layout.boxes[link.target].y - placed[link.target].slots.input_y(link.input_name))
+               for link in graph_links(canvas))
+    return found * PROBLEM_COST + height + LINK_RISE_COST * rise, found
+
+
+def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = False) -> tuple[dict[int, int], int]:
+    """The best tops found, starting from where the builder places the nodes now (or from no tops), and the problems
+    left with them."""
+    placed = placed_nodes(canvas, definitions())
+    draw = random.Random(seed)
+    node_ids = sorted(placed)
+    current: dict[int, float] = {}
+    if not from_scratch:  # where the builder puts the nodes now, its settle rounds included
+        layout = canvas_layout.arrange(canvas.groups, placed, graph_links(canvas), canvas.tops)
+        current = {node_id: box.y for node_id, box in layout.boxes.items()}
+    current_cost, _ = cost(canvas, placed, current)
+    best, best_cost = dict(current), current_cost
+    for step in range(iterations):
+        temperature = START_TEMPERATURE * (1 - step / iterations) + 1
+        trial = dict(current)
+        node_id = draw.choice(node_ids)
+        if draw.random() < 0.8:
+            trial[node_id] = max(0, trial.get(node_id, 0) + draw.randint(-MOVE, MOVE))
+        else:
+            trial[node_id] = draw.randrange(0, RANGE, 2)
+        trial_cost, _ = cost(canvas, placed, trial)
+        if trial_cost <= current_cost or draw.random() < math.exp((current_cost - trial_cost) / temperature):
+            current, current_cost = trial, trial_cost
+            if trial_cost < best_cost:
+                best, best_cost = dict(trial), trial_cost
+    # the tops as placed: each node where `place` put it, in whole pixels
+    layout = canvas_layout.place(canvas.groups, placed, best)
+    tops = {node_id: math.ceil(box.y) for node_id, box in layout.boxes.items()}
+    return tops, cost(canvas, placed, tops)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("template", choices=sorted(WORKFLOWS), help="the template's name, as in build_workflows.py")
+    parser.add_argument("--iterations", type=int, default=60000, help="annealing steps (default: 60000)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    parser.add_argument("--from-scratch", action="store_true", help="start from no tops, not from the template's own")
+    arguments = parser.parse_args()
+    tops, left = search(WORKFLOWS[arguments.template](), arguments.iterations, arguments.seed, arguments.from_scratch)
+    print(f"tops = {tops}")
+    if left:
+        print(f"{left} problems left (overlaps or links under nodes): try another seed or more iterations")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
