@@ -24,12 +24,13 @@ from build_workflows import WORKFLOWS, Canvas, definitions, graph_links, placed_
 
 PROBLEM_COST = 400  # graph px of height one problem (an overlap, a link under a node) weighs
 LINK_RISE_COST = 0.05  # per graph px that links climb or fall: of two layouts as high, the one with straighter links
-MOVE = 60  # most graph px a step moves a node's top; one step in five puts it anywhere above RANGE instead
+MOVE = 60  # most graph px a step moves a node's top, in MOVE_SHARE of the steps; the others put it anywhere from 0
+MOVE_SHARE = 0.8  # to RANGE, out of a corner that small moves cannot leave
 RANGE = 1100
 START_TEMPERATURE = 200.0
 
 
-def problems(canvas: Canvas, layout: canvas_layout.Layout, placed: dict) -> int:
+def problems(canvas: Canvas, layout: canvas_layout.Layout, placed: dict[int, canvas_layout.Placed]) -> int:
     """Overlapping nodes, overlapping groups and (link, node) pairs where a link runs under a node."""
     groups = [(x, y, x + width, y + height) for _, _, (x, y, width, height) in layout.groups]
     overlapping_groups = sum(canvas_layout.rects_intersect(first, second)
@@ -38,7 +39,7 @@ def problems(canvas: Canvas, layout: canvas_layout.Layout, placed: dict) -> int:
             + len(canvas_layout.links_under_nodes(layout, placed, graph_links(canvas))))
 
 
-def cost(canvas: Canvas, placed: dict, tops: dict[int, float]) -> tuple[float, int]:
+def cost(canvas: Canvas, placed: dict[int, canvas_layout.Placed], tops: dict[int, float]) -> tuple[float, int]:
     """(what the search lowers, problems) for the layout `place` makes from these tops."""
     layout = canvas_layout.place(canvas.groups, placed, tops)
     found = problems(canvas, layout, placed)
@@ -65,7 +66,7 @@ def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = Fals
         temperature = START_TEMPERATURE * (1 - step / iterations) + 1
         trial = dict(current)
         node_id = draw.choice(node_ids)
-        if draw.random() < 0.8:
+        if draw.random() < MOVE_SHARE:
             trial[node_id] = max(0, trial.get(node_id, 0) + draw.randint(-MOVE, MOVE))
         else:
             trial[node_id] = draw.randrange(0, RANGE, 2)
