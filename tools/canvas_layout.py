@@ -276,11 +276,23 @@ class Link:
     input_name: str
 
 
-def link_points(link: Link, layout: Layout, nodes: dict[int, Placed]) -> list[tuple[float, float]]:
+def link_ends(link: Link, layout: Layout, nodes: dict[int, Placed]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where a link leaves its output slot and enters its input slot."""
     source, target = layout.boxes[link.source], layout.boxes[link.target]
     start = (source.x + source.width + 1 - SLOT_INSET, source.y + nodes[link.source].slots.output_y(link.slot))
     end = (target.x + SLOT_INSET, target.y + nodes[link.target].slots.input_y(link.input_name))
-    return spline_points(start, end)
+    return start, end
+
+
+def link_points(link: Link, layout: Layout, nodes: dict[int, Placed]) -> list[tuple[float, float]]:
+    return spline_points(*link_ends(link, layout, nodes))
+
+
+def overlapping_groups(layout: Layout) -> list[tuple[str, str]]:
+    """Pairs of group titles whose boxes intersect (dragging one would take the other's nodes along)."""
+    boxes = [(title, (x, y, x + width, y + height)) for title, _, (x, y, width, height) in layout.groups]
+    return [(title, other) for index, (title, first) in enumerate(boxes) for other, second in boxes[index + 1:]
+            if rects_intersect(first, second)]
 
 
 def links_under_nodes(layout: Layout, nodes: dict[int, Placed], links: Iterable[Link]) -> list[tuple[Link, int]]:

@@ -30,23 +30,23 @@ RANGE = 1100
 START_TEMPERATURE = 200.0
 
 
-def problems(canvas: Canvas, layout: canvas_layout.Layout, placed: dict[int, canvas_layout.Placed]) -> int:
+def problems(layout: canvas_layout.Layout, placed: dict[int, canvas_layout.Placed],
+             links: list[canvas_layout.Link]) -> int:
     """Overlapping nodes, overlapping groups and (link, node) pairs where a link runs under a node."""
-    groups = [(x, y, x + width, y + height) for _, _, (x, y, width, height) in layout.groups]
-    overlapping_groups = sum(canvas_layout.rects_intersect(first, second)
-                             for index, first in enumerate(groups) for second in groups[index + 1:])
-    return (len(canvas_layout.overlapping_nodes(layout.boxes.values())) + overlapping_groups
-            + len(canvas_layout.links_under_nodes(layout, placed, graph_links(canvas))))
+    return (len(canvas_layout.overlapping_nodes(layout.boxes.values())) + len(canvas_layout.overlapping_groups(layout))
+            + len(canvas_layout.links_under_nodes(layout, placed, links)))
 
 
-def cost(canvas: Canvas, placed: dict[int, canvas_layout.Placed], tops: dict[int, float]) -> tuple[float, int]:
+def cost(canvas: Canvas, placed: dict[int, canvas_layout.Placed], links: list[canvas_layout.Link],
+         tops: dict[int, float]) -> tuple[float, int]:
     """(what the search lowers, problems) for the layout `place` makes from these tops."""
     layout = canvas_layout.place(canvas.groups, placed, tops)
-    found = problems(canvas, layout, placed)
+    found = problems(layout, placed, links)
     _, _, _, height = canvas_layout.fit_bounds(layout)
-    rise = sum(abs(layout.boxes[link.source].y + placed[link.source].slots.output_y(link.slot)
-                   - layout.boxes[link.target].y - placed[link.target].slots.input_y(link.input_name))
-               for link in graph_links(canvas))
+    rise = 0.0
+    for link in links:
+        (_, start_y), (_, end_y) = canvas_layout.link_ends(link, layout, placed)
+        rise += abs(start_y - end_y)
     return found * PROBLEM_COST + height + LINK_RISE_COST * rise, found
 
 
@@ -54,13 +54,14 @@ def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = Fals
     """The best tops found, starting from where the builder places the nodes now (or from no tops), and the problems
     left with them."""
     placed = placed_nodes(canvas, definitions())
+    links = graph_links(canvas)
     draw = random.Random(seed)
     node_ids = sorted(placed)
     current: dict[int, float] = {}
     if not from_scratch:  # where the builder puts the nodes now, its settle rounds included
-        layout = canvas_layout.arrange(canvas.groups, placed, graph_links(canvas), canvas.tops)
+        layout = canvas_layout.arrange(canvas.groups, placed, links, canvas.tops)
         current = {node_id: box.y for node_id, box in layout.boxes.items()}
-    current_cost, _ = cost(canvas, placed, current)
+    current_cost, _ = cost(canvas, placed, links, current)
     best, best_cost = dict(current), current_cost
     for step in range(iterations):
         temperature = START_TEMPERATURE * (1 - step / iterations) + 1
@@ -70,7 +71,7 @@ def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = Fals
             trial[node_id] = max(0, trial.get(node_id, 0) + draw.randint(-MOVE, MOVE))
         else:
             trial[node_id] = draw.randrange(0, RANGE, 2)
-        trial_cost, _ = cost(canvas, placed, trial)
+        trial_cost, _ = cost(canvas, placed, links, trial)
         if trial_cost <= current_cost or draw.random() < math.exp((current_cost - trial_cost) / temperature):
             current, current_cost = trial, trial_cost
             if trial_cost < best_cost:
@@ -78,7 +79,7 @@ def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = Fals
     # the tops as placed: each node where `place` put it, in whole pixels
     layout = canvas_layout.place(canvas.groups, placed, best)
     tops = {node_id: math.ceil(box.y) for node_id, box in layout.boxes.items()}
-    return tops, cost(canvas, placed, tops)[1]
+    return tops, cost(canvas, placed, links, tops)[1]
 
 
 def main() -> None:
