@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from xportrait_core.options import BestFrameChoice, FitMode, MissingFace
+from xportrait_core.options import BestFrameChoice, DrivingCrop, FitMode, MissingFace
 
 from . import host
 from .errors import XPortraitInputError, about_input, input_error
+from .face_nodes import warn_of_frames_without_face
 from .loader_nodes import landmark_provider
 from .node_inputs import OptionNode
 from .types import REFERENCE
@@ -49,7 +50,9 @@ class Reference(OptionNode):
 class MotionControl(OptionNode):
     DISPLAY_NAME = "X-Portrait Motion Control"
     DESCRIPTION = ("Aligns the driving video to the source portrait (pose control): every frame is squared, "
-                   "resized and moved so the driving face in the best frame sits where the source face is.")
+                   "resized and moved so the driving face in the best frame sits where the source face is. With "
+                   "driving_crop track_face it first follows the face of a full-frame video (as X-Portrait Track "
+                   "Face does with its default margin and smoothing; use that node to change them or see the track).")
     FUNCTION = "align"
     RETURN_TYPES = ("IMAGE", "INT", "IMAGE")
     RETURN_NAMES = ("motion", "best_frame", "preview")
@@ -58,27 +61,35 @@ class MotionControl(OptionNode):
                        f"Number of the driving frame used to line the faces up ({NOT_ALIGNED}: not lined up).",
                        "Portrait and lined-up driving frame side by side, to check the alignment.")
     REQUIRED_OPTIONS = ("driving", "source", "best_frame", "best_frame_index", "fit", "resolution")
-    OPTIONAL_OPTIONS = ("landmarks",)
+    # driving_crop is optional so that API graphs saved before it existed still run (absent: full_frame)
+    OPTIONAL_OPTIONS = ("landmarks", "driving_crop")
 
     def align(self, driving: Any, source: Any, best_frame: BestFrameChoice, best_frame_index: int, fit: FitMode,
-              resolution: int, landmarks: Any = None) -> tuple[Any, int, Any]:
-        from xportrait_core.options import OptionError
-        from xportrait_core.pipeline import Framing, align_driving, images_of_hints, side_by_side
+              resolution: int, landmarks: Any = None, driving_crop: DrivingCrop = "full_frame"
+              ) -> tuple[Any, int, Any]:
+        from xportrait_core.options import OptionError, check
+        from xportrait_core.pipeline import FaceTracking, Framing, align_driving, images_of_hints, side_by_side
 
         with about_input(MotionControl, "resolution"):
             framing = Framing(resolution, fit)
+        with about_input(MotionControl, "driving_crop"):
+            check("driving_crop", driving_crop)
+        tracking = FaceTracking() if driving_crop == "track_face" else None
         choice = int(best_frame_index) if best_frame == "index" else best_frame
         log.info("%s: aligning %d driving frames", self.DISPLAY_NAME, len(driving))
         try:
             with about_input(MotionControl, "driving"):
                 seam = host.current()
                 aligned = align_driving(driving, source, _provider(landmarks), framing, choice,
-                                        device=seam.sampling_device(), hooks=seam.frame_progress(self.DISPLAY_NAME))
+                                        device=seam.sampling_device(), hooks=seam.frame_progress(self.DISPLAY_NAME),
+                                        tracking=tracking)
         except XPortraitInputError as error:
             cause = error.__cause__
             if best_frame == "index" and isinstance(cause, OptionError) and cause.option == "best_frame":
                 raise input_error(MotionControl, "best_frame_index", cause.detail) from cause  # the index is at fault
             raise
+        if aligned.track is not None:
+            warn_of_frames_without_face(self.DISPLAY_NAME, aligned.track.frames_without_face)
         motion = images_of_hints(aligned.pose_hints)
         host.current().check_interrupt()  # the preview of a long clip takes a while too
         used = NOT_ALIGNED if aligned.best_frame is None else aligned.best_frame

@@ -1,5 +1,5 @@
-"""The full-picture nodes as ComfyUI calls them: Face Crop, Track Face, Paste Back (the library they call is tested in
-test_face_framing, test_face_tracking and test_paste_back)."""
+"""The full-picture nodes as ComfyUI calls them: Face Crop, Track Face, Paste Back, and Motion Control following the
+driving face itself (the library they call is tested in test_face_framing, test_face_tracking and test_paste_back)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,11 @@ import pytest
 import torch
 from face_scenes import as_image, astronaut, canvas, moving_face_clip, needs_dlib
 
+from nodes.control_nodes import MotionControl
 from nodes.errors import XPortraitInputError
 from nodes.face_nodes import FaceCrop, PasteBack, TrackFace
-from xportrait_core.pipeline import CropRecord
+from nodes.loader_nodes import landmark_provider
+from xportrait_core.pipeline import CropRecord, FaceTracking, Framing, align_driving, images_of_hints
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,30 @@ def test_track_face_gives_square_crops_and_marks_frames_without_a_face_red():
     assert preview.shape[0] == 6
     red = (preview[..., 0] > 0.95) & (preview[..., 1] < 0.25) & (preview[..., 2] < 0.25)
     assert red.flatten(1).any(dim=1).tolist() == [False, False, False, False, True, False]
+
+
+@needs_dlib
+def test_motion_control_tracks_the_driving_face_when_asked(caplog):
+    """driving_crop track_face: what align_driving gives with the default tracking (Track Face's defaults); frames
+    without a face are named in the log; full_frame (the default) aligns the whole frames."""
+    path = np.stack([60 + 30.0 * np.arange(5), 40 + 6.0 * np.arange(5)], axis=1)
+    clip = moving_face_clip(path, 0.6, 640, 360, blank=(3,))
+    source = as_image(astronaut(0.5))
+    with caplog.at_level("WARNING"):
+        tracked, best, _ = MotionControl().align(clip, source, "auto", 0, "center_crop", 128,
+                                                 driving_crop="track_face")
+    expected = align_driving(clip, source, landmark_provider("dlib"), Framing(128, "center_crop"), "auto",
+                             tracking=FaceTracking())
+    assert torch.equal(tracked, images_of_hints(expected.pose_hints)) and best == expected.best_frame
+    assert "no face in driving frames [3]" in caplog.text
+    whole, _, _ = MotionControl().align(clip, source, "auto", 0, "center_crop", 128)
+    assert whole.shape == tracked.shape and not torch.equal(whole, tracked)
+
+
+def test_motion_control_names_driving_crop_when_it_is_unknown():
+    with pytest.raises(XPortraitInputError, match="X-Portrait Motion Control, input 'driving_crop': .*track_face"):
+        MotionControl().align(torch.zeros(2, 64, 64, 3), torch.zeros(1, 64, 64, 3), "auto", 0, "center_crop", 64,
+                              driving_crop="follow")
 
 
 @needs_dlib

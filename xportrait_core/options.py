@@ -320,7 +320,8 @@ OPTIONS: dict[str, Option] = _declare(
            "since H.264 needs even sizes.", "bool", False, cli_only=True, flag="--paste-back"),
     Option("driving_crop", "full_frame: the driving frames as they are (squared by fit). track_face: the face is "
            "found in every frame and followed by a square crop, for a full-frame video in which the face is small "
-           "or moves.", "choice", "full_frame", _choices(DrivingCrop), flag="--driving-crop"),
+           "or moves.", "choice", "full_frame", _choices(DrivingCrop), flag="--driving-crop",
+           node_input="driving_crop"),
     Option("track_smoothing", "How steadily the crop follows the driving face: the tracked position and size are "
            "averaged over about this many frames on each side (0: follow every frame's detection exactly, which "
            "jitters). Larger keeps the crop calmer and lets more of the head's own movement through.", "float",
