@@ -237,7 +237,7 @@ def guider_canvas() -> Canvas:
 
 PICTURE = "your_picture.png"
 FULL_PICTURE_NOTE = f"""Pick 3 files, then Run.
-1. Load driving video: a phone video is fine; Track Face follows the face in it.
+1. Load driving video: a phone video is fine; Motion Control follows the face in it (driving_crop track_face).
 2. Load source picture: a whole photo or painting, at its full size.
 3. Load X-Portrait Model: {CHECKPOINT} from github.com/bytedance/X-Portrait, in models/xportrait/.
 Face Crop picks the largest face; set face to a number (0 = leftmost) or x,y for another.
@@ -245,9 +245,9 @@ The animation is pasted back into the whole picture."""
 
 
 def full_picture_canvas() -> Canvas:
-    """A face in a whole picture: Face Crop -> the X-Portrait graph -> Paste Back at the picture's size, with the
-    driving face followed by Track Face (docs/face_framing.md). The two previews (faces found, tracking) are left
-    unconnected: as nodes they make the canvas too large to read at fit view."""
+    """A face in a whole picture: Face Crop -> the X-Portrait graph -> Paste Back at the picture's size, with Motion
+    Control following the driving face (driving_crop track_face; docs/face_framing.md). The Face Crop preview is left
+    unconnected: as a node it makes the canvas too large to read at fit view."""
     sampler = {"seed": 0, "steps": 30, "cfg": 5.0, "scheduler": "ddim"}
     nodes = [
         Node(1, "XPortraitLoadModel", widgets={"checkpoint": CHECKPOINT}),
@@ -255,9 +255,9 @@ def full_picture_canvas() -> Canvas:
         Node(3, "LoadVideo", "Load driving video", {"file": DRIVING_VIDEO}),
         Node(4, "GetVideoComponents", "Split driving video", links={"video": (3, 0)}),
         Node(14, "XPortraitFaceCrop", links={"picture": (2, 0)}),
-        Node(15, "XPortraitTrackFace", links={"driving": (4, 0)}),
         Node(5, "XPortraitReference", links={"source": (14, 0), "vae": (1, 1)}),
-        Node(6, "XPortraitMotionControl", links={"driving": (15, 0), "source": (14, 0)}),
+        Node(6, "XPortraitMotionControl", widgets={"driving_crop": "track_face"},
+             links={"driving": (4, 0), "source": (14, 0)}),
         Node(7, "XPortraitLocalPatches", links={"motion": (6, 0)}),
         Node(8, "XPortraitSampler", widgets=sampler,
              links={"model": (1, 0), "reference": (5, 0), "motion": (6, 0), "local_patches": (7, 0)}),
@@ -267,21 +267,24 @@ def full_picture_canvas() -> Canvas:
         Node(11, "SaveVideo", widgets={"filename_prefix": "xportrait"}, links={"video": (10, 0)}),
         note_node(FULL_PICTURE_NOTE),
     ]
-    # Five links run from the inputs to the output side: the picture and the crop record to Paste Back, the model's
-    # VAE to VAE Decode, the driving video's sound and rate to Create Video. They run along the top, from Face Crop,
-    # Split and the model loader stacked in the second column, to Paste Back, VAE Decode and Create Video at their
-    # height; the X-Portrait nodes sit below them. Track Face has a column of its own, so that the portrait crop's
-    # links to Reference and Motion Control pass above it; the Note goes under the loaders.
+    # Six columns for a chain nine nodes deep from the driving video to the saved video, with five links from the
+    # inputs to the output nodes (the picture and the crop record to Paste Back, the model's VAE to VAE Decode, the
+    # driving video's sound and rate to Create Video). The chain turns back inside a column three times: Local
+    # Patches above Motion Control, Paste Back below VAE Decode, Save Video below Create Video. The long links run
+    # above the Sampler, between Reference and Local Patches at the top and Motion Control at the bottom of their
+    # column; the Note sits under the model loader. Motion Control follows the driving face itself (driving_crop
+    # track_face), which keeps Track Face's column out of the graph. The tops are what `tools/search_tops.py "X-Portrait
+    # in the full picture" --from-scratch --rise-cost 0.2` finds (straighter links weigh more than for the Guider
+    # among these many long ones), and `arrange` checks them like any other layout.
     groups = [
-        Group("Inputs", BLUE, {0: [2, 3, NOTE_ID], 1: [14, 4, 1]}),
-        Group("X-Portrait", PURPLE, {2: [15], 3: [5, 6], 4: [7], 5: [8]}),
-        Group("Output", BROWN, {6: [16, 9], 7: [10, 11]}),
+        Group("Inputs", BLUE, {0: [2, 3], 1: [4, 14, 1, NOTE_ID]}),
+        Group("X-Portrait", PURPLE, {2: [5, 7, 6], 3: [8]}),
+        Group("Output", BROWN, {4: [9, 16], 5: [10, 11]}),
     ]
-    # Create Video sits a little above the sound and rate, so that Save Video under it ends where a laptop's view at
-    # 0.6 keeps its widgets clear of the minimap; the graph (2164 px, the Save prefix as short as in the basic graph)
-    # opens there at 0.6 showing its whole width.
-    level = {4: None, 6: None, 9: None, 10: None, 16: None}
-    return Canvas(nodes, groups, level, tops={10: 180})
+    level = {node.id: None for node in nodes}
+    tops = {2: 782, 3: 1162, 4: 716, 14: 840, 1: 1044, NOTE_ID: 1276, 5: 463, 7: 644, 6: 1106, 8: 889, 9: 492,
+            16: 777, 10: 647, 11: 1035}
+    return Canvas(nodes, groups, level, tops=tops)
 
 
 def _group(canvas: Canvas, title: str) -> Group:

@@ -24,6 +24,7 @@ from build_workflows import WORKFLOWS, Canvas, definitions, graph_links, placed_
 
 PROBLEM_COST = 400  # graph px of height one problem (an overlap, a link under a node) weighs
 LINK_RISE_COST = 0.05  # per graph px that links climb or fall: of two layouts as high, the one with straighter links
+# (raised with --rise-cost where a graph's many links should run straighter at the price of some height)
 MOVE = 60  # most graph px a step moves a node's top, in MOVE_SHARE of the steps; the others put it anywhere from 0
 MOVE_SHARE = 0.8  # to RANGE, out of a corner that small moves cannot leave
 RANGE = 1100
@@ -38,7 +39,7 @@ def problems(layout: canvas_layout.Layout, placed: dict[int, canvas_layout.Place
 
 
 def cost(canvas: Canvas, placed: dict[int, canvas_layout.Placed], links: list[canvas_layout.Link],
-         tops: dict[int, float]) -> tuple[float, int]:
+         tops: dict[int, float], rise_cost: float = LINK_RISE_COST) -> tuple[float, int]:
     """(what the search lowers, problems) for the layout `place` makes from these tops."""
     layout = canvas_layout.place(canvas.groups, placed, tops)
     found = problems(layout, placed, links)
@@ -47,10 +48,11 @@ def cost(canvas: Canvas, placed: dict[int, canvas_layout.Placed], links: list[ca
     for link in links:
         (_, start_y), (_, end_y) = canvas_layout.link_ends(link, layout, placed)
         rise += abs(start_y - end_y)
-    return found * PROBLEM_COST + height + LINK_RISE_COST * rise, found
+    return found * PROBLEM_COST + height + rise_cost * rise, found
 
 
-def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = False) -> tuple[dict[int, int], int]:
+def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = False,
+           rise_cost: float = LINK_RISE_COST) -> tuple[dict[int, int], int]:
     """The best tops found, starting from where the builder places the nodes now (or from no tops), and the problems
     left with them."""
     placed = placed_nodes(canvas, definitions())
@@ -61,7 +63,7 @@ def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = Fals
     if not from_scratch:  # where the builder puts the nodes now, its settle rounds included
         layout = canvas_layout.arrange(canvas.groups, placed, links, canvas.tops)
         current = {node_id: box.y for node_id, box in layout.boxes.items()}
-    current_cost, _ = cost(canvas, placed, links, current)
+    current_cost, _ = cost(canvas, placed, links, current, rise_cost)
     best, best_cost = dict(current), current_cost
     for step in range(iterations):
         temperature = START_TEMPERATURE * (1 - step / iterations) + 1
@@ -71,7 +73,7 @@ def search(canvas: Canvas, iterations: int, seed: int, from_scratch: bool = Fals
             trial[node_id] = max(0, trial.get(node_id, 0) + draw.randint(-MOVE, MOVE))
         else:
             trial[node_id] = draw.randrange(0, RANGE, 2)
-        trial_cost, _ = cost(canvas, placed, links, trial)
+        trial_cost, _ = cost(canvas, placed, links, trial, rise_cost)
         if trial_cost <= current_cost or draw.random() < math.exp((current_cost - trial_cost) / temperature):
             current, current_cost = trial, trial_cost
             if trial_cost < best_cost:
@@ -88,8 +90,12 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=60000, help="annealing steps (default: 60000)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     parser.add_argument("--from-scratch", action="store_true", help="start from no tops, not from the template's own")
+    parser.add_argument("--rise-cost", type=float, default=LINK_RISE_COST,
+                        help=f"what one px of links climbing or falling weighs, in px of height "
+                             f"(default: {LINK_RISE_COST})")
     arguments = parser.parse_args()
-    tops, left = search(WORKFLOWS[arguments.template](), arguments.iterations, arguments.seed, arguments.from_scratch)
+    tops, left = search(WORKFLOWS[arguments.template](), arguments.iterations, arguments.seed, arguments.from_scratch,
+                        arguments.rise_cost)
     print(f"tops = {tops}")
     if left:
         print(f"{left} problems left (overlaps or links under nodes): try another seed or more iterations")

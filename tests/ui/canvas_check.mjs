@@ -1,7 +1,8 @@
 // Drives ComfyUI's real web frontend in headless Chromium and measures each template as an artist meets it.
 // Called by tests/ui/test_canvas.py: `node canvas_check.mjs job.json`.
 // job.json: {url, chromium, playwrightCore (the package's folder), artifacts, portrait, video, serverLog, label,
-// tiny: {checkpoint, lora, resolution, steps}, templates: [{name, file}]}; prints one JSON report.
+// tiny: {checkpoint, lora, resolution, steps}, templates: [{name, file}], olderGraphs: [{name, file}]}; prints one JSON
+// report.
 // Per template, in a 1366 x 768 window: load it by a drop event, note dialogs and console errors, read the widget
 // values and the stored view (what text it cuts, what the minimap covers), save it the way the editor does (Ctrl+S)
 // and fetch the saved file, pick the portrait and the video in the loaders, fit the view and measure node rectangles,
@@ -309,6 +310,15 @@ async function checkTemplate(browser, template) {
   return report;
 }
 
+async function checkOlderGraph(browser, graph) {
+  // A graph saved before one of its nodes gained a widget (at the end of its widgets): what the frontend loads.
+  const { context, page, consoleErrors } = await openApp(browser);
+  await dropFile(page, path.basename(graph.file), fs.readFileSync(graph.file, 'utf8'));
+  const report = { name: graph.name, dialogs: await dialogTexts(page), loaded: await graphState(page), consoleErrors };
+  await context.close();
+  return report;
+}
+
 async function checkTemplatesBrowser(browser) {
   // What the Templates browser lists for the pack, and whether each card's thumbnail and file load.
   const { context, page } = await openApp(browser);
@@ -338,7 +348,11 @@ try {
     }
   }
   const templatesBrowser = await checkTemplatesBrowser(browser);
-  process.stdout.write(JSON.stringify({ reports, templatesBrowser }));
+  const olderGraphs = [];
+  for (const graph of job.olderGraphs) {
+    olderGraphs.push(await within(TEMPLATE_TIMEOUT_MS, checkOlderGraph(browser, graph), `loading ${graph.name}`));
+  }
+  process.stdout.write(JSON.stringify({ reports, templatesBrowser, olderGraphs }));
 } finally {
   await browser.close();
 }
