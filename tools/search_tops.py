@@ -3,6 +3,7 @@ the tops of its nodes, in its columns and groups as `build_workflows.py` sets th
 two nodes or groups overlap and no link runs under a node.
 
     python tools/search_tops.py "X-Portrait with core samplers (Guider)" [--iterations 60000] [--seed 1]
+        [--from-scratch] [--rise-cost 0.05]
 
 prints the tops to write into that template's `Canvas.tops` in build_workflows.py, which then checks them like any
 layout (`arrange`, the tests). It takes minutes: each step lays the graph out and checks every link, as the builder
