@@ -9,7 +9,6 @@ from xportrait_core.options import BestFrameChoice, DrivingCrop, FitMode, Missin
 
 from . import host
 from .errors import XPortraitInputError, about_input, input_error
-from .face_nodes import warn_of_frames_without_face
 from .loader_nodes import landmark_provider
 from .node_inputs import OptionNode
 from .types import REFERENCE
@@ -67,14 +66,13 @@ class MotionControl(OptionNode):
     def align(self, driving: Any, source: Any, best_frame: BestFrameChoice, best_frame_index: int, fit: FitMode,
               resolution: int, landmarks: Any = None, driving_crop: DrivingCrop = "full_frame"
               ) -> tuple[Any, int, Any]:
-        from xportrait_core.options import OptionError, check
-        from xportrait_core.pipeline import FaceTracking, Framing, align_driving, images_of_hints, side_by_side
+        from xportrait_core.options import OptionError
+        from xportrait_core.pipeline import Framing, align_driving, images_of_hints, side_by_side, tracking_for
 
         with about_input(MotionControl, "resolution"):
             framing = Framing(resolution, fit)
         with about_input(MotionControl, "driving_crop"):
-            check("driving_crop", driving_crop)
-        tracking = FaceTracking() if driving_crop == "track_face" else None
+            tracking = tracking_for(driving_crop)
         choice = int(best_frame_index) if best_frame == "index" else best_frame
         log.info("%s: aligning %d driving frames", self.DISPLAY_NAME, len(driving))
         try:
@@ -88,8 +86,6 @@ class MotionControl(OptionNode):
             if best_frame == "index" and isinstance(cause, OptionError) and cause.option == "best_frame":
                 raise input_error(MotionControl, "best_frame_index", cause.detail) from cause  # the index is at fault
             raise
-        if aligned.track is not None:
-            warn_of_frames_without_face(self.DISPLAY_NAME, aligned.track.frames_without_face)
         motion = images_of_hints(aligned.pose_hints)
         host.current().check_interrupt()  # the preview of a long clip takes a while too
         used = NOT_ALIGNED if aligned.best_frame is None else aligned.best_frame

@@ -15,12 +15,6 @@ from .types import CROP_RECORD
 log = logging.getLogger(__name__)
 
 
-def warn_of_frames_without_face(node_name: str, frames: list[int]) -> None:
-    """The log line of a tracked driving video whose frames `frames` had no face (Track Face, Motion Control)."""
-    if frames:
-        log.warning("%s: no face in driving frames %s (their crop follows the nearest frames)", node_name, frames)
-
-
 def landmark_provider_or_default(landmarks: Any) -> Any:
     """The provider connected, or the default dlib one (as Motion Control and Local Patches)."""
     return landmarks if landmarks is not None else landmark_provider("dlib")
@@ -78,7 +72,6 @@ class TrackFace(OptionNode):
         host.current().check_interrupt()  # the preview of a long clip takes a while too
         boxes = [(box.left, box.top, box.left + box.side - 1, box.top + box.side - 1)
                  for box in map(track.box, range(len(crops)))]
-        warn_of_frames_without_face(self.DISPLAY_NAME, track.frames_without_face)
         return crops, track_preview(driving, boxes, track.face_found.tolist())
 
 

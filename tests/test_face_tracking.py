@@ -14,7 +14,14 @@ import torch
 from face_scenes import box_of, moving_face_clip, needs_dlib, path_points, provider
 
 from xportrait_core.controls.face_framing import crop_box_for
-from xportrait_core.controls.face_tracking import FaceTracking, crop_tracked, fill_gaps, smooth_path, track_face
+from xportrait_core.controls.face_tracking import (
+    FaceTracking,
+    crop_tracked,
+    fill_gaps,
+    smooth_path,
+    track_face,
+    tracking_for,
+)
 from xportrait_core.options import DEFAULT_FACE_MARGIN, OptionError
 
 FRAMES, WIDTH, HEIGHT, SCALE = 20, 1280, 720, 0.6  # face about 56 px wide, crop about 167 px
@@ -140,3 +147,14 @@ def test_align_driving_follows_the_face_then_aligns_its_crops_with_progress_to_t
     assert aligned.pose_hints.shape == (4, 3, 128, 128)
     assert aligned.best_frame is not None  # the tracked crops are faces the alignment finds
     assert seen[-1][0] == seen[-1][1] and all(total == seen[0][1] for _, total in seen)
+
+
+def test_the_driving_crop_choice_gives_its_tracking():
+    """One reading of driving_crop for the command line and Motion Control: full_frame tracks nothing, track_face
+    tracks with the margin and smoothing given (the defaults otherwise), anything else names the option."""
+    assert tracking_for("full_frame") is None
+    assert tracking_for("track_face") == FaceTracking()
+    assert tracking_for("track_face", 2.5, 1.0) == FaceTracking(2.5, 1.0)
+    with pytest.raises(OptionError) as raised:
+        tracking_for("follow")
+    assert raised.value.option == "driving_crop"

@@ -40,7 +40,7 @@ from .controls.driving_controls import (
 from .controls.driving_controls import align_driving as align_frames
 from .controls.driving_controls import local_patches as detect_local_patches
 from .controls.face_framing import FaceCrop, crop_face
-from .controls.face_tracking import FaceTrack, FaceTracking, crop_tracked, track_face, tracking_work
+from .controls.face_tracking import FaceTrack, FaceTracking, crop_tracked, track_face, tracking_for, tracking_work
 from .controls.frame_hooks import FrameCounter, FrameHooks
 from .controls.landmarks import LandmarkProvider
 from .media.box_preview import faces_preview, track_preview
@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 __all__ = [  # the calls, and the types they take (see the module docstring)
     "AlignedDriving", "Animation", "CropRecord", "FaceCrop", "FaceTrack", "FaceTracking", "border_colour_step",
     "crop_face", "face_crop_preview", "paste_back", "pasted_chunks", "track_driving_face", "track_preview",
+    "tracking_for",
     "AnimationInputs", "ControlOptions", "DDPM_TRAIN_STEPS", "DenoiserHooks",
     "DrivingControls", "FrameHooks", "Framing", "ImageVAE", "LINEAR_END", "LINEAR_START", "LocalPatches",
     "LoraChoice", "References", "SamplerHooks", "SamplerOptions", "align_driving", "animate", "build_conditioning",

@@ -24,7 +24,6 @@ from ..options import (
     VIDEO_OUTPUT_SUFFIXES,
     OptionError,
     StartMode,
-    check,
     check_face_choice,
 )
 from .flags import add_flag, add_flags, exit_statuses, spell
@@ -380,16 +379,14 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..model.checkpoint import check_checkpoint_file, load_model
     from ..model.compilation import check_compile_mode, compile_blocks
     from ..model.lora import LoraChoice, read_lora
-    from ..pipeline import AnimationInputs, ControlOptions, FaceTracking, animate, crop_face, prepare_controls
+    from ..pipeline import AnimationInputs, ControlOptions, animate, crop_face, prepare_controls, tracking_for
     from ..sampling.sampler import SamplerHooks
 
     started = time.monotonic(), time.process_time()
     # Everything that can be known without reading the inputs, then the inputs, then the model: the cheap first.
     sampling = _sampler_options(args, "init_video" if args.init_video else "reference", args.strength)
-    tracking = FaceTracking(args.face_margin, args.track_smoothing) if args.driving_crop == "track_face" else None
     controls = ControlOptions(Framing(args.resolution, args.fit), _best_frame(args.best_frame), args.missing_face,
-                              tracking=tracking)
-    check("driving_crop", args.driving_crop)
+                              tracking=tracking_for(args.driving_crop, args.face_margin, args.track_smoothing))
     full_picture = args.paste_back or getattr(args, "face_given", False)
     face = check_face_choice(args.face)
     if args.paste_back and args.output.suffix.lower() not in STREAM_SUFFIXES:

@@ -52,6 +52,13 @@ class FaceTracking:
         check("track_smoothing", self.smoothing)
 
 
+def tracking_for(driving_crop: str, margin: float = DEFAULT_FACE_MARGIN,
+                 smoothing: float = default("track_smoothing")) -> FaceTracking | None:
+    """The tracking a driving_crop choice asks for (checked): None for full_frame, for track_face a FaceTracking."""
+    check("driving_crop", driving_crop)
+    return FaceTracking(margin, smoothing) if driving_crop == "track_face" else None
+
+
 @dataclass(frozen=True)
 class FaceTrack:
     """The face's crop through a video.
@@ -147,10 +154,11 @@ def track_face(driving_fhwc: torch.Tensor, provider: LandmarkProvider, tracking:
                           f"'{provider.name}' landmark provider, so there is no face to follow; use a video with a "
                           "visible face, or {driving_crop=full_frame}", leads=False)
     smoothed = smooth_path(fill_gaps(detected, found), tracking.smoothing)
-    if not found.all():
-        logger.warning("Face tracking: no face in %d of %d driving frames (they follow the nearest frames).",
-                       int((~found).sum()), len(found))
-    return FaceTrack(detected=detected, smoothed=smoothed, face_found=found, frame_size=(int(width), int(height)))
+    track = FaceTrack(detected=detected, smoothed=smoothed, face_found=found, frame_size=(int(width), int(height)))
+    if track.frames_without_face:  # the one warning for it, whichever node or command tracks
+        logger.warning("Face tracking: no face in driving frames %s (%d of %d; their crop follows the nearest "
+                       "frames).", track.frames_without_face, len(track.frames_without_face), len(found))
+    return track
 
 
 def crop_tracked(driving_fhwc: torch.Tensor, track: FaceTrack, size: int, counter: FrameCounter | None = None
